@@ -1,0 +1,1 @@
+//! The MASV-compatible service.
