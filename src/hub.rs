@@ -1,1 +1,139 @@
-//! The MASV-compatible service.
+//! The MASV-compatible service: the control plane of spec §2–3 under `/v1` (and the team inbox
+//! under `/v1.1` too), and S3-like signed storage (§4) under `/storage`. State lives in SQLite
+//! under the data folder, blobs beside it, so a restarted hub carries on where it was.
+//!
+//! It shares only the wire types of `cloud::dto` with the agent, and is a real service: operators
+//! run it with `masv hub serve` to move files between their own sites.
+
+mod api;
+mod auth;
+mod db;
+mod error;
+mod operator;
+mod storage;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use error::HubError;
+pub use operator::{Seed, SeedPortal, SeedTeam};
+pub use storage::Faults;
+
+use crate::cloud::dto::PackageSpec;
+
+/// How a hub runs.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Where the database (`hub.db`) and the blobs (`blobs/`, `parts/`) live.
+    pub data_dir: PathBuf,
+    /// The address clients reach this hub at, used in signed URLs and share links; by default
+    /// `http://` + the listening address.
+    pub public_url: Option<url::Url>,
+    /// Failures injected into storage requests, for tests. Off by default.
+    pub faults: Faults,
+    /// How long a signed storage URL stays valid.
+    pub url_ttl: Duration,
+    /// How long a package token stays valid.
+    pub token_ttl: Duration,
+    /// The part limits enforced on uploads.
+    pub spec: PackageSpec,
+}
+
+impl HubConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> HubConfig {
+        HubConfig {
+            data_dir: data_dir.into(),
+            public_url: None,
+            faults: Faults::default(),
+            url_ttl: Duration::from_secs(3600),
+            token_ttl: Duration::from_secs(7 * 24 * 3600),
+            spec: PackageSpec::default(),
+        }
+    }
+}
+
+/// An open hub: its database and signing key. Serve it, or run operator commands on it.
+pub struct Hub {
+    config: HubConfig,
+    db: db::Db,
+    signer: Arc<auth::Signer>,
+}
+
+impl Hub {
+    /// Opens (creating) the hub's data folder.
+    pub fn open(config: HubConfig) -> Result<Hub, HubError> {
+        for dir in [
+            config.data_dir.clone(),
+            config.data_dir.join("blobs"),
+            config.data_dir.join("parts"),
+            config.data_dir.join("outbox"),
+        ] {
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                HubError::Internal(format!(
+                    "cannot create the hub folder {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        let db = db::Db::open(&config.data_dir.join("hub.db"))?;
+        let key = db.with(|conn| match db::meta_get(conn, "signing_key")? {
+            Some(key) => Ok(key),
+            None => {
+                let mut key = vec![0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+                db::meta_set(conn, "signing_key", &key)?;
+                Ok(key)
+            }
+        })?;
+        Ok(Hub {
+            config,
+            db,
+            signer: Arc::new(auth::Signer::new(key)),
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    /// The routes, answering as `public_url`.
+    pub fn router(&self, public_url: url::Url) -> Router {
+        let state = Arc::new(api::State {
+            db: self.db.clone(),
+            signer: self.signer.clone(),
+            throttle: auth::Throttle::default(),
+            listing_limiter: Default::default(),
+            public_url,
+            config: self.config.clone(),
+        });
+        api::router(state.clone()).merge(storage::router(state))
+    }
+
+    /// Serves on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let addr = listener.local_addr()?;
+        let public_url = self.public_url(addr);
+        tracing::info!(%addr, public_url = %public_url, data = %self.config.data_dir.display(), "hub serving");
+        let router = self.router(public_url);
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+
+    /// The URL clients use, given the address the hub listens on.
+    pub fn public_url(&self, addr: SocketAddr) -> url::Url {
+        self.config.public_url.clone().unwrap_or_else(|| {
+            url::Url::parse(&format!("http://{addr}/")).expect("a socket address makes a valid URL")
+        })
+    }
+}

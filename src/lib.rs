@@ -2,7 +2,9 @@
 //!
 //! Layout (see `../shared/design/ARCHITECTURE.md`):
 //! - `cloud`: the typed MASV API client and the wire types (DTOs) shared with the hub.
+//! - `cli`: the `masv` command line.
 //! - `hub`: the MASV-compatible service: control plane routes, tokens, signed blob storage.
 
+pub mod cli;
 pub mod cloud;
 pub mod hub;

@@ -1,0 +1,258 @@
+//! `masv hub …`: serve a hub, and the operator commands on its data folder.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use crate::cloud::dto::Secret;
+use crate::hub::{Faults, Hub, HubConfig, Seed};
+
+#[derive(Debug, Subcommand)]
+pub enum HubCommand {
+    /// Serve the hub's API and storage.
+    #[command(
+        after_help = "Example:\n  masv hub serve --listen 127.0.0.1:9000 --data /var/lib/masv-hub --seed hub.toml"
+    )]
+    Serve(ServeArgs),
+    /// Teams.
+    #[command(subcommand)]
+    Team(TeamCommand),
+    /// API keys of teams.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
+    /// Portals (upload pages that need no account).
+    #[command(subcommand)]
+    Portal(PortalCommand),
+    /// Files stored on the hub.
+    #[command(subcommand)]
+    File(FileCommand),
+    /// Apply a TOML seed file (teams, API keys, portals); what exists already is left alone.
+    #[command(after_help = "Example:\n  masv hub seed --data /var/lib/masv-hub hub.toml")]
+    Seed {
+        #[command(flatten)]
+        data: DataArg,
+        /// The seed file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DataArg {
+    /// The hub's data folder (database and blobs).
+    #[arg(long, env = "MASV_HUB_DATA")]
+    data: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    listen: String,
+    #[command(flatten)]
+    data: DataArg,
+    /// The URL clients reach this hub at (default: http://LISTEN/).
+    #[arg(long)]
+    public_url: Option<url::Url>,
+    /// A seed file applied at start.
+    #[arg(long)]
+    seed: Option<PathBuf>,
+    /// For tests: fraction (0-1) of storage requests that fail with 500.
+    #[arg(long, default_value_t = 0.0)]
+    fault_fail_ratio: f64,
+    /// For tests: fraction (0-1) of storage downloads cut off halfway.
+    #[arg(long, default_value_t = 0.0)]
+    fault_cut_ratio: f64,
+    /// For tests: milliseconds added before every storage request.
+    #[arg(long, default_value_t = 0)]
+    fault_delay_ms: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TeamCommand {
+    /// Create a team; prints its id.
+    #[command(
+        after_help = "Example:\n  masv hub team add --data /var/lib/masv-hub --name 'Post House'"
+    )]
+    Add {
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        name: String,
+        /// A fixed id (a ULID) instead of a new one.
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key for a team; prints it (the only time it is shown).
+    #[command(
+        after_help = "Example:\n  masv hub api-key add --data /var/lib/masv-hub --team 'Post House'"
+    )]
+    Add {
+        #[command(flatten)]
+        data: DataArg,
+        /// The team, by id or name.
+        #[arg(long)]
+        team: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PortalCommand {
+    /// Create a portal; prints its id.
+    #[command(
+        after_help = "Example:\n  masv hub portal add --data /var/lib/masv-hub --team 'Post House' --subdomain dailies --access-code-env DAILIES_CODE"
+    )]
+    Add {
+        #[command(flatten)]
+        data: DataArg,
+        /// The team, by id or name.
+        #[arg(long)]
+        team: String,
+        #[arg(long)]
+        subdomain: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// An access code senders must give (prefer --access-code-env: arguments show in `ps`).
+        #[arg(long, conflicts_with = "access_code_env")]
+        access_code: Option<String>,
+        /// The environment variable holding the access code.
+        #[arg(long)]
+        access_code_env: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FileCommand {
+    /// Flag a file as virus-infected: downloads of it are refused (403).
+    #[command(after_help = "Example:\n  masv hub file quarantine --data /var/lib/masv-hub 01J...")]
+    Quarantine {
+        #[command(flatten)]
+        data: DataArg,
+        file_id: String,
+        /// Clear the flag instead.
+        #[arg(long)]
+        clear: bool,
+    },
+}
+
+fn open(data: &DataArg) -> anyhow::Result<Hub> {
+    Hub::open(HubConfig::new(&data.data))
+        .with_context(|| format!("opening the hub at {}", data.data.display()))
+}
+
+pub async fn run(command: HubCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        HubCommand::Serve(args) => serve(args).await?,
+        HubCommand::Team(TeamCommand::Add { data, name, id }) => {
+            println!("{}", open(&data)?.add_team(&name, id.as_deref())?);
+        }
+        HubCommand::ApiKey(ApiKeyCommand::Add { data, team }) => {
+            println!("{}", open(&data)?.add_api_key(&team, None)?.expose());
+        }
+        HubCommand::Portal(PortalCommand::Add {
+            data,
+            team,
+            subdomain,
+            name,
+            access_code,
+            access_code_env,
+        }) => {
+            let code = match (access_code, access_code_env) {
+                (Some(code), _) => Some(Secret::new(code)),
+                (None, Some(var)) => {
+                    Some(Secret::new(std::env::var(&var).with_context(|| {
+                        format!("environment variable {var} is not set")
+                    })?))
+                }
+                (None, None) => None,
+            };
+            println!(
+                "{}",
+                open(&data)?.add_portal(&team, &subdomain, name.as_deref(), code.as_ref())?
+            );
+        }
+        HubCommand::File(FileCommand::Quarantine {
+            data,
+            file_id,
+            clear,
+        }) => {
+            open(&data)?.set_virus_detected(&file_id, !clear)?;
+            println!(
+                "file {file_id} {}",
+                if clear { "released" } else { "quarantined" }
+            );
+        }
+        HubCommand::Seed { data, file } => {
+            for line in open(&data)?.apply_seed(&Seed::load(&file)?)? {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    for (name, ratio) in [
+        ("--fault-fail-ratio", args.fault_fail_ratio),
+        ("--fault-cut-ratio", args.fault_cut_ratio),
+    ] {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&ratio),
+            "{name} must be between 0 and 1"
+        );
+    }
+    let mut config = HubConfig::new(&args.data.data);
+    config.public_url = args.public_url;
+    config.faults = Faults {
+        fail_ratio: args.fault_fail_ratio,
+        cut_ratio: args.fault_cut_ratio,
+        delay: Duration::from_millis(args.fault_delay_ms),
+    };
+    let hub = Hub::open(config)
+        .with_context(|| format!("opening the hub at {}", args.data.data.display()))?;
+    if let Some(seed) = &args.seed {
+        for line in hub.apply_seed(&Seed::load(seed)?)? {
+            tracing::info!("seed: {line}");
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; is another hub running there?",
+                args.listen
+            )
+        })?;
+    hub.serve(listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Completes at SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,635 @@
+//! The hub's state in SQLite (WAL): teams, API keys, portals, packages, files, multipart uploads,
+//! parts and links. Blobs live on disk beside it (see `storage`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::error::HubError;
+use crate::cloud::dto::format_time;
+
+/// Numbered migrations, applied in order and never edited once landed.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE teams (id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY,
+    team_id TEXT NOT NULL REFERENCES teams(id),
+    key_hash TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE portals (
+    id TEXT PRIMARY KEY,
+    team_id TEXT NOT NULL REFERENCES teams(id),
+    name TEXT NOT NULL,
+    subdomain TEXT NOT NULL UNIQUE,
+    access_code_hash TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE packages (
+    id TEXT PRIMARY KEY,
+    team_id TEXT NOT NULL REFERENCES teams(id),
+    portal_id TEXT REFERENCES portals(id),
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    recipients TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    password_hash TEXT,
+    access_limit INTEGER,
+    expiry TEXT,
+    finalized_at TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX packages_team ON packages(team_id, created_at);
+CREATE TABLE files (
+    id TEXT PRIMARY KEY,
+    package_id TEXT NOT NULL REFERENCES packages(id),
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    chunk_size INTEGER NOT NULL,
+    last_modified TEXT,
+    virus_detected INTEGER NOT NULL DEFAULT 0,
+    finalized INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX files_package ON files(package_id);
+CREATE TABLE multipart_uploads (
+    upload_id TEXT PRIMARY KEY,
+    file_id TEXT NOT NULL REFERENCES files(id),
+    created_at TEXT NOT NULL
+);
+CREATE TABLE parts (
+    upload_id TEXT NOT NULL REFERENCES multipart_uploads(upload_id),
+    part_number INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (upload_id, part_number)
+);
+CREATE TABLE links (
+    id TEXT PRIMARY KEY,
+    package_id TEXT NOT NULL REFERENCES packages(id),
+    secret_hash TEXT NOT NULL,
+    email TEXT,
+    password_hash TEXT,
+    expiry TEXT,
+    access_limit INTEGER,
+    access_count INTEGER NOT NULL DEFAULT 0,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX links_package ON links(package_id);
+"#];
+
+#[derive(Clone)]
+pub struct Db {
+    conn: Arc<Mutex<Connection>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TeamRow {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct PortalRow {
+    pub id: String,
+    pub team_id: String,
+    pub name: String,
+    pub subdomain: String,
+    pub access_code_hash: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PackageRow {
+    pub id: String,
+    pub team_id: String,
+    pub portal_id: Option<String>,
+    pub name: String,
+    pub description: String,
+    pub sender: String,
+    pub recipients: Vec<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub password_hash: Option<String>,
+    pub access_limit: Option<u32>,
+    pub expiry: Option<DateTime<Utc>>,
+    pub finalized_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FileRow {
+    pub id: String,
+    pub package_id: String,
+    pub kind: String,
+    pub name: String,
+    pub path: String,
+    pub size: u64,
+    pub chunk_size: u64,
+    pub last_modified: Option<DateTime<Utc>>,
+    pub virus_detected: bool,
+    pub finalized: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkRow {
+    pub id: String,
+    pub package_id: String,
+    pub secret_hash: String,
+    pub email: Option<String>,
+    pub password_hash: Option<String>,
+    pub expiry: Option<DateTime<Utc>>,
+    pub access_limit: Option<u32>,
+    pub access_count: u32,
+    pub disabled: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct PartRow {
+    pub part_number: u32,
+    pub etag: String,
+    pub size: u64,
+}
+
+fn time_text(t: &DateTime<Utc>) -> String {
+    format_time(t)
+}
+
+fn parse_time(text: Option<String>) -> Option<DateTime<Utc>> {
+    text.and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn json_column<T: serde::de::DeserializeOwned + Default>(text: String) -> T {
+    serde_json::from_str(&text).unwrap_or_default()
+}
+
+impl Db {
+    /// Opens (creating) `dir/hub.db`, readable by its owner only, and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Db, HubError> {
+        let conn = Connection::open(path)?;
+        restrict_to_owner(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let db = Db {
+            conn: Arc::new(Mutex::new(conn)),
+        };
+        db.with(migrate)?;
+        Ok(db)
+    }
+
+    /// Runs `f` on the connection, on the calling thread (operator commands, start-up).
+    pub fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, HubError>,
+    ) -> Result<T, HubError> {
+        let mut conn = self
+            .conn
+            .lock()
+            .expect("the hub database lock is never poisoned");
+        f(&mut conn)
+    }
+
+    /// Runs `f` on the connection off the async runtime.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, HubError> + Send + 'static,
+    ) -> Result<T, HubError> {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || db.with(f))
+            .await
+            .map_err(|e| HubError::Internal(format!("database task failed: {e}")))?
+    }
+}
+
+#[cfg(unix)]
+fn restrict_to_owner(path: &Path) -> Result<(), HubError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict_to_owner(_path: &Path) -> Result<(), HubError> {
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), HubError> {
+    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+pub fn meta_get(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>, HubError> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?)
+}
+
+pub fn meta_set(conn: &Connection, key: &str, value: &[u8]) -> Result<(), HubError> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+pub fn insert_team(conn: &Connection, team: &TeamRow) -> Result<(), HubError> {
+    conn.execute(
+        "INSERT INTO teams (id, name, created_at) VALUES (?1, ?2, ?3)",
+        params![team.id, team.name, time_text(&Utc::now())],
+    )?;
+    Ok(())
+}
+
+pub fn team(conn: &Connection, id: &str) -> Result<Option<TeamRow>, HubError> {
+    Ok(conn
+        .query_row("SELECT id, name FROM teams WHERE id = ?1", [id], |r| {
+            Ok(TeamRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+            })
+        })
+        .optional()?)
+}
+
+pub fn team_by_name(conn: &Connection, name: &str) -> Result<Option<TeamRow>, HubError> {
+    Ok(conn
+        .query_row("SELECT id, name FROM teams WHERE name = ?1", [name], |r| {
+            Ok(TeamRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+            })
+        })
+        .optional()?)
+}
+
+pub fn insert_api_key(
+    conn: &Connection,
+    id: &str,
+    team_id: &str,
+    key_hash: &str,
+) -> Result<(), HubError> {
+    conn.execute(
+        "INSERT INTO api_keys (id, team_id, key_hash, created_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(key_hash) DO NOTHING",
+        params![id, team_id, key_hash, time_text(&Utc::now())],
+    )?;
+    Ok(())
+}
+
+/// The team an API key (by its digest) belongs to.
+pub fn api_key_team(conn: &Connection, key_hash: &str) -> Result<Option<String>, HubError> {
+    Ok(conn
+        .query_row(
+            "SELECT team_id FROM api_keys WHERE key_hash = ?1",
+            [key_hash],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+const PORTAL_COLUMNS: &str = "id, team_id, name, subdomain, access_code_hash";
+
+fn portal_row(r: &Row<'_>) -> rusqlite::Result<PortalRow> {
+    Ok(PortalRow {
+        id: r.get(0)?,
+        team_id: r.get(1)?,
+        name: r.get(2)?,
+        subdomain: r.get(3)?,
+        access_code_hash: r.get(4)?,
+    })
+}
+
+pub fn insert_portal(conn: &Connection, portal: &PortalRow) -> Result<(), HubError> {
+    conn.execute(
+        "INSERT INTO portals (id, team_id, name, subdomain, access_code_hash, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            portal.id,
+            portal.team_id,
+            portal.name,
+            portal.subdomain,
+            portal.access_code_hash,
+            time_text(&Utc::now())
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn portal_by_subdomain(
+    conn: &Connection,
+    subdomain: &str,
+) -> Result<Option<PortalRow>, HubError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {PORTAL_COLUMNS} FROM portals WHERE subdomain = ?1"),
+            [subdomain],
+            portal_row,
+        )
+        .optional()?)
+}
+
+pub fn portal(conn: &Connection, id: &str) -> Result<Option<PortalRow>, HubError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {PORTAL_COLUMNS} FROM portals WHERE id = ?1"),
+            [id],
+            portal_row,
+        )
+        .optional()?)
+}
+
+const PACKAGE_COLUMNS: &str = "id, team_id, portal_id, name, description, sender, recipients, \
+     metadata, password_hash, access_limit, expiry, finalized_at, created_at";
+
+fn package_row(r: &Row<'_>) -> rusqlite::Result<PackageRow> {
+    Ok(PackageRow {
+        id: r.get(0)?,
+        team_id: r.get(1)?,
+        portal_id: r.get(2)?,
+        name: r.get(3)?,
+        description: r.get(4)?,
+        sender: r.get(5)?,
+        recipients: json_column(r.get(6)?),
+        metadata: json_column(r.get(7)?),
+        password_hash: r.get(8)?,
+        access_limit: r.get(9)?,
+        expiry: parse_time(r.get(10)?),
+        finalized_at: parse_time(r.get(11)?),
+        created_at: parse_time(r.get(12)?).unwrap_or_default(),
+    })
+}
+
+pub fn insert_package(conn: &Connection, p: &PackageRow) -> Result<(), HubError> {
+    conn.execute(
+        &format!("INSERT INTO packages ({PACKAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+        params![
+            p.id,
+            p.team_id,
+            p.portal_id,
+            p.name,
+            p.description,
+            p.sender,
+            serde_json::to_string(&p.recipients).expect("strings serialize"),
+            serde_json::to_string(&p.metadata).expect("strings serialize"),
+            p.password_hash,
+            p.access_limit,
+            p.expiry.as_ref().map(time_text),
+            p.finalized_at.as_ref().map(time_text),
+            time_text(&p.created_at),
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn package(conn: &Connection, id: &str) -> Result<Option<PackageRow>, HubError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {PACKAGE_COLUMNS} FROM packages WHERE id = ?1"),
+            [id],
+            package_row,
+        )
+        .optional()?)
+}
+
+pub fn set_package_finalized(
+    conn: &Connection,
+    id: &str,
+    at: &DateTime<Utc>,
+) -> Result<(), HubError> {
+    conn.execute(
+        "UPDATE packages SET finalized_at = ?2 WHERE id = ?1 AND finalized_at IS NULL",
+        params![id, time_text(at)],
+    )?;
+    Ok(())
+}
+
+/// Finalized packages of a team, oldest first, optionally from one portal and from a time on.
+pub fn inbox(
+    conn: &Connection,
+    team_id: &str,
+    portal_id: Option<&str>,
+    since: Option<&DateTime<Utc>>,
+    offset: u64,
+    limit: u64,
+) -> Result<(u64, Vec<PackageRow>), HubError> {
+    let since = since.map(time_text).unwrap_or_default();
+    let filter = "team_id = ?1 AND finalized_at IS NOT NULL AND (?2 IS NULL OR portal_id = ?2) AND created_at >= ?3";
+    let total: u64 = conn.query_row(
+        &format!("SELECT COUNT(*) FROM packages WHERE {filter}"),
+        params![team_id, portal_id, since],
+        |r| r.get(0),
+    )?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {PACKAGE_COLUMNS} FROM packages WHERE {filter} ORDER BY created_at, id LIMIT ?4 OFFSET ?5"
+    ))?;
+    let rows = stmt
+        .query_map(
+            params![team_id, portal_id, since, limit, offset],
+            package_row,
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((total, rows))
+}
+
+const FILE_COLUMNS: &str =
+    "id, package_id, kind, name, path, size, chunk_size, last_modified, virus_detected, finalized";
+
+fn file_row(r: &Row<'_>) -> rusqlite::Result<FileRow> {
+    Ok(FileRow {
+        id: r.get(0)?,
+        package_id: r.get(1)?,
+        kind: r.get(2)?,
+        name: r.get(3)?,
+        path: r.get(4)?,
+        size: r.get(5)?,
+        chunk_size: r.get(6)?,
+        last_modified: parse_time(r.get(7)?),
+        virus_detected: r.get(8)?,
+        finalized: r.get(9)?,
+    })
+}
+
+pub fn insert_file(conn: &Connection, f: &FileRow) -> Result<(), HubError> {
+    conn.execute(
+        &format!("INSERT INTO files ({FILE_COLUMNS}, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+        params![
+            f.id,
+            f.package_id,
+            f.kind,
+            f.name,
+            f.path,
+            f.size,
+            f.chunk_size,
+            f.last_modified.as_ref().map(time_text),
+            f.virus_detected,
+            f.finalized,
+            time_text(&Utc::now()),
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn file(conn: &Connection, package_id: &str, id: &str) -> Result<Option<FileRow>, HubError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {FILE_COLUMNS} FROM files WHERE id = ?1 AND package_id = ?2"),
+            [id, package_id],
+            file_row,
+        )
+        .optional()?)
+}
+
+pub fn files(conn: &Connection, package_id: &str) -> Result<Vec<FileRow>, HubError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {FILE_COLUMNS} FROM files WHERE package_id = ?1 ORDER BY path, name, id"
+    ))?;
+    let rows = stmt
+        .query_map([package_id], file_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+pub fn set_file_finalized(conn: &Connection, id: &str) -> Result<(), HubError> {
+    conn.execute("UPDATE files SET finalized = 1 WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+/// Flags or clears a file as virus-infected; false when there is no such file.
+pub fn set_virus_detected(conn: &Connection, id: &str, flagged: bool) -> Result<bool, HubError> {
+    Ok(conn.execute(
+        "UPDATE files SET virus_detected = ?2 WHERE id = ?1",
+        params![id, flagged],
+    )? == 1)
+}
+
+pub fn insert_multipart(conn: &Connection, upload_id: &str, file_id: &str) -> Result<(), HubError> {
+    conn.execute(
+        "INSERT INTO multipart_uploads (upload_id, file_id, created_at) VALUES (?1, ?2, ?3)",
+        params![upload_id, file_id, time_text(&Utc::now())],
+    )?;
+    Ok(())
+}
+
+/// The file a multipart upload belongs to.
+pub fn multipart_file(conn: &Connection, upload_id: &str) -> Result<Option<String>, HubError> {
+    Ok(conn
+        .query_row(
+            "SELECT file_id FROM multipart_uploads WHERE upload_id = ?1",
+            [upload_id],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+pub fn put_part(conn: &Connection, upload_id: &str, part: &PartRow) -> Result<(), HubError> {
+    conn.execute(
+        "INSERT INTO parts (upload_id, part_number, etag, size) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(upload_id, part_number) DO UPDATE SET etag = ?3, size = ?4",
+        params![upload_id, part.part_number, part.etag, part.size],
+    )?;
+    Ok(())
+}
+
+pub fn parts(conn: &Connection, upload_id: &str) -> Result<Vec<PartRow>, HubError> {
+    let mut stmt = conn.prepare(
+        "SELECT part_number, etag, size FROM parts WHERE upload_id = ?1 ORDER BY part_number",
+    )?;
+    let rows = stmt
+        .query_map([upload_id], |r| {
+            Ok(PartRow {
+                part_number: r.get(0)?,
+                etag: r.get(1)?,
+                size: r.get(2)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// Forgets the multipart uploads of a file once its blob is assembled.
+pub fn drop_multiparts(conn: &Connection, file_id: &str) -> Result<Vec<String>, HubError> {
+    let mut stmt = conn.prepare("SELECT upload_id FROM multipart_uploads WHERE file_id = ?1")?;
+    let ids = stmt
+        .query_map([file_id], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    for id in &ids {
+        conn.execute("DELETE FROM parts WHERE upload_id = ?1", [id])?;
+        conn.execute("DELETE FROM multipart_uploads WHERE upload_id = ?1", [id])?;
+    }
+    Ok(ids)
+}
+
+const LINK_COLUMNS: &str = "id, package_id, secret_hash, email, password_hash, expiry, access_limit, access_count, disabled";
+
+fn link_row(r: &Row<'_>) -> rusqlite::Result<LinkRow> {
+    Ok(LinkRow {
+        id: r.get(0)?,
+        package_id: r.get(1)?,
+        secret_hash: r.get(2)?,
+        email: r.get(3)?,
+        password_hash: r.get(4)?,
+        expiry: parse_time(r.get(5)?),
+        access_limit: r.get(6)?,
+        access_count: r.get(7)?,
+        disabled: r.get(8)?,
+    })
+}
+
+pub fn insert_link(conn: &Connection, l: &LinkRow) -> Result<(), HubError> {
+    conn.execute(
+        &format!("INSERT INTO links ({LINK_COLUMNS}, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+        params![
+            l.id,
+            l.package_id,
+            l.secret_hash,
+            l.email,
+            l.password_hash,
+            l.expiry.as_ref().map(time_text),
+            l.access_limit,
+            l.access_count,
+            l.disabled,
+            time_text(&Utc::now()),
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn link(conn: &Connection, id: &str) -> Result<Option<LinkRow>, HubError> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {LINK_COLUMNS} FROM links WHERE id = ?1"),
+            [id],
+            link_row,
+        )
+        .optional()?)
+}
+
+pub fn count_link_access(conn: &Connection, id: &str) -> Result<(), HubError> {
+    conn.execute(
+        "UPDATE links SET access_count = access_count + 1 WHERE id = ?1",
+        [id],
+    )?;
+    Ok(())
+}
+
+pub fn disable_link(conn: &Connection, package_id: &str, id: &str) -> Result<bool, HubError> {
+    Ok(conn.execute(
+        "UPDATE links SET disabled = 1 WHERE id = ?1 AND package_id = ?2",
+        [id, package_id],
+    )? == 1)
+}

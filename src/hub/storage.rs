@@ -1,0 +1,723 @@
+//! S3-like blob storage behind pre-signed URLs (spec §4): ranged GET, CreateMultipartUpload,
+//! part PUT answering an MD5 ETag, and assembly of the parts at file finalize. Bytes stream both
+//! ways through bounded buffers, so a file of any size never sits in memory. Faults can be
+//! injected for tests (off by default).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::Utc;
+use futures_util::StreamExt;
+use md5::{Digest, Md5};
+use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
+use tokio_util::io::ReaderStream;
+
+use super::api::State as HubState;
+use super::auth;
+use super::db::{self, FileRow, PartRow};
+use super::error::HubError;
+use crate::cloud::dto::{FinalizeFile, Secret};
+
+/// Failures injected into storage requests, for tests of retry and resume.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Fraction (0–1) of storage requests answered `500 InternalError`.
+    pub fail_ratio: f64,
+    /// Fraction (0–1) of successful GETs whose body stops halfway (the connection is cut).
+    pub cut_ratio: f64,
+    /// Delay added before every storage request.
+    pub delay: Duration,
+}
+
+impl Faults {
+    pub fn is_off(&self) -> bool {
+        self.fail_ratio <= 0.0 && self.cut_ratio <= 0.0 && self.delay.is_zero()
+    }
+}
+
+const STREAM_BUFFER: usize = 256 * 1024;
+const WRITE_BUFFER: usize = 1024 * 1024;
+
+/// An S3-style error: status and `<Error><Code/><Message/></Error>`.
+pub struct S3Error {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl S3Error {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> S3Error {
+        S3Error {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<HubError> for S3Error {
+    fn from(e: HubError) -> S3Error {
+        let status = e.status();
+        let code = match status {
+            StatusCode::NOT_FOUND => "NoSuchKey",
+            StatusCode::FORBIDDEN => "AccessDenied",
+            StatusCode::PAYLOAD_TOO_LARGE => "EntityTooLarge",
+            s if s.is_server_error() => "InternalError",
+            _ => "InvalidRequest",
+        };
+        let message = if status.is_server_error() {
+            tracing::error!(error = %e, "storage request failed");
+            "internal error; see the hub's log".to_owned()
+        } else {
+            e.to_string()
+        };
+        S3Error::new(status, code, message)
+    }
+}
+
+impl From<io::Error> for S3Error {
+    fn from(e: io::Error) -> S3Error {
+        HubError::Io(e).into()
+    }
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+impl IntoResponse for S3Error {
+    fn into_response(self) -> Response {
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message></Error>",
+            self.code,
+            xml_escape(&self.message)
+        );
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/xml")],
+            body,
+        )
+            .into_response()
+    }
+}
+
+pub fn router(state: Arc<HubState>) -> Router {
+    let faults_on = !state.config.faults.is_off();
+    let router = Router::new()
+        .route(
+            "/storage/{package_id}/{file_id}",
+            get(get_object).post(create_multipart).put(put_part),
+        )
+        .with_state(state.clone());
+    if faults_on {
+        router.layer(middleware::from_fn_with_state(state, inject_faults))
+    } else {
+        router
+    }
+}
+
+/// The query parameters each method signs besides the expiry: a URL signed for one part of one
+/// upload cannot be replayed for another.
+fn signed_keys(method: &str) -> &'static [&'static str] {
+    match method {
+        "POST" => &["uploads"],
+        "PUT" => &["partNumber", "uploadId"],
+        _ => &[],
+    }
+}
+
+fn canonical<'a>(method: &str, value: impl Fn(&str) -> Option<&'a str>) -> String {
+    signed_keys(method)
+        .iter()
+        .map(|k| format!("{k}={}", value(k).unwrap_or("")))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn object_path(package_id: &str, file_id: &str) -> String {
+    format!("/storage/{package_id}/{file_id}")
+}
+
+/// A pre-signed URL for `method` on a file's object, valid for the configured time.
+pub fn signed_url(
+    state: &HubState,
+    method: &str,
+    package_id: &str,
+    file_id: &str,
+    params: &[(&str, &str)],
+) -> Secret {
+    let expires = Utc::now().timestamp() + state.config.url_ttl.as_secs() as i64;
+    let path = object_path(package_id, file_id);
+    let extra = canonical(method, |k| {
+        params.iter().find(|(pk, _)| *pk == k).map(|(_, v)| *v)
+    });
+    let signature = state.signer.sign_storage(method, &path, expires, &extra);
+    let mut url = state.public_url.clone();
+    url.set_path(&path);
+    {
+        let mut query = url.query_pairs_mut();
+        query.clear();
+        for (k, v) in params {
+            query.append_pair(k, v);
+        }
+        query.append_pair("X-Expires", &expires.to_string());
+        query.append_pair("X-Signature", &signature);
+    }
+    Secret::new(url.to_string())
+}
+
+/// Checks the signature and expiry of a storage request; HEAD is signed as GET.
+fn verify(
+    state: &HubState,
+    method: &Method,
+    path: &str,
+    query: &BTreeMap<String, String>,
+) -> Result<(), S3Error> {
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    let expires: i64 = query
+        .get("X-Expires")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            S3Error::new(
+                StatusCode::FORBIDDEN,
+                "AccessDenied",
+                "the URL is not signed",
+            )
+        })?;
+    let signature = query.get("X-Signature").map(String::as_str).unwrap_or("");
+    let extra = canonical(method, |k| query.get(k).map(String::as_str));
+    if !state
+        .signer
+        .verify_storage(method, path, expires, &extra, signature)
+    {
+        return Err(S3Error::new(
+            StatusCode::FORBIDDEN,
+            "SignatureDoesNotMatch",
+            "the request signature does not match; ask the API for a new URL",
+        ));
+    }
+    if expires <= Utc::now().timestamp() {
+        return Err(S3Error::new(
+            StatusCode::FORBIDDEN,
+            "AccessDenied",
+            "Request has expired",
+        ));
+    }
+    Ok(())
+}
+
+fn query_map(raw: &Option<String>) -> BTreeMap<String, String> {
+    raw.as_deref()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn checked_ids(package_id: &str, file_id: &str) -> Result<(), S3Error> {
+    if auth::is_id(package_id) && auth::is_id(file_id) {
+        Ok(())
+    } else {
+        Err(S3Error::new(
+            StatusCode::NOT_FOUND,
+            "NoSuchKey",
+            "no such object",
+        ))
+    }
+}
+
+fn blob_path(state: &HubState, package_id: &str, file_id: &str) -> PathBuf {
+    state
+        .config
+        .data_dir
+        .join("blobs")
+        .join(package_id)
+        .join(file_id)
+}
+
+/// Upload ids are 32 hex characters: safe as a folder name.
+fn is_upload_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn parts_dir(state: &HubState, upload_id: &str) -> PathBuf {
+    state.config.data_dir.join("parts").join(upload_id)
+}
+
+/// A `Range` header against a length: `Ok(None)` serves the whole object (no header, or a form
+/// we do not split, like several ranges); `Err` is unsatisfiable.
+fn parse_range(header: Option<&str>, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (start, end) = spec.split_once('-').ok_or(())?;
+    let (start, end) = match (start.trim(), end.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().map_err(|_| ())?;
+            if n == 0 || len == 0 {
+                return Err(());
+            }
+            (len.saturating_sub(n), len - 1)
+        }
+        (start, "") => (start.parse().map_err(|_| ())?, len.saturating_sub(1)),
+        (start, end) => {
+            let start: u64 = start.parse().map_err(|_| ())?;
+            let end: u64 = end.parse().map_err(|_| ())?;
+            (start, end.min(len.saturating_sub(1)))
+        }
+    };
+    if start >= len || end < start {
+        return Err(());
+    }
+    Ok(Some((start, end)))
+}
+
+async fn get_object(
+    State(state): State<Arc<HubState>>,
+    Path((package_id, file_id)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, S3Error> {
+    checked_ids(&package_id, &file_id)?;
+    verify(
+        &state,
+        &method,
+        &object_path(&package_id, &file_id),
+        &query_map(&raw),
+    )?;
+    let path = blob_path(&state, &package_id, &file_id);
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(S3Error::new(
+                StatusCode::NOT_FOUND,
+                "NoSuchKey",
+                "the file has no stored bytes",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let len = file.metadata().await?.len();
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, start, count) = match parse_range(range, len) {
+        Ok(None) => (StatusCode::OK, 0, len),
+        Ok(Some((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        Err(()) => {
+            let mut response = S3Error::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "InvalidRange",
+                "the requested range is not satisfiable",
+            )
+            .into_response();
+            response.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii"),
+            );
+            return Ok(response);
+        }
+    };
+    if start > 0 {
+        file.seek(io::SeekFrom::Start(start)).await?;
+    }
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from_stream(ReaderStream::with_capacity(file.take(count), STREAM_BUFFER))
+    };
+    let mut response = Response::builder()
+        .status(status)
+        .header(header::CONTENT_LENGTH, count)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_TYPE, "application/octet-stream");
+    if status == StatusCode::PARTIAL_CONTENT {
+        response = response.header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{len}", start + count - 1),
+        );
+    }
+    response
+        .body(body)
+        .map_err(|e| HubError::Internal(e.to_string()).into())
+}
+
+async fn create_multipart(
+    State(state): State<Arc<HubState>>,
+    Path((package_id, file_id)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, S3Error> {
+    checked_ids(&package_id, &file_id)?;
+    let query = query_map(&raw);
+    verify(
+        &state,
+        &Method::POST,
+        &object_path(&package_id, &file_id),
+        &query,
+    )?;
+    if !query.contains_key("uploads") {
+        return Err(S3Error::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "POST needs ?uploads",
+        ));
+    }
+    let (pid, fid) = (package_id.clone(), file_id.clone());
+    let upload_id = hex::encode(rand::random::<[u8; 16]>());
+    let id = upload_id.clone();
+    state
+        .db
+        .call(move |conn| {
+            let file = db::file(conn, &pid, &fid)?
+                .ok_or_else(|| HubError::NotFound("no such file".into()))?;
+            if file.finalized {
+                return Err(HubError::Conflict("the file is already finalized".into()));
+            }
+            db::insert_multipart(conn, &id, &fid)
+        })
+        .await?;
+    tokio::fs::create_dir_all(parts_dir(&state, &upload_id)).await?;
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<InitiateMultipartUploadResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Bucket>hub</Bucket><Key>{package_id}/{file_id}</Key><UploadId>{upload_id}</UploadId></InitiateMultipartUploadResult>"
+    );
+    Ok(([(header::CONTENT_TYPE, "application/xml")], body).into_response())
+}
+
+async fn put_part(
+    State(state): State<Arc<HubState>>,
+    Path((package_id, file_id)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, S3Error> {
+    checked_ids(&package_id, &file_id)?;
+    let query = query_map(&raw);
+    verify(
+        &state,
+        &Method::PUT,
+        &object_path(&package_id, &file_id),
+        &query,
+    )?;
+    let upload_id = query.get("uploadId").cloned().unwrap_or_default();
+    let max_parts = state.config.spec.max_chunks_count;
+    let part_number: u32 = query
+        .get("partNumber")
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n >= 1 && u64::from(*n) <= max_parts)
+        .ok_or_else(|| {
+            S3Error::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidArgument",
+                format!("partNumber must be 1 to {max_parts}"),
+            )
+        })?;
+    if !is_upload_id(&upload_id) {
+        return Err(S3Error::new(
+            StatusCode::NOT_FOUND,
+            "NoSuchUpload",
+            "no such upload",
+        ));
+    }
+    let (uid, fid) = (upload_id.clone(), file_id.clone());
+    let owner = state
+        .db
+        .call(move |conn| db::multipart_file(conn, &uid))
+        .await?;
+    if owner.as_deref() != Some(fid.as_str()) {
+        return Err(S3Error::new(
+            StatusCode::NOT_FOUND,
+            "NoSuchUpload",
+            "no such upload for this file",
+        ));
+    }
+    let declared: Option<u64> = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let max = state.config.spec.max_chunk_size;
+    if declared.is_some_and(|d| d > max) {
+        return Err(S3Error::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "EntityTooLarge",
+            format!("a part may be at most {max} bytes"),
+        ));
+    }
+    let dir = parts_dir(&state, &upload_id);
+    let tmp = dir.join(format!(
+        "{part_number}.{}.tmp",
+        hex::encode(rand::random::<[u8; 8]>())
+    ));
+    let received = receive(body, &tmp, max).await;
+    let (size, etag) = match received {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e);
+        }
+    };
+    if declared.is_some_and(|d| d != size) {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(S3Error::new(
+            StatusCode::BAD_REQUEST,
+            "IncompleteBody",
+            "the body is shorter than Content-Length",
+        ));
+    }
+    tokio::fs::rename(&tmp, dir.join(part_number.to_string())).await?;
+    let part = PartRow {
+        part_number,
+        etag: etag.clone(),
+        size,
+    };
+    state
+        .db
+        .call(move |conn| db::put_part(conn, &upload_id, &part))
+        .await?;
+    let quoted = format!("\"{etag}\"");
+    Ok((StatusCode::OK, [(header::ETAG, quoted)]).into_response())
+}
+
+/// Streams a request body to `path`, hashing it: (size, MD5 hex).
+async fn receive(body: Body, path: &std::path::Path, max: u64) -> Result<(u64, String), S3Error> {
+    let file = tokio::fs::File::create(path).await?;
+    let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
+    let mut hasher = Md5::new();
+    let mut size = 0u64;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            S3Error::new(
+                StatusCode::BAD_REQUEST,
+                "IncompleteBody",
+                format!("the body was cut: {e}"),
+            )
+        })?;
+        size += chunk.len() as u64;
+        if size > max {
+            return Err(S3Error::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "EntityTooLarge",
+                format!("a part may be at most {max} bytes"),
+            ));
+        }
+        hasher.update(&chunk);
+        out.write_all(&chunk).await?;
+    }
+    out.flush().await?;
+    out.get_mut().sync_data().await?;
+    Ok((size, hex::encode(hasher.finalize())))
+}
+
+fn unquote(etag: &str) -> String {
+    etag.trim().trim_matches('"').to_ascii_lowercase()
+}
+
+/// Checks a file's finalize request against the stored parts and assembles the blob.
+pub async fn assemble(
+    state: &Arc<HubState>,
+    file: &FileRow,
+    req: &FinalizeFile,
+) -> Result<(), HubError> {
+    if file.kind != "file" {
+        return Err(HubError::BadRequest(
+            "a directory has no parts to finalize".into(),
+        ));
+    }
+    let upload_id = req.file_extras.upload_id.clone();
+    let (uid, fid) = (upload_id.clone(), file.id.clone());
+    let (owner, stored) = state
+        .db
+        .call(move |conn| Ok((db::multipart_file(conn, &uid)?, db::parts(conn, &uid)?)))
+        .await?;
+    if owner.as_deref() != Some(fid.as_str()) || !is_upload_id(&upload_id) {
+        return Err(HubError::BadRequest(format!(
+            "file_extras.upload_id is not an upload of file {}",
+            file.id
+        )));
+    }
+    if req.chunk_extras.is_empty() {
+        return Err(HubError::BadRequest("chunk_extras lists no parts".into()));
+    }
+    let mut listed = req.chunk_extras.clone();
+    listed.sort_by_key(|c| c.part_number);
+    let min = state.config.spec.min_chunk_size;
+    let mut total = 0u64;
+    for (i, chunk) in listed.iter().enumerate() {
+        let expected = i as u32 + 1;
+        if chunk.part_number != expected {
+            return Err(HubError::BadRequest(format!(
+                "chunk_extras must list parts 1 to {} once each; part {expected} is missing",
+                listed.len()
+            )));
+        }
+        let part = stored
+            .iter()
+            .find(|p| p.part_number == expected)
+            .ok_or_else(|| HubError::BadRequest(format!("part {expected} was never uploaded")))?;
+        if unquote(&chunk.etag) != part.etag {
+            return Err(HubError::BadRequest(format!(
+                "part {expected}: the ETag does not match the stored part; upload it again"
+            )));
+        }
+        if i + 1 < listed.len() && part.size < min {
+            return Err(HubError::BadRequest(format!(
+                "part {expected} is {} bytes; every part but the last must be at least {min} bytes",
+                part.size
+            )));
+        }
+        total += part.size;
+    }
+    if total != req.size || total != file.size {
+        return Err(HubError::BadRequest(format!(
+            "the parts hold {total} bytes but the file was declared with {} (finalize says {})",
+            file.size, req.size
+        )));
+    }
+    let dir = parts_dir(state, &upload_id);
+    let blob = blob_path(state, &file.package_id, &file.id);
+    let count = listed.len() as u32;
+    tokio::task::spawn_blocking(move || concatenate(&dir, count, &blob))
+        .await
+        .map_err(|e| HubError::Internal(e.to_string()))??;
+    let fid = file.id.clone();
+    let dropped = state
+        .db
+        .call(move |conn| {
+            db::set_file_finalized(conn, &fid)?;
+            db::drop_multiparts(conn, &fid)
+        })
+        .await?;
+    for upload in dropped {
+        let _ = tokio::fs::remove_dir_all(parts_dir(state, &upload)).await;
+    }
+    tracing::info!(package_id = %file.package_id, file_id = %file.id, size = total, parts = count, "file finalized");
+    Ok(())
+}
+
+/// Joins parts `1..=count` of `dir` into `blob` (written beside it, synced, then renamed).
+fn concatenate(dir: &std::path::Path, count: u32, blob: &std::path::Path) -> Result<(), HubError> {
+    let folder = blob.parent().expect("blob paths have a folder");
+    std::fs::create_dir_all(folder)?;
+    let tmp = blob.with_extension("assembling");
+    let mut out = std::fs::File::create(&tmp)?;
+    for n in 1..=count {
+        let mut part = std::fs::File::open(dir.join(n.to_string())).map_err(|e| {
+            HubError::BadRequest(format!(
+                "part {n} is missing from storage ({e}); upload it again"
+            ))
+        })?;
+        io::copy(&mut part, &mut out)?;
+    }
+    out.sync_all()?;
+    std::fs::rename(&tmp, blob)?;
+    Ok(())
+}
+
+async fn inject_faults(State(state): State<Arc<HubState>>, req: Request, next: Next) -> Response {
+    let faults = state.config.faults.clone();
+    if !faults.delay.is_zero() {
+        tokio::time::sleep(faults.delay).await;
+    }
+    let (fail, cut) = {
+        let mut rng = rand::rng();
+        (
+            rng.random::<f64>() < faults.fail_ratio,
+            rng.random::<f64>() < faults.cut_ratio,
+        )
+    };
+    if fail {
+        return S3Error::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            "injected failure",
+        )
+        .into_response();
+    }
+    let is_get = req.method() == Method::GET;
+    let response = next.run(req).await;
+    if !(cut && is_get && response.status().is_success()) {
+        return response;
+    }
+    let length: u64 = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let (parts, body) = response.into_parts();
+    Response::from_parts(parts, Body::from_stream(cut_after(body, length / 2)))
+}
+
+/// The body's first `keep` bytes, then an error: the client sees the connection cut midway.
+fn cut_after(
+    body: Body,
+    keep: u64,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, io::Error>> {
+    futures_util::stream::unfold(
+        (body.into_data_stream(), keep, false),
+        |(mut stream, left, done)| async move {
+            if done {
+                return None;
+            }
+            if left == 0 {
+                return Some((Err(io::Error::other("injected cut")), (stream, 0, true)));
+            }
+            match stream.next().await {
+                Some(Ok(mut bytes)) => {
+                    if bytes.len() as u64 > left {
+                        bytes.truncate(left as usize);
+                    }
+                    let n = bytes.len() as u64;
+                    Some((Ok(bytes), (stream, left - n, false)))
+                }
+                Some(Err(e)) => Some((Err(io::Error::other(e)), (stream, left, true))),
+                None => None,
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_parse_like_s3() {
+        assert_eq!(parse_range(None, 10), Ok(None));
+        assert_eq!(parse_range(Some("bytes=0-3"), 10), Ok(Some((0, 3))));
+        assert_eq!(parse_range(Some("bytes=5-"), 10), Ok(Some((5, 9))));
+        assert_eq!(parse_range(Some("bytes=-3"), 10), Ok(Some((7, 9))));
+        assert_eq!(parse_range(Some("bytes=8-100"), 10), Ok(Some((8, 9))));
+        assert_eq!(parse_range(Some("bytes=0-1,4-5"), 10), Ok(None));
+        assert_eq!(parse_range(Some("bytes=10-"), 10), Err(()));
+        assert_eq!(parse_range(Some("bytes=4-2"), 10), Err(()));
+        assert_eq!(parse_range(Some("bytes=x-2"), 10), Err(()));
+    }
+
+    #[test]
+    fn etags_compare_without_quotes_or_case() {
+        assert_eq!(unquote("\"ABC\""), "abc");
+        assert_eq!(unquote("abc"), "abc");
+    }
+}
