@@ -2,6 +2,7 @@
 //! never to its database; `masv hub …` commands run or administer a hub's data folder.
 
 mod hub;
+mod server;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,9 @@ enum Command {
     /// Run or administer a MASV-compatible hub.
     #[command(subcommand)]
     Hub(hub::HubCommand),
+    /// Run the agent.
+    #[command(subcommand)]
+    Server(server::ServerCommand),
 }
 
 /// Runs the command line; the exit code says whether it worked.
@@ -39,6 +43,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Hub(command) => hub::run(command).await,
+            Command::Server(command) => server::run(command).await,
         }
     });
     match result {

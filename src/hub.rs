@@ -43,6 +43,9 @@ pub struct HubConfig {
     pub token_ttl: Duration,
     /// The part limits enforced on uploads.
     pub spec: PackageSpec,
+    /// Store file names and paths exactly as senders give them (`../x`, `/abs`, `C:\\x`)
+    /// instead of refusing them with 400. Only for testing clients against a hostile service.
+    pub accept_hostile_names: bool,
 }
 
 impl HubConfig {
@@ -54,6 +57,7 @@ impl HubConfig {
             url_ttl: Duration::from_secs(3600),
             token_ttl: Duration::from_secs(7 * 24 * 3600),
             spec: PackageSpec::default(),
+            accept_hostile_names: false,
         }
     }
 }
@@ -109,6 +113,7 @@ impl Hub {
             signer: self.signer.clone(),
             throttle: auth::Throttle::default(),
             listing_limiter: Default::default(),
+            metrics: Default::default(),
             public_url,
             config: self.config.clone(),
         });

@@ -1,10 +1,24 @@
 //! masv-agent: a MASV-compatible file-transfer agent, and a MASV-compatible hub in the same crate.
 //!
 //! Layout (see `../shared/design/ARCHITECTURE.md`):
-//! - `cloud`: the typed MASV API client and the wire types (DTOs) shared with the hub.
+//! - `api`: the agent's local REST API (`/api/v1`), an axum router over the transfer engine.
 //! - `cli`: the `masv` command line.
+//! - `cloud`: the typed MASV API client and the wire types (DTOs) shared with the hub.
+//! - `config`: the agent's configuration.
+//! - `daemon`: the agent as a service: store, engine and API started and stopped together.
+//! - `files`: safe paths under a destination, name cleaning, preallocated part files, chown.
 //! - `hub`: the MASV-compatible service: control plane routes, tokens, signed blob storage.
+//! - `store`: the agent's SQLite state (transfers, files, committed chunks), on its own thread.
+//! - `transfer`: the shared transfer core: jobs, queue, connection budget, download engine.
+//! - `web`: what the two HTTP servers share (JSON bodies, `{code, message}` errors).
 
+pub mod api;
 pub mod cli;
 pub mod cloud;
+pub mod config;
+pub mod daemon;
+pub mod files;
 pub mod hub;
+pub mod store;
+pub mod transfer;
+pub mod web;

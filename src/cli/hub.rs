@@ -68,6 +68,9 @@ pub struct ServeArgs {
     /// For tests: milliseconds added before every storage request.
     #[arg(long, default_value_t = 0)]
     fault_delay_ms: u64,
+    /// For tests of clients: store file names as senders give them, `../x` included.
+    #[arg(long)]
+    accept_hostile_names: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,6 +212,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let mut config = HubConfig::new(&args.data.data);
     config.public_url = args.public_url;
+    config.accept_hostile_names = args.accept_hostile_names;
     config.faults = Faults {
         fail_ratio: args.fault_fail_ratio,
         cut_ratio: args.fault_cut_ratio,

@@ -4,14 +4,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, RawQuery, Request};
+use axum::extract::{Path, RawQuery};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use serde::de::DeserializeOwned;
 
 use super::HubConfig;
 use super::auth::{self, Access, Signer, Throttle, TokenClaims};
@@ -23,9 +21,8 @@ use crate::cloud::dto::{
     CreateTeamPackage, CreatedPackage, DownloadUrl, FileKind, FileRef, FinalizeFile, Inbox,
     InboxMetadata, InboxRecord, Link, LinkInfo, PackageFile, PartUrlsRequest, Portal, Secret,
 };
+use crate::web::JsonBody;
 
-/// Control-plane request bodies are small; anything larger is refused with 413.
-const MAX_JSON_BODY: usize = 1024 * 1024;
 /// Above this many files a package may be listed once every [`LISTING_INTERVAL`] (spec §1).
 const LISTING_LIMITED_ABOVE: usize = 10_000;
 const LISTING_INTERVAL: Duration = Duration::from_secs(5);
@@ -39,11 +36,41 @@ pub struct State {
     pub listing_limiter: Mutex<HashMap<String, Instant>>,
     pub public_url: url::Url,
     pub config: HubConfig,
+    pub metrics: Metrics,
+}
+
+/// Counters served at `/metrics` (Prometheus text format).
+#[derive(Default)]
+pub struct Metrics {
+    pub storage_bytes_sent: std::sync::atomic::AtomicU64,
+    pub storage_bytes_received: std::sync::atomic::AtomicU64,
+    pub storage_requests: std::sync::atomic::AtomicU64,
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<Shared>) -> impl IntoResponse {
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = &state.metrics;
+    let body = format!(
+        "# HELP masv_hub_storage_bytes_sent_total Bytes of blobs sent to clients.\n\
+         # TYPE masv_hub_storage_bytes_sent_total counter\n\
+         masv_hub_storage_bytes_sent_total {}\n\
+         # HELP masv_hub_storage_bytes_received_total Bytes of parts received from clients.\n\
+         # TYPE masv_hub_storage_bytes_received_total counter\n\
+         masv_hub_storage_bytes_received_total {}\n\
+         # HELP masv_hub_storage_requests_total Storage requests answered.\n\
+         # TYPE masv_hub_storage_requests_total counter\n\
+         masv_hub_storage_requests_total {}\n",
+        m.storage_bytes_sent.load(Relaxed),
+        m.storage_bytes_received.load(Relaxed),
+        m.storage_requests.load(Relaxed),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
 type Shared = Arc<State>;
 
 pub fn router(state: Shared) -> Router {
+    let state_for_metrics = state.clone();
     let v1 = Router::new()
         .route("/links/{link_id}", get(link_lookup))
         .route(
@@ -80,39 +107,12 @@ pub fn router(state: Shared) -> Router {
         .nest("/v1", v1)
         .nest("/v1.1", v1_1)
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics).with_state(state_for_metrics))
         .fallback(unknown_route)
 }
 
 async fn unknown_route() -> HubError {
     HubError::NotFound("no such route; the API lives under /v1".into())
-}
-
-/// A JSON body: malformed JSON, wrong types and oversized bodies are a clear 4xx.
-pub struct JsonBody<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
-    type Rejection = HubError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let (parts, body) = req.into_parts();
-        let req = Request::from_parts(
-            parts,
-            axum::body::Body::new(http_body_util::Limited::new(body, MAX_JSON_BODY)),
-        );
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                HubError::TooLarge(format!("request body is larger than {MAX_JSON_BODY} bytes"))
-            } else {
-                HubError::BadRequest(format!("cannot read the request body: {e}"))
-            }
-        })?;
-        if bytes.is_empty() {
-            return Err(HubError::BadRequest("a JSON body is required".into()));
-        }
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| HubError::BadRequest(format!("invalid JSON body: {e}")))
-    }
 }
 
 fn query_pairs(raw: &Option<String>) -> BTreeMap<String, String> {
@@ -548,8 +548,14 @@ async fn add_file(
         ));
     }
     let kind = file_kind_text(req.kind)?;
-    check_name(&req.name)?;
-    let path = normalize_package_path(&req.path)?;
+    let path = if state.config.accept_hostile_names {
+        check_text("name", &req.name, 4096)?;
+        check_text("path", &req.path, 4096)?;
+        req.path.clone()
+    } else {
+        check_name(&req.name)?;
+        normalize_package_path(&req.path)?
+    };
     let spec = state.config.spec;
     let max_size = spec.max_chunks_count * spec.max_chunk_size;
     if req.size > max_size {

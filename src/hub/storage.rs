@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use axum::Router;
@@ -342,10 +343,21 @@ async fn get_object(
     if start > 0 {
         file.seek(io::SeekFrom::Start(start)).await?;
     }
+    state.metrics.storage_requests.fetch_add(1, Relaxed);
     let body = if method == Method::HEAD {
         Body::empty()
     } else {
-        Body::from_stream(ReaderStream::with_capacity(file.take(count), STREAM_BUFFER))
+        let counted = state.clone();
+        Body::from_stream(
+            ReaderStream::with_capacity(file.take(count), STREAM_BUFFER).inspect(move |chunk| {
+                if let Ok(bytes) = chunk {
+                    counted
+                        .metrics
+                        .storage_bytes_sent
+                        .fetch_add(bytes.len() as u64, Relaxed);
+                }
+            }),
+        )
     };
     let mut response = Response::builder()
         .status(status)

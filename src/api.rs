@@ -1,0 +1,198 @@
+//! The agent's local REST API under `/api/v1` (spec §5, docs/agent-api.md): an axum `Router`
+//! over the transfer engine, testable without a socket.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::store::TransferKind;
+use crate::transfer::{DownloadRequest, Engine, TransferError};
+use crate::web::{ErrorAnswer, JsonBody, parse_json, small_body};
+
+impl IntoResponse for TransferError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            TransferError::Invalid(_) => StatusCode::BAD_REQUEST,
+            TransferError::NotFound { .. } => StatusCode::NOT_FOUND,
+            TransferError::Conflict(_) => StatusCode::CONFLICT,
+            TransferError::Cloud(_) => StatusCode::BAD_GATEWAY,
+            TransferError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %self, "API request failed");
+        }
+        ErrorAnswer::new(status, self.to_string()).into_response()
+    }
+}
+
+/// The routes, over `engine`.
+pub fn router(engine: Engine) -> Router {
+    let v1 = Router::new()
+        .route(
+            "/downloads",
+            post(create_download)
+                .get(list_downloads)
+                .delete(delete_downloads),
+        )
+        .route("/downloads/pause", post(pause_downloads))
+        .route("/downloads/resume", post(resume_downloads))
+        .route("/downloads/{id}", get(download).delete(delete_download))
+        .route("/downloads/{id}/pause", post(pause_download))
+        .route("/downloads/{id}/resume", post(resume_download))
+        .fallback(unknown_route)
+        .with_state(engine);
+    Router::new().nest("/api/v1", v1).fallback(unknown_route)
+}
+
+async fn unknown_route() -> ErrorAnswer {
+    ErrorAnswer::new(
+        StatusCode::NOT_FOUND,
+        "no such route; the API lives under /api/v1",
+    )
+}
+
+fn query_pairs(raw: &Option<String>) -> BTreeMap<String, String> {
+    raw.as_deref()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn query_flag(query: &BTreeMap<String, String>, key: &str) -> Result<bool, ErrorAnswer> {
+    match query.get(key).map(String::as_str) {
+        None => Ok(false),
+        Some("" | "true" | "1") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        Some(other) => Err(ErrorAnswer::new(
+            StatusCode::BAD_REQUEST,
+            format!("{key}={other:?}: use true or false"),
+        )),
+    }
+}
+
+/// `?states=complete,error`: the states to act on, checked.
+fn query_states(query: &BTreeMap<String, String>) -> Result<Option<Vec<String>>, ErrorAnswer> {
+    let Some(states) = query.get("states") else {
+        return Ok(None);
+    };
+    let states: Vec<String> = states
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    const KNOWN: [&str; 5] = ["transferring", "paused", "idle", "complete", "error"];
+    if let Some(bad) = states.iter().find(|s| !KNOWN.contains(&s.as_str())) {
+        return Err(ErrorAnswer::new(
+            StatusCode::BAD_REQUEST,
+            format!("unknown state {bad:?}; states are {}", KNOWN.join(", ")),
+        ));
+    }
+    Ok(Some(states))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveFiles {
+    #[serde(default)]
+    remove_files: bool,
+}
+
+/// `remove_files` from the query or from an optional JSON body (seed 001 uses the body).
+async fn remove_files_flag(
+    query: &BTreeMap<String, String>,
+    req: Request,
+) -> Result<bool, ErrorAnswer> {
+    let in_query = query_flag(query, "remove_files")?;
+    let body = small_body(req, &()).await?;
+    let in_body = if body.iter().all(u8::is_ascii_whitespace) {
+        false
+    } else {
+        parse_json::<RemoveFiles>(&body)?.remove_files
+    };
+    Ok(in_query || in_body)
+}
+
+async fn create_download(
+    State(engine): State<Engine>,
+    JsonBody(req): JsonBody<DownloadRequest>,
+) -> Result<Json<serde_json::Value>, TransferError> {
+    let id = engine.create_download(req).await?;
+    Ok(Json(json!({ "download_id": id })))
+}
+
+async fn list_downloads(State(engine): State<Engine>) -> Result<Response, TransferError> {
+    Ok(Json(engine.list(TransferKind::Download).await?).into_response())
+}
+
+async fn download(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+) -> Result<Response, TransferError> {
+    Ok(Json(engine.detail(TransferKind::Download, &id).await?).into_response())
+}
+
+async fn pause_download(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+) -> Result<Response, TransferError> {
+    Ok(Json(engine.pause(TransferKind::Download, &id).await?).into_response())
+}
+
+async fn resume_download(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+) -> Result<Response, TransferError> {
+    Ok(Json(engine.resume(TransferKind::Download, &id).await?).into_response())
+}
+
+async fn pause_downloads(State(engine): State<Engine>) -> Result<Response, TransferError> {
+    let ids = engine.pause_all(TransferKind::Download, true).await?;
+    Ok(Json(json!({ "download_ids": ids })).into_response())
+}
+
+async fn resume_downloads(State(engine): State<Engine>) -> Result<Response, TransferError> {
+    let ids = engine.pause_all(TransferKind::Download, false).await?;
+    Ok(Json(json!({ "download_ids": ids })).into_response())
+}
+
+async fn delete_download(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+    req: Request,
+) -> Result<Response, Response> {
+    let remove = remove_files_flag(&query_pairs(&raw), req)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    engine
+        .delete(TransferKind::Download, &id, remove)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok(Json(json!({ "download_ids": [id] })).into_response())
+}
+
+async fn delete_downloads(
+    State(engine): State<Engine>,
+    RawQuery(raw): RawQuery,
+    req: Request,
+) -> Result<Response, Response> {
+    let query = query_pairs(&raw);
+    let states = query_states(&query).map_err(IntoResponse::into_response)?;
+    let remove = remove_files_flag(&query, req)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let ids = engine
+        .delete_all(TransferKind::Download, states.as_deref(), remove)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok(Json(json!({ "download_ids": ids })).into_response())
+}

@@ -1,0 +1,321 @@
+//! Files on disk, safely: names from a package cleaned for this platform, package paths that
+//! can never climb out of the destination, folders walked with `openat(O_NOFOLLOW)` so that a
+//! symlink planted inside the destination is refused instead of followed, preallocated `.part`
+//! files written by position from many tasks at once, and ownership.
+
+mod names;
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rustix::fs::{AtFlags, FallocateFlags, Mode, OFlags};
+use rustix::io::Errno;
+
+pub use names::{Platform, clean_name, clean_name_for, package_relative_path};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    #[error("refusing {name:?}: {reason}")]
+    Refused { name: String, reason: String },
+    #[error(
+        "refusing to follow the symlink {path} inside the destination; remove it or choose another destination"
+    )]
+    Symlink { path: PathBuf },
+    #[error("no space left on the device for {path}; free some space and resume")]
+    NoSpace { path: PathBuf },
+    #[error(
+        "not permitted to give {path} to uid {uid:?} gid {gid:?}; run the agent as root or grant it CAP_CHOWN"
+    )]
+    NotPermitted {
+        path: PathBuf,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+impl FilesError {
+    fn io(path: &Path, errno: Errno) -> FilesError {
+        match errno {
+            Errno::NOSPC | Errno::DQUOT => FilesError::NoSpace {
+                path: path.to_path_buf(),
+            },
+            Errno::LOOP => FilesError::Symlink {
+                path: path.to_path_buf(),
+            },
+            e => FilesError::Io {
+                path: path.to_path_buf(),
+                source: io::Error::from(e),
+            },
+        }
+    }
+}
+
+/// A destination folder; everything it creates stays under it.
+pub struct Destination {
+    root: PathBuf,
+    fd: Arc<OwnedFd>,
+}
+
+const DIR_MODE: u32 = 0o755;
+const FILE_MODE: u32 = 0o644;
+
+fn open_dir_at(dir: impl AsFd, name: &OsStr) -> Result<OwnedFd, Errno> {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+fn is_symlink_at(dir: impl AsFd, name: &OsStr) -> bool {
+    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+        .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink)
+        .unwrap_or(false)
+}
+
+/// The plain names of a relative path; anything else (`..`, `/`, `C:`) is refused.
+fn plain_components(rel: &Path) -> Result<Vec<&OsStr>, FilesError> {
+    rel.components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .map(|c| match c {
+            Component::Normal(name) => Ok(name),
+            _ => Err(FilesError::Refused {
+                name: rel.display().to_string(),
+                reason: "only plain names may be joined under a destination".into(),
+            }),
+        })
+        .collect()
+}
+
+impl Destination {
+    /// Opens `root`, creating it (and its parents) when missing. The root itself may be a
+    /// symlink (an operator's choice); nothing below it may.
+    pub fn open(root: &Path) -> Result<Destination, FilesError> {
+        std::fs::create_dir_all(root).map_err(|source| FilesError::Io {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        Self::open_existing(root)
+    }
+
+    pub fn open_existing(root: &Path) -> Result<Destination, FilesError> {
+        let fd = rustix::fs::open(
+            root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| FilesError::io(root, e))?;
+        Ok(Destination {
+            root: root.to_path_buf(),
+            fd: Arc::new(fd),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Walks `rel` from the root, creating what is missing when `create`; returns the folder's
+    /// descriptor and the folders it created (absolute paths, outermost first).
+    fn walk(&self, rel: &Path, create: bool) -> Result<(OwnedFd, Vec<PathBuf>), FilesError> {
+        let mut created = Vec::new();
+        let mut dir = rustix::io::dup(&*self.fd).map_err(|e| FilesError::io(&self.root, e))?;
+        let mut at = self.root.clone();
+        for name in plain_components(rel)? {
+            at.push(name);
+            let next = match open_dir_at(&dir, name) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) if create => {
+                    match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(DIR_MODE)) {
+                        Ok(()) => created.push(at.clone()),
+                        Err(Errno::EXIST) => {}
+                        Err(e) => return Err(FilesError::io(&at, e)),
+                    }
+                    open_dir_at(&dir, name).map_err(|e| FilesError::io(&at, e))?
+                }
+                Err(Errno::LOOP | Errno::NOTDIR) if is_symlink_at(&dir, name) => {
+                    return Err(FilesError::Symlink { path: at });
+                }
+                Err(e) => return Err(FilesError::io(&at, e)),
+            };
+            dir = next;
+        }
+        Ok((dir, created))
+    }
+
+    /// Creates the folders of `rel` under the root; returns those it created, outermost first.
+    pub fn create_dirs(&self, rel: &Path) -> Result<Vec<PathBuf>, FilesError> {
+        self.walk(rel, true).map(|(_, created)| created)
+    }
+
+    /// Opens (creating, never truncating) `rel` + `.part`, preallocated to `size` bytes. The
+    /// folders of `rel` must exist.
+    pub fn part_file(&self, rel: &Path, size: u64) -> Result<PartFile, FilesError> {
+        let final_name = rel
+            .file_name()
+            .ok_or_else(|| FilesError::Refused {
+                name: rel.display().to_string(),
+                reason: "a file needs a name".into(),
+            })?
+            .to_os_string();
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let (dir, _) = self.walk(parent, false)?;
+        let mut part_name = final_name.clone();
+        part_name.push(".part");
+        let final_path = self.root.join(rel);
+        let part_path = final_path.with_file_name(&part_name);
+        let fd = rustix::fs::openat(
+            &dir,
+            &part_name,
+            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(FILE_MODE),
+        )
+        .map_err(|e| match e {
+            Errno::LOOP => FilesError::Symlink {
+                path: part_path.clone(),
+            },
+            e => FilesError::io(&part_path, e),
+        })?;
+        let file = File::from(fd);
+        let len = file
+            .metadata()
+            .map_err(|source| FilesError::Io {
+                path: part_path.clone(),
+                source,
+            })?
+            .len();
+        if len < size {
+            preallocate(&file, size).map_err(|e| FilesError::io(&part_path, e))?;
+        }
+        Ok(PartFile {
+            file: Arc::new(file),
+            dir: Arc::new(dir),
+            part_name,
+            final_name,
+            final_path,
+        })
+    }
+
+    /// Removes `rel` and its `.part`, if they are plain files under the root.
+    pub fn remove_file(&self, rel: &Path) -> Result<(), FilesError> {
+        let Some(name) = rel.file_name() else {
+            return Ok(());
+        };
+        let (dir, _) = self.walk(rel.parent().unwrap_or(Path::new("")), false)?;
+        let mut part = name.to_os_string();
+        part.push(".part");
+        for n in [name, part.as_os_str()] {
+            match rustix::fs::unlinkat(&dir, n, AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(FilesError::io(&self.root.join(rel), e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the folder `rel` if it is empty (and not a symlink).
+    pub fn remove_empty_dir(&self, rel: &Path) -> Result<(), FilesError> {
+        let Some(name) = rel.file_name() else {
+            return Ok(());
+        };
+        let (dir, _) = self.walk(rel.parent().unwrap_or(Path::new("")), false)?;
+        match rustix::fs::unlinkat(&dir, name, AtFlags::REMOVEDIR) {
+            Ok(()) | Err(Errno::NOENT | Errno::NOTEMPTY | Errno::EXIST | Errno::NOTDIR) => Ok(()),
+            Err(e) => Err(FilesError::io(&self.root.join(rel), e)),
+        }
+    }
+}
+
+fn preallocate(file: &File, size: u64) -> Result<(), Errno> {
+    match rustix::fs::fallocate(file, FallocateFlags::empty(), 0, size) {
+        Ok(()) => Ok(()),
+        // Filesystems without fallocate (some network shares): a sparse file of the right size.
+        Err(Errno::OPNOTSUPP | Errno::NOSYS) => file
+            .set_len(size)
+            .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO)),
+        Err(e) => Err(e),
+    }
+}
+
+/// A preallocated `.part` file: positional writes from any number of tasks, then `finish`.
+#[derive(Clone)]
+pub struct PartFile {
+    file: Arc<File>,
+    dir: Arc<OwnedFd>,
+    part_name: OsString,
+    final_name: OsString,
+    final_path: PathBuf,
+}
+
+impl PartFile {
+    pub fn write_all_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)
+    }
+
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Syncs, sets the modification time, and renames the part to its final name (replacing a
+    /// file there, never a symlink). Returns the final path.
+    pub fn finish(&self, mtime: Option<SystemTime>) -> Result<PathBuf, FilesError> {
+        let io_err = |source| FilesError::Io {
+            path: self.final_path.clone(),
+            source,
+        };
+        if let Some(mtime) = mtime {
+            self.file.set_modified(mtime).map_err(io_err)?;
+        }
+        self.file.sync_all().map_err(io_err)?;
+        if is_symlink_at(&*self.dir, &self.final_name) {
+            return Err(FilesError::Symlink {
+                path: self.final_path.clone(),
+            });
+        }
+        rustix::fs::renameat(&*self.dir, &self.part_name, &*self.dir, &self.final_name)
+            .map_err(|e| FilesError::io(&self.final_path, e))?;
+        Ok(self.final_path.clone())
+    }
+}
+
+/// Gives `path` to `uid`/`gid` (either may be left alone), without following a symlink.
+pub fn chown(path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<(), FilesError> {
+    if uid.is_none() && gid.is_none() {
+        return Ok(());
+    }
+    let owner = uid.map(rustix::process::Uid::from_raw);
+    let group = gid.map(rustix::process::Gid::from_raw);
+    rustix::fs::chownat(
+        rustix::fs::CWD,
+        path,
+        owner,
+        group,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| match e {
+        Errno::PERM => FilesError::NotPermitted {
+            path: path.to_path_buf(),
+            uid,
+            gid,
+        },
+        e => FilesError::io(path, e),
+    })
+}
+
+/// Bytes free for an unprivileged writer on the filesystem holding `dir`.
+pub fn available_space(dir: &Path) -> io::Result<u64> {
+    let st = rustix::fs::statvfs(dir).map_err(io::Error::from)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,136 @@
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use super::*;
+
+#[test]
+fn hostile_package_paths_are_refused() {
+    for (path, name) in [
+        ("", "../../etc/passwd"),
+        ("../..", "x"),
+        ("a/../../b", "x"),
+        ("..\\..", "x"),
+        ("C:\\Windows", "x"),
+        ("", "a\0b"),
+        ("", ".."),
+    ] {
+        assert!(
+            package_relative_path(path, name).is_err(),
+            "{path:?} {name:?}"
+        );
+    }
+    assert_eq!(
+        package_relative_path("/abs/olute", "x").unwrap(),
+        Path::new("abs/olute/x")
+    );
+    assert_eq!(
+        package_relative_path("", "a.mov").unwrap(),
+        Path::new("a.mov")
+    );
+    assert_eq!(
+        package_relative_path("/", "a\u{7}b").unwrap(),
+        Path::new("ab")
+    );
+    assert_eq!(
+        package_relative_path("x\\y", "z").unwrap(),
+        Path::new("x/y/z")
+    );
+}
+
+#[test]
+fn names_are_cleaned_per_platform_and_cut_on_char_boundaries() {
+    assert_eq!(
+        clean_name_for(Platform::Windows, "a<b>:c?.txt. ").unwrap(),
+        "abc.txt"
+    );
+    assert_eq!(
+        clean_name_for(Platform::Windows, "con.txt").unwrap(),
+        "_con.txt"
+    );
+    assert_eq!(clean_name_for(Platform::Unix, "a:b").unwrap(), "a:b");
+    assert!(clean_name_for(Platform::Unix, "..").is_none());
+    let long = format!("{}.mov", "é".repeat(200));
+    let cut = clean_name(&long).unwrap();
+    assert!(cut.len() <= 255 && cut.ends_with(".mov"), "{}", cut.len());
+}
+
+#[test]
+fn a_symlink_inside_the_destination_is_never_followed() {
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), root.path().join("evil")).unwrap();
+    let dest = Destination::open(root.path()).unwrap();
+    assert!(matches!(
+        dest.create_dirs(Path::new("evil/sub")),
+        Err(FilesError::Symlink { .. })
+    ));
+    assert!(matches!(
+        dest.part_file(Path::new("evil/x"), 3),
+        Err(FilesError::Symlink { .. })
+    ));
+    // A symlink where the part file or the final file goes.
+    std::os::unix::fs::symlink(outside.path().join("t"), root.path().join("f.part")).unwrap();
+    assert!(matches!(
+        dest.part_file(Path::new("f"), 3),
+        Err(FilesError::Symlink { .. })
+    ));
+    let part = dest.part_file(Path::new("g"), 3).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("u"), root.path().join("g")).unwrap();
+    assert!(matches!(part.finish(None), Err(FilesError::Symlink { .. })));
+    assert_eq!(
+        std::fs::read_dir(outside.path()).unwrap().count(),
+        0,
+        "nothing written outside"
+    );
+}
+
+#[test]
+fn part_files_take_parallel_writes_resume_without_truncating_and_finish() {
+    let root = tempfile::tempdir().unwrap();
+    let dest = Destination::open(&root.path().join("new")).unwrap();
+    let created = dest.create_dirs(Path::new("a/b")).unwrap();
+    assert_eq!(created.len(), 2);
+    let part = dest.part_file(Path::new("a/b/f.bin"), 4 * 1024).unwrap();
+    assert_eq!(
+        std::fs::metadata(root.path().join("new/a/b/f.bin.part"))
+            .unwrap()
+            .len(),
+        4096
+    );
+    std::thread::scope(|s| {
+        for i in 0..4u8 {
+            let part = part.clone();
+            s.spawn(move || part.write_all_at(u64::from(i) * 1024, &[i; 1024]).unwrap());
+        }
+    });
+    drop(part);
+    let again = dest.part_file(Path::new("a/b/f.bin"), 4 * 1024).unwrap();
+    let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_500_000_000);
+    let done = again.finish(Some(mtime)).unwrap();
+    let bytes = std::fs::read(&done).unwrap();
+    assert_eq!(bytes[0], 0);
+    assert_eq!(bytes[3 * 1024], 3, "resuming kept what was written");
+    assert_eq!(std::fs::metadata(&done).unwrap().modified().unwrap(), mtime);
+    dest.remove_file(Path::new("a/b/f.bin")).unwrap();
+    dest.remove_empty_dir(Path::new("a/b")).unwrap();
+    assert!(!root.path().join("new/a/b").exists());
+}
+
+#[test]
+fn chown_gives_files_away_as_root_and_says_why_otherwise() {
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().join("f");
+    std::fs::write(&path, b"x").unwrap();
+    let result = chown(&path, Some(12345), Some(12346));
+    if rustix::process::geteuid().is_root() {
+        result.unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (12345, 12346));
+    } else {
+        let err = result.unwrap_err();
+        assert!(matches!(err, FilesError::NotPermitted { .. }));
+        assert!(err.to_string().contains("CAP_CHOWN"));
+    }
+    assert!(available_space(root.path()).unwrap() > 0);
+}

@@ -1,0 +1,606 @@
+//! The shared transfer core: every trigger (CLI, REST API, rules) becomes a job here. Jobs are
+//! recorded in the store, run under one connection budget with priorities, retried when the
+//! failure is transient, paused and resumed on demand, and resumed after a restart from their
+//! committed chunks.
+
+mod budget;
+mod download;
+mod progress;
+mod retry;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use budget::Budget;
+pub use download::DownloadRequest;
+pub use retry::RetryPolicy;
+
+use crate::cloud::{self, CloudError};
+use crate::store::{Store, StoreError, TransferKind, TransferRecord};
+use progress::Progress;
+
+/// How the engine runs.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The MASV API base, e.g. `https://api.massive.app/v1`, or a hub's `http://host:port/v1`.
+    pub cloud_url: String,
+    /// Requests in flight at once, across all transfers.
+    pub max_connections: usize,
+    /// Range size of downloads when the request does not say.
+    pub download_chunk_size: u64,
+    /// Resume transfers that were running when the agent stopped.
+    pub auto_resume: bool,
+    pub retry: RetryPolicy,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            cloud_url: "https://api.massive.app/v1".into(),
+            max_connections: 16,
+            download_chunk_size: 16 * 1024 * 1024,
+            auto_resume: true,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no {kind} {id}; list them with `masv {kind} ls`")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+}
+
+/// The states of spec §5.
+pub mod state {
+    pub const TRANSFERRING: &str = "transferring";
+    pub const PAUSED: &str = "paused";
+    pub const IDLE: &str = "idle";
+    pub const COMPLETE: &str = "complete";
+    pub const ERROR: &str = "error";
+}
+
+/// The states of one file of a transfer.
+pub mod file_state {
+    pub const PENDING: &str = "pending";
+    pub const TRANSFERRING: &str = "transferring";
+    pub const COMPLETE: &str = "complete";
+    pub const SKIPPED: &str = "skipped";
+    pub const ERROR: &str = "error";
+}
+
+/// How a job ended, short of success.
+#[derive(Debug)]
+enum JobError {
+    /// Paused, deleted or shut down: whoever stopped it has recorded the state.
+    Stopped,
+    Failed(String),
+}
+
+impl From<StoreError> for JobError {
+    fn from(e: StoreError) -> JobError {
+        JobError::Failed(format!("the agent's database failed: {e}"))
+    }
+}
+
+/// What the status API shows of a transfer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransferSummary {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_id: Option<String>,
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_folder: Option<String>,
+    pub package_id: Option<String>,
+    pub package_name: Option<String>,
+    pub priority: i64,
+    pub created_at: String,
+    pub updated_at: String,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub bytes_per_second: u64,
+    pub files_total: u64,
+    pub files_done: u64,
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<FileView>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileView {
+    pub id: Option<String>,
+    pub name: String,
+    pub path: String,
+    pub size: u64,
+    pub state: String,
+    pub bytes_done: u64,
+    pub error: Option<String>,
+    pub local_path: String,
+}
+
+/// The transfer engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    client: cloud::Client,
+    budget: Budget,
+    config: EngineConfig,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+struct Running {
+    cancel: CancellationToken,
+    progress: Arc<Mutex<Option<Arc<Progress>>>>,
+    task: JoinHandle<()>,
+}
+
+impl Engine {
+    /// Starts the engine and, with `auto_resume`, the transfers that were running at the last
+    /// stop (paused ones stay paused).
+    pub async fn start(store: Store, config: EngineConfig) -> Result<Engine, TransferError> {
+        let client = cloud::Client::new(&config.cloud_url)?;
+        let engine = Engine {
+            inner: Arc::new(Inner {
+                store,
+                client,
+                budget: Budget::new(config.max_connections),
+                config,
+                running: Mutex::new(HashMap::new()),
+            }),
+        };
+        if engine.inner.config.auto_resume {
+            for t in engine.inner.store.transfers(TransferKind::Download).await? {
+                if t.state == state::TRANSFERRING {
+                    tracing::info!(download_id = %t.id, "resuming download");
+                    engine.spawn(&t);
+                }
+            }
+        }
+        Ok(engine)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Records a new download and starts it; returns its id.
+    pub async fn create_download(&self, req: DownloadRequest) -> Result<String, TransferError> {
+        let record = download::record(req, &self.inner.config)?;
+        let id = record.id.clone();
+        self.inner.store.insert_transfer(record.clone()).await?;
+        tracing::info!(download_id = %id, "download created");
+        self.spawn(&record);
+        Ok(id)
+    }
+
+    fn spawn(&self, record: &TransferRecord) {
+        let cancel = CancellationToken::new();
+        let progress = Arc::new(Mutex::new(None));
+        let inner = self.inner.clone();
+        let (id, job_cancel, job_progress) = (record.id.clone(), cancel.clone(), progress.clone());
+        let kind = record.kind;
+        let task = tokio::spawn(async move {
+            let result = match kind {
+                TransferKind::Download => {
+                    download::run(inner.clone(), &id, job_cancel, job_progress).await
+                }
+                TransferKind::Upload => {
+                    Err(JobError::Failed("uploads are not supported yet".into()))
+                }
+            };
+            let outcome = match result {
+                Ok(()) => Some((state::COMPLETE, None)),
+                Err(JobError::Stopped) => None,
+                Err(JobError::Failed(reason)) => Some((state::ERROR, Some(reason))),
+            };
+            if let Some((state, error)) = outcome {
+                match &error {
+                    Some(reason) => {
+                        tracing::warn!(transfer_id = %id, kind = kind.as_str(), error = %reason, "transfer failed")
+                    }
+                    None => {
+                        tracing::info!(transfer_id = %id, kind = kind.as_str(), "transfer complete")
+                    }
+                }
+                if let Err(e) = inner.store.set_state(&id, state, error).await {
+                    tracing::error!(transfer_id = %id, error = %e, "cannot record the end of a transfer");
+                }
+            }
+            let mut running = inner
+                .running
+                .lock()
+                .expect("running lock is never poisoned");
+            if running
+                .get(&id)
+                .is_some_and(|r| r.task.is_finished() || r.cancel.is_cancelled())
+            {
+                running.remove(&id);
+            }
+        });
+        self.inner
+            .running
+            .lock()
+            .expect("running lock is never poisoned")
+            .insert(
+                record.id.clone(),
+                Running {
+                    cancel,
+                    progress,
+                    task,
+                },
+            );
+    }
+
+    /// Stops the job of `id` (if running) and waits until it has.
+    async fn stop(&self, id: &str) {
+        let running = self
+            .inner
+            .running
+            .lock()
+            .expect("running lock is never poisoned")
+            .remove(id);
+        if let Some(running) = running {
+            running.cancel.cancel();
+            let _ = running.task.await;
+        }
+    }
+
+    /// Stops every job; their states stay as they are, so the next start resumes them.
+    pub async fn shutdown(&self) {
+        let all: Vec<Running> = self
+            .inner
+            .running
+            .lock()
+            .expect("running lock is never poisoned")
+            .drain()
+            .map(|(_, r)| r)
+            .collect();
+        for r in &all {
+            r.cancel.cancel();
+        }
+        for r in all {
+            let _ = r.task.await;
+        }
+    }
+
+    async fn record(&self, kind: TransferKind, id: &str) -> Result<TransferRecord, TransferError> {
+        self.inner
+            .store
+            .transfer(id)
+            .await?
+            .filter(|t| t.kind == kind)
+            .ok_or_else(|| TransferError::NotFound {
+                kind: kind.as_str(),
+                id: id.to_owned(),
+            })
+    }
+
+    pub async fn list(&self, kind: TransferKind) -> Result<Vec<TransferSummary>, TransferError> {
+        let mut out = Vec::new();
+        for t in self.inner.store.transfers(kind).await? {
+            out.push(self.summary(&t, false).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn detail(
+        &self,
+        kind: TransferKind,
+        id: &str,
+    ) -> Result<TransferSummary, TransferError> {
+        let t = self.record(kind, id).await?;
+        self.summary(&t, true).await
+    }
+
+    async fn summary(
+        &self,
+        t: &TransferRecord,
+        with_files: bool,
+    ) -> Result<TransferSummary, TransferError> {
+        let files = self.inner.store.files(&t.id).await?;
+        let chunks = self.inner.store.chunks(&t.id).await?;
+        let live = self
+            .inner
+            .running
+            .lock()
+            .expect("running lock is never poisoned")
+            .get(&t.id)
+            .and_then(|r| {
+                r.progress
+                    .lock()
+                    .expect("progress slot lock is never poisoned")
+                    .clone()
+            });
+        let mut committed = vec![0u64; files.len()];
+        for c in &chunks {
+            if let Some(slot) = committed.get_mut(c.file_idx as usize) {
+                *slot += c.size;
+            }
+        }
+        let views: Vec<FileView> = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let done = match f.state.as_str() {
+                    file_state::COMPLETE => f.size,
+                    _ => live
+                        .as_ref()
+                        .and_then(|p| p.file_done(i))
+                        .unwrap_or(committed[i])
+                        .min(f.size),
+                };
+                FileView {
+                    id: f.remote_id.clone(),
+                    name: f.name.clone(),
+                    path: f.path.clone(),
+                    size: f.size,
+                    state: f.state.clone(),
+                    bytes_done: done,
+                    error: f.error.clone(),
+                    local_path: f.local_path.clone(),
+                }
+            })
+            .collect();
+        let counted = |v: &&FileView| v.state != file_state::SKIPPED;
+        let bytes_total = views.iter().filter(counted).map(|v| v.size).sum();
+        let bytes_done = views.iter().filter(counted).map(|v| v.bytes_done).sum();
+        let remote = t.remote.clone().unwrap_or_default();
+        let text =
+            |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+        let mut summary = TransferSummary {
+            download_id: None,
+            upload_id: None,
+            state: t.state.clone(),
+            url: None,
+            dst_folder: None,
+            package_id: text(&remote, "package_id"),
+            package_name: text(&remote, "package_name"),
+            priority: t.priority,
+            created_at: cloud::dto::format_time(&t.created_at),
+            updated_at: cloud::dto::format_time(&t.updated_at),
+            bytes_done,
+            bytes_total,
+            bytes_per_second: if t.state == state::TRANSFERRING {
+                live.as_ref().map(|p| p.speed()).unwrap_or(0)
+            } else {
+                0
+            },
+            files_total: views.iter().filter(counted).count() as u64,
+            files_done: views
+                .iter()
+                .filter(|v| v.state == file_state::COMPLETE)
+                .count() as u64,
+            error: t.error.clone(),
+            rule: t.rule.clone(),
+            files: with_files.then_some(views),
+        };
+        match t.kind {
+            TransferKind::Download => {
+                summary.download_id = Some(t.id.clone());
+                summary.url = text(&t.spec, "url").map(|u| download::public_url(&u));
+                summary.dst_folder = text(&t.spec, "dst_folder");
+            }
+            TransferKind::Upload => summary.upload_id = Some(t.id.clone()),
+        }
+        Ok(summary)
+    }
+
+    pub async fn pause(
+        &self,
+        kind: TransferKind,
+        id: &str,
+    ) -> Result<TransferSummary, TransferError> {
+        let t = self.record(kind, id).await?;
+        if t.state == state::TRANSFERRING {
+            // Record first: the job, seeing itself stopped, leaves the state alone.
+            self.inner.store.set_state(id, state::PAUSED, None).await?;
+            self.stop(id).await;
+            tracing::info!(transfer_id = %id, "paused");
+        } else if t.state != state::PAUSED {
+            return Err(TransferError::Conflict(format!(
+                "{} {id} is {}; only a transferring one can be paused",
+                kind.as_str(),
+                t.state
+            )));
+        }
+        self.detail_summary(kind, id).await
+    }
+
+    pub async fn resume(
+        &self,
+        kind: TransferKind,
+        id: &str,
+    ) -> Result<TransferSummary, TransferError> {
+        let t = self.record(kind, id).await?;
+        match t.state.as_str() {
+            state::PAUSED | state::ERROR => {
+                self.inner
+                    .store
+                    .set_state(id, state::TRANSFERRING, None)
+                    .await?;
+                let t = self.record(kind, id).await?;
+                self.spawn(&t);
+                tracing::info!(transfer_id = %id, "resumed");
+            }
+            state::TRANSFERRING => {
+                let running = self
+                    .inner
+                    .running
+                    .lock()
+                    .expect("running lock is never poisoned")
+                    .contains_key(id);
+                if !running {
+                    self.spawn(&t);
+                }
+            }
+            other => {
+                return Err(TransferError::Conflict(format!(
+                    "{} {id} is {other}; nothing to resume",
+                    kind.as_str()
+                )));
+            }
+        }
+        self.detail_summary(kind, id).await
+    }
+
+    async fn detail_summary(
+        &self,
+        kind: TransferKind,
+        id: &str,
+    ) -> Result<TransferSummary, TransferError> {
+        let t = self.record(kind, id).await?;
+        self.summary(&t, false).await
+    }
+
+    /// Pauses (or resumes) every transfer of a kind that can be; returns their ids.
+    pub async fn pause_all(
+        &self,
+        kind: TransferKind,
+        pause: bool,
+    ) -> Result<Vec<String>, TransferError> {
+        let mut changed = Vec::new();
+        for t in self.inner.store.transfers(kind).await? {
+            let applies = if pause {
+                t.state == state::TRANSFERRING
+            } else {
+                t.state == state::PAUSED
+            };
+            if applies {
+                if pause {
+                    self.pause(kind, &t.id).await?;
+                } else {
+                    self.resume(kind, &t.id).await?;
+                }
+                changed.push(t.id);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Forgets a transfer; with `remove_files`, also deletes what it wrote.
+    pub async fn delete(
+        &self,
+        kind: TransferKind,
+        id: &str,
+        remove_files: bool,
+    ) -> Result<(), TransferError> {
+        self.record(kind, id).await?;
+        self.stop(id).await;
+        if remove_files && kind == TransferKind::Download {
+            download::remove_files(&self.inner.store, id).await?;
+        }
+        self.inner.store.delete_transfer(id).await?;
+        tracing::info!(transfer_id = %id, remove_files, "deleted");
+        Ok(())
+    }
+
+    /// Deletes every transfer of a kind, or only those in `states`; returns their ids.
+    pub async fn delete_all(
+        &self,
+        kind: TransferKind,
+        states: Option<&[String]>,
+        remove_files: bool,
+    ) -> Result<Vec<String>, TransferError> {
+        let mut deleted = Vec::new();
+        for t in self.inner.store.transfers(kind).await? {
+            if states.is_none_or(|s| s.iter().any(|x| x == &t.state)) {
+                self.delete(kind, &t.id, remove_files).await?;
+                deleted.push(t.id);
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// A new transfer row.
+fn new_record(kind: TransferKind, priority: i64, spec: serde_json::Value) -> TransferRecord {
+    let now = Utc::now();
+    TransferRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        kind,
+        state: state::TRANSFERRING.into(),
+        priority,
+        spec,
+        remote: None,
+        error: None,
+        rule: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Runs a cloud call, retrying transient failures with backoff until the policy gives up;
+/// `Err(None)` when the job was stopped meanwhile, `Err(Some(e))` for the final failure.
+async fn retry_cloud<T, F, Fut>(
+    inner: &Inner,
+    cancel: &CancellationToken,
+    what: &str,
+    mut call: F,
+) -> Result<T, Option<CloudError>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CloudError>>,
+{
+    let mut attempt = 0;
+    loop {
+        let result = tokio::select! {
+            _ = cancel.cancelled() => return Err(None),
+            r = call() => r,
+        };
+        match result {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_transient() && attempt < inner.config.retry.max_retries => {
+                attempt += 1;
+                let delay = inner.config.retry.delay(attempt, e.retry_after());
+                tracing::debug!(step = what, attempt, error = %e, "transient failure; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return Err(None),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            Err(e) => return Err(Some(e)),
+        }
+    }
+}
+
+/// [`retry_cloud`] for steps whose failure ends the job; `what` names the step in the error.
+async fn with_retries<T, F, Fut>(
+    inner: &Inner,
+    cancel: &CancellationToken,
+    what: &str,
+    call: F,
+) -> Result<T, JobError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, CloudError>>,
+{
+    retry_cloud(inner, cancel, what, call)
+        .await
+        .map_err(|e| match e {
+            None => JobError::Stopped,
+            Some(e) => JobError::Failed(format!("{what}: {e}")),
+        })
+}

@@ -1,0 +1,811 @@
+//! Downloading a package from a link: look the link up, plan the files, then fetch every file
+//! as parallel ranged chunks written in place into a preallocated `.part` file, each chunk
+//! committed to the store when written, so a restart fetches only what was in flight.
+
+use std::collections::{HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{OnceCell, RwLock};
+use tokio_util::sync::CancellationToken;
+
+use super::progress::Progress;
+use super::{
+    EngineConfig, Inner, JobError, TransferError, file_state, new_record, retry_cloud, with_retries,
+};
+use crate::cloud::CloudError;
+use crate::cloud::dto::{DownloadUrl, FileKind, LinkUrl, PackageFile, Secret};
+use crate::files::{self, Destination, PartFile};
+use crate::store::{ChunkRecord, FileRecord, Store, TransferKind, TransferRecord};
+
+/// Bytes gathered from the network before one positional write.
+const WRITE_BUFFER: usize = 1024 * 1024;
+/// Times a chunk may find its URL expired in a row before that counts as a failure.
+const URL_REFRESHES: u32 = 3;
+
+/// `POST /api/v1/downloads` (spec §5).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadRequest {
+    pub url: String,
+    pub dst_folder: PathBuf,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub file_ids: Vec<String>,
+    #[serde(default)]
+    pub chunk_size: Option<u64>,
+    #[serde(default)]
+    pub priority: i64,
+    #[serde(default = "yes")]
+    pub create_package_folder: bool,
+    #[serde(default = "yes")]
+    pub bypass_package_quarantine: bool,
+    #[serde(default)]
+    pub user_id: Option<u32>,
+    #[serde(default)]
+    pub group_id: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl std::fmt::Debug for DownloadRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DownloadRequest")
+            .field("url", &public_url(&self.url))
+            .field("dst_folder", &self.dst_folder)
+            .field("file_ids", &self.file_ids)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the cloud told us about the package, kept so a restart does not ask again.
+#[derive(Clone, Serialize, Deserialize)]
+struct Remote {
+    package_id: String,
+    package_name: String,
+    package_token: Secret,
+}
+
+/// A link URL without its secret, for showing.
+pub fn public_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "<not a URL>".into(),
+    }
+}
+
+/// Checks a request and makes the transfer row for it.
+pub(super) fn record(
+    req: DownloadRequest,
+    config: &EngineConfig,
+) -> Result<TransferRecord, TransferError> {
+    LinkUrl::parse(&req.url).map_err(TransferError::Invalid)?;
+    if !req.dst_folder.is_absolute() {
+        return Err(TransferError::Invalid(format!(
+            "dst_folder {} must be an absolute path",
+            req.dst_folder.display()
+        )));
+    }
+    if req.chunk_size == Some(0) {
+        return Err(TransferError::Invalid(
+            "chunk_size must be more than 0 bytes".into(),
+        ));
+    }
+    let _ = config;
+    let priority = req.priority;
+    let spec = serde_json::to_value(&req).map_err(|e| TransferError::Invalid(e.to_string()))?;
+    Ok(new_record(TransferKind::Download, priority, spec))
+}
+
+/// One file being downloaded.
+struct FileJob {
+    record: FileRecord,
+    /// Path under the destination root.
+    rel: PathBuf,
+    url: tokio::sync::Mutex<Option<DownloadUrl>>,
+    part: OnceCell<PartFile>,
+    remaining: AtomicU32,
+    failed: AtomicBool,
+}
+
+struct Chunk {
+    file: usize,
+    index: u32,
+    start: u64,
+    len: u64,
+}
+
+struct Job {
+    inner: Arc<Inner>,
+    id: String,
+    spec: DownloadRequest,
+    priority: i64,
+    cancel: CancellationToken,
+    progress: Arc<Progress>,
+    dest: Destination,
+    remote: RwLock<Remote>,
+    files: Vec<FileJob>,
+    queue: Mutex<VecDeque<Chunk>>,
+}
+
+pub(super) async fn run(
+    inner: Arc<Inner>,
+    id: &str,
+    cancel: CancellationToken,
+    progress_slot: Arc<Mutex<Option<Arc<Progress>>>>,
+) -> Result<(), JobError> {
+    let record = inner
+        .store
+        .transfer(id)
+        .await?
+        .ok_or_else(|| JobError::Failed("the download's record is gone".into()))?;
+    let spec: DownloadRequest = serde_json::from_value(record.spec.clone())
+        .map_err(|e| JobError::Failed(format!("the stored request is unreadable: {e}")))?;
+    let mut files = inner.store.files(id).await?;
+    let remote = match record
+        .remote
+        .clone()
+        .and_then(|r| serde_json::from_value::<Remote>(r).ok())
+    {
+        Some(remote) if !files.is_empty() => remote,
+        _ => {
+            let (remote, planned) = plan(&inner, id, &spec, &cancel).await?;
+            inner
+                .store
+                .set_remote(
+                    id,
+                    serde_json::to_value(&remote).expect("remote serializes"),
+                )
+                .await?;
+            inner.store.insert_files(id, planned.clone()).await?;
+            files = planned;
+            remote
+        }
+    };
+    let dest = open_destination(&spec)?;
+    let chunks = inner.store.chunks(id).await?;
+    let mut done_per_file = vec![0u64; files.len()];
+    let mut done_chunks: HashSet<(u32, u32)> = HashSet::new();
+    for c in &chunks {
+        done_per_file[c.file_idx as usize] += c.size;
+        done_chunks.insert((c.file_idx, c.chunk_idx));
+    }
+    for (i, f) in files.iter().enumerate() {
+        if f.state == file_state::COMPLETE {
+            done_per_file[i] = f.size;
+        }
+    }
+    let progress = Arc::new(Progress::new(&done_per_file));
+    *progress_slot
+        .lock()
+        .expect("progress slot lock is never poisoned") = Some(progress.clone());
+
+    let root = package_root(&spec, &remote);
+    let mut queue = VecDeque::new();
+    let mut jobs = Vec::with_capacity(files.len());
+    for (i, f) in files.into_iter().enumerate() {
+        let rel = PathBuf::from(&f.local_path)
+            .strip_prefix(&spec.dst_folder)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|_| root.join(&f.name));
+        let mut remaining = 0;
+        if f.kind != "directory"
+            && (f.state == file_state::PENDING || f.state == file_state::TRANSFERRING)
+        {
+            let chunk_size = f.chunk_size.max(1);
+            let count = f.size.div_ceil(chunk_size).max(1) as u32;
+            for index in 0..count {
+                if done_chunks.contains(&(i as u32, index)) {
+                    continue;
+                }
+                let start = u64::from(index) * chunk_size;
+                queue.push_back(Chunk {
+                    file: i,
+                    index,
+                    start,
+                    len: chunk_size.min(f.size - start.min(f.size)),
+                });
+                remaining += 1;
+            }
+        }
+        jobs.push(FileJob {
+            record: f,
+            rel,
+            url: tokio::sync::Mutex::new(None),
+            part: OnceCell::new(),
+            remaining: AtomicU32::new(remaining),
+            failed: AtomicBool::new(false),
+        });
+    }
+    let job = Arc::new(Job {
+        priority: record.priority,
+        inner,
+        id: id.to_owned(),
+        spec,
+        cancel,
+        progress,
+        dest,
+        remote: RwLock::new(remote),
+        files: jobs,
+        queue: Mutex::new(queue),
+    });
+
+    // Folders first (empty ones included), then files whose chunks were all committed before a
+    // restart but that were not finished yet.
+    for i in 0..job.files.len() {
+        let f = &job.files[i];
+        let open =
+            f.record.state == file_state::PENDING || f.record.state == file_state::TRANSFERRING;
+        if !open {
+            continue;
+        }
+        if f.record.kind == "directory" {
+            let created = job
+                .dest
+                .create_dirs(&f.rel)
+                .map_err(|e| JobError::Failed(e.to_string()))?;
+            chown_all(&job, &created)?;
+            job.inner
+                .store
+                .set_file_state(&job.id, i as u32, file_state::COMPLETE, None)
+                .await?;
+        } else if f.remaining.load(Ordering::Relaxed) == 0 {
+            finish_file(&job, i).await?;
+        }
+    }
+
+    let workers = job
+        .inner
+        .config
+        .max_connections
+        .max(1)
+        .min(job.queue.lock().expect("queue lock").len());
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let job = job.clone();
+        set.spawn(async move { worker(job).await });
+    }
+    let mut stopped = false;
+    let mut fatal = None;
+    while let Some(result) = set.join_next().await {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(JobError::Stopped)) => stopped = true,
+            Ok(Err(JobError::Failed(e))) => {
+                // A failure of the whole job (the database, say): stop the other workers.
+                job.cancel.cancel();
+                fatal.get_or_insert(e);
+            }
+            Err(e) => {
+                job.cancel.cancel();
+                fatal.get_or_insert(format!("a download worker crashed: {e}"));
+            }
+        }
+    }
+    if let Some(e) = fatal {
+        return Err(JobError::Failed(e));
+    }
+    if stopped || job.cancel.is_cancelled() {
+        return Err(JobError::Stopped);
+    }
+    let files = job.inner.store.files(&job.id).await?;
+    let failed: Vec<&FileRecord> = files
+        .iter()
+        .filter(|f| f.state == file_state::ERROR)
+        .collect();
+    match failed.first() {
+        None => Ok(()),
+        Some(first) => Err(JobError::Failed(format!(
+            "{} of {} files failed; first: {}: {}",
+            failed.len(),
+            files.len(),
+            Path::new(&first.path).join(&first.name).display(),
+            first.error.as_deref().unwrap_or("unknown error")
+        ))),
+    }
+}
+
+fn package_root(spec: &DownloadRequest, remote: &Remote) -> PathBuf {
+    if spec.create_package_folder {
+        let name =
+            files::clean_name(&remote.package_name).unwrap_or_else(|| remote.package_id.clone());
+        PathBuf::from(name)
+    } else {
+        PathBuf::new()
+    }
+}
+
+fn open_destination(spec: &DownloadRequest) -> Result<Destination, JobError> {
+    let existed = spec.dst_folder.exists();
+    let dest = Destination::open(&spec.dst_folder).map_err(|e| JobError::Failed(e.to_string()))?;
+    if !existed {
+        files::chown(&spec.dst_folder, spec.user_id, spec.group_id)
+            .map_err(|e| JobError::Failed(e.to_string()))?;
+    }
+    Ok(dest)
+}
+
+fn chown_all(job: &Job, paths: &[PathBuf]) -> Result<(), JobError> {
+    if job.spec.user_id.is_none() && job.spec.group_id.is_none() {
+        return Ok(());
+    }
+    for path in paths {
+        files::chown(path, job.spec.user_id, job.spec.group_id)
+            .map_err(|e| JobError::Failed(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Looks the link up and decides what goes where.
+async fn plan(
+    inner: &Arc<Inner>,
+    id: &str,
+    spec: &DownloadRequest,
+    cancel: &CancellationToken,
+) -> Result<(Remote, Vec<FileRecord>), JobError> {
+    let link = LinkUrl::parse(&spec.url).map_err(JobError::Failed)?;
+    let info = with_retries(inner, cancel, "link lookup", || {
+        inner
+            .client
+            .link(&link.link_id, &link.secret, spec.password.as_ref())
+    })
+    .await?;
+    let listing = with_retries(inner, cancel, "listing the package's files", || {
+        inner
+            .client
+            .package_files(&info.package_id, &info.package_token)
+    })
+    .await?;
+    let remote = Remote {
+        package_id: info.package_id.clone(),
+        package_name: info.name.clone(),
+        package_token: info.package_token.clone(),
+    };
+    let wanted: HashSet<&str> = spec.file_ids.iter().map(String::as_str).collect();
+    if let Some(missing) = spec
+        .file_ids
+        .iter()
+        .find(|w| !listing.iter().any(|f| &f.id == *w))
+    {
+        return Err(JobError::Failed(format!(
+            "file id {missing} is not in package {}",
+            info.package_id
+        )));
+    }
+    if !spec.bypass_package_quarantine
+        && let Some(infected) = listing
+            .iter()
+            .find(|f| f.virus_detected && (wanted.is_empty() || wanted.contains(f.id.as_str())))
+    {
+        return Err(JobError::Failed(format!(
+            "{:?} is quarantined (a virus was detected); set bypass_package_quarantine to download the other files",
+            infected.name
+        )));
+    }
+    let root = package_root(spec, &remote);
+    let chunk_size = spec
+        .chunk_size
+        .unwrap_or(inner.config.download_chunk_size)
+        .max(1);
+    let mut planned = Vec::new();
+    for f in &listing {
+        let selected = if wanted.is_empty() {
+            matches!(f.kind, FileKind::File | FileKind::Directory)
+        } else {
+            wanted.contains(f.id.as_str())
+        };
+        if !selected {
+            continue;
+        }
+        planned.push(plan_file(planned.len() as u32, f, &root, spec, chunk_size));
+    }
+    tracing::info!(download_id = %id, package_id = %info.package_id, files = planned.len(), "download planned");
+    Ok((remote, planned))
+}
+
+fn plan_file(
+    idx: u32,
+    f: &PackageFile,
+    root: &Path,
+    spec: &DownloadRequest,
+    chunk_size: u64,
+) -> FileRecord {
+    let directory = f.kind == FileKind::Directory;
+    // A folder entry names the folder itself: its path plus its name.
+    let placed = files::package_relative_path(&f.path, &f.name);
+    let (local_path, state, error) = match placed {
+        Ok(rel) => (
+            spec.dst_folder.join(root).join(rel),
+            file_state::PENDING,
+            None,
+        ),
+        Err(e) => (
+            spec.dst_folder.clone(),
+            file_state::ERROR,
+            Some(format!("refused: {e}")),
+        ),
+    };
+    let (state, error) = if f.virus_detected && error.is_none() {
+        (
+            file_state::SKIPPED,
+            Some("quarantined: a virus was detected; skipped".to_owned()),
+        )
+    } else {
+        (state, error)
+    };
+    FileRecord {
+        idx,
+        remote_id: Some(f.id.clone()),
+        kind: if directory {
+            "directory".into()
+        } else {
+            "file".into()
+        },
+        name: f.name.clone(),
+        path: f.path.clone(),
+        local_path: local_path.display().to_string(),
+        size: if directory { 0 } else { f.size },
+        chunk_size,
+        last_modified: f.last_modified,
+        state: state.into(),
+        error,
+        extra: None,
+    }
+}
+
+async fn worker(job: Arc<Job>) -> Result<(), JobError> {
+    loop {
+        if job.cancel.is_cancelled() {
+            return Err(JobError::Stopped);
+        }
+        let Some(chunk) = job
+            .queue
+            .lock()
+            .expect("queue lock is never poisoned")
+            .pop_front()
+        else {
+            return Ok(());
+        };
+        let file = &job.files[chunk.file];
+        if file.failed.load(Ordering::Relaxed) {
+            continue;
+        }
+        match fetch_chunk(&job, &chunk).await {
+            Ok(()) => {
+                job.inner
+                    .store
+                    .add_chunk(
+                        &job.id,
+                        ChunkRecord {
+                            file_idx: chunk.file as u32,
+                            chunk_idx: chunk.index,
+                            size: chunk.len,
+                            etag: None,
+                        },
+                    )
+                    .await?;
+                if file.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    finish_file(&job, chunk.file).await?;
+                }
+            }
+            Err(ChunkError::Stopped) => return Err(JobError::Stopped),
+            Err(ChunkError::File(reason)) => fail_file(&job, chunk.file, reason).await?,
+        }
+    }
+}
+
+enum ChunkError {
+    Stopped,
+    /// This file cannot be downloaded; the others go on.
+    File(String),
+}
+
+async fn fail_file(job: &Job, i: usize, reason: String) -> Result<(), JobError> {
+    let file = &job.files[i];
+    if !file.failed.swap(true, Ordering::AcqRel) {
+        tracing::warn!(download_id = %job.id, file = %file.record.name, error = %reason, "file failed");
+        job.inner
+            .store
+            .set_file_state(&job.id, i as u32, file_state::ERROR, Some(reason))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Syncs, renames, dates and chowns a file whose chunks are all written.
+async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
+    let file = &job.files[i];
+    let part = match part_file(job, i).await {
+        Ok(part) => part.clone(),
+        Err(reason) => return fail_file(job, i, reason).await,
+    };
+    let mtime = file.record.last_modified.map(std::time::SystemTime::from);
+    let finished = tokio::task::spawn_blocking(move || part.finish(mtime))
+        .await
+        .map_err(|e| JobError::Failed(e.to_string()))?;
+    match finished {
+        Ok(path) => {
+            chown_all(job, &[path])?;
+            job.inner
+                .store
+                .set_file_state(&job.id, i as u32, file_state::COMPLETE, None)
+                .await?;
+            tracing::debug!(download_id = %job.id, file = %file.record.name, "file complete");
+            Ok(())
+        }
+        Err(e) => fail_file(job, i, e.to_string()).await,
+    }
+}
+
+/// The file's `.part`, opened (and its folders created) at first use.
+async fn part_file(job: &Job, i: usize) -> Result<&PartFile, String> {
+    let file = &job.files[i];
+    file.part
+        .get_or_try_init(|| async {
+            let parent = file.rel.parent().map(Path::to_path_buf).unwrap_or_default();
+            let created = job.dest.create_dirs(&parent).map_err(|e| e.to_string())?;
+            chown_all(job, &created).map_err(|e| match e {
+                JobError::Failed(e) => e,
+                JobError::Stopped => "stopped".into(),
+            })?;
+            let part = job
+                .dest
+                .part_file(&file.rel, file.record.size)
+                .map_err(|e| e.to_string())?;
+            if file.record.state == file_state::PENDING {
+                let _ = job
+                    .inner
+                    .store
+                    .set_file_state(&job.id, i as u32, file_state::TRANSFERRING, None)
+                    .await;
+            }
+            Ok(part)
+        })
+        .await
+}
+
+/// The file's download URL, asked for once and again when it expires.
+async fn download_url(job: &Job, i: usize, refresh: bool) -> Result<DownloadUrl, ChunkError> {
+    let file = &job.files[i];
+    let mut cached = file.url.lock().await;
+    if refresh {
+        *cached = None;
+    }
+    if let Some(url) = cached.as_ref() {
+        return Ok(url.clone());
+    }
+    let file_id = file.record.remote_id.clone().unwrap_or_default();
+    let mut relooked = false;
+    loop {
+        let remote = job.remote.read().await.clone();
+        let asked = retry_cloud(&job.inner, &job.cancel, "asking for a download URL", || {
+            job.inner
+                .client
+                .download_url(&remote.package_id, &file_id, &remote.package_token)
+        })
+        .await;
+        match asked {
+            Ok(url) => {
+                *cached = Some(url.clone());
+                return Ok(url);
+            }
+            Err(None) => return Err(ChunkError::Stopped),
+            Err(Some(CloudError::Auth { .. })) if !relooked => {
+                // The package token expired (a long pause, a restart days later): look the link
+                // up again for a fresh one.
+                relooked = true;
+                refresh_token(job).await?;
+            }
+            Err(Some(e)) => {
+                return Err(ChunkError::File(format!("asking for a download URL: {e}")));
+            }
+        }
+    }
+}
+
+async fn refresh_token(job: &Job) -> Result<(), ChunkError> {
+    let link = LinkUrl::parse(&job.spec.url).map_err(ChunkError::File)?;
+    let info = with_retries(&job.inner, &job.cancel, "link lookup", || {
+        job.inner
+            .client
+            .link(&link.link_id, &link.secret, job.spec.password.as_ref())
+    })
+    .await
+    .map_err(|e| match e {
+        JobError::Stopped => ChunkError::Stopped,
+        JobError::Failed(e) => ChunkError::File(e),
+    })?;
+    let mut remote = job.remote.write().await;
+    remote.package_token = info.package_token;
+    let _ = job
+        .inner
+        .store
+        .set_remote(
+            &job.id,
+            serde_json::to_value(&*remote).expect("remote serializes"),
+        )
+        .await;
+    Ok(())
+}
+
+/// Fetches one range into place, retrying transient failures.
+async fn fetch_chunk(job: &Job, chunk: &Chunk) -> Result<(), ChunkError> {
+    let part = part_file(job, chunk.file)
+        .await
+        .map_err(ChunkError::File)?
+        .clone();
+    if chunk.len == 0 {
+        return Ok(());
+    }
+    let retry = job.inner.config.retry;
+    let mut attempt = 0u32;
+    let mut refreshes = 0u32;
+    let mut refresh = false;
+    loop {
+        let url = download_url(job, chunk.file, refresh).await?;
+        refresh = false;
+        let permit = tokio::select! {
+            _ = job.cancel.cancelled() => return Err(ChunkError::Stopped),
+            p = job.inner.budget.acquire(job.priority) => p,
+        };
+        let result = fetch_range(job, chunk, &url, &part).await;
+        drop(permit);
+        let error = match result {
+            Ok(()) => return Ok(()),
+            Err(FetchError::Stopped) => return Err(ChunkError::Stopped),
+            Err(FetchError::Disk(e)) => return Err(ChunkError::File(e)),
+            Err(FetchError::Cloud(e)) => e,
+        };
+        match error {
+            CloudError::Expired { .. } if refreshes < URL_REFRESHES => {
+                refreshes += 1;
+                refresh = true;
+            }
+            e if e.is_transient() && attempt < retry.max_retries => {
+                attempt += 1;
+                let delay = retry.delay(attempt, e.retry_after());
+                tracing::debug!(download_id = %job.id, chunk = chunk.index, attempt, error = %e, "chunk failed; retrying");
+                tokio::select! {
+                    _ = job.cancel.cancelled() => return Err(ChunkError::Stopped),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            CloudError::Quarantined { .. } if job.spec.bypass_package_quarantine => {
+                return Err(ChunkError::File("quarantined: a virus was detected".into()));
+            }
+            e => return Err(ChunkError::File(e.to_string())),
+        }
+    }
+}
+
+enum FetchError {
+    Stopped,
+    Cloud(CloudError),
+    Disk(String),
+}
+
+async fn fetch_range(
+    job: &Job,
+    chunk: &Chunk,
+    url: &DownloadUrl,
+    part: &PartFile,
+) -> Result<(), FetchError> {
+    let end = chunk.start + chunk.len - 1;
+    let response = tokio::select! {
+        _ = job.cancel.cancelled() => return Err(FetchError::Stopped),
+        r = job.inner.client.get_range(url, Some((chunk.start, end))) => r.map_err(FetchError::Cloud)?,
+    };
+    let mut body = response.bytes_stream();
+    let mut buffer: Vec<u8> = Vec::with_capacity(WRITE_BUFFER);
+    let mut offset = chunk.start;
+    let mut received = 0u64;
+    let outcome = loop {
+        let next = tokio::select! {
+            _ = job.cancel.cancelled() => break Err(FetchError::Stopped),
+            n = body.next() => n,
+        };
+        match next {
+            Some(Ok(bytes)) => {
+                if received + bytes.len() as u64 > chunk.len {
+                    break Err(FetchError::Cloud(CloudError::Protocol {
+                        message: "storage sent more bytes than the range asked for".into(),
+                    }));
+                }
+                received += bytes.len() as u64;
+                job.progress.add(chunk.file, bytes.len() as u64);
+                buffer.extend_from_slice(&bytes);
+                if buffer.len() >= WRITE_BUFFER {
+                    buffer = write_at(part, offset, buffer).await?;
+                    offset += buffer.len() as u64;
+                    buffer.clear();
+                }
+            }
+            Some(Err(e)) => {
+                break Err(FetchError::Cloud(CloudError::Transient {
+                    status: None,
+                    message: format!("the download was cut: {e}"),
+                    retry_after: None,
+                }));
+            }
+            None if received == chunk.len => break Ok(()),
+            None => {
+                break Err(FetchError::Cloud(CloudError::Transient {
+                    status: None,
+                    message: format!("storage sent {received} of {} bytes", chunk.len),
+                    retry_after: None,
+                }));
+            }
+        }
+    };
+    if let Err(e) = outcome {
+        job.progress.undo(chunk.file, received);
+        return Err(e);
+    }
+    if !buffer.is_empty() {
+        write_at(part, offset, buffer)
+            .await
+            .inspect_err(|_| job.progress.undo(chunk.file, received))?;
+    }
+    Ok(())
+}
+
+/// Writes `buffer` at `offset` off the runtime; gives the buffer back for reuse.
+async fn write_at(part: &PartFile, offset: u64, buffer: Vec<u8>) -> Result<Vec<u8>, FetchError> {
+    let part = part.clone();
+    tokio::task::spawn_blocking(move || part.write_all_at(offset, &buffer).map(|()| buffer))
+        .await
+        .map_err(|e| FetchError::Disk(e.to_string()))?
+        .map_err(|e| FetchError::Disk(e.to_string()))
+}
+
+/// Deletes what a download wrote: finished files and `.part` files, never following links.
+pub(super) async fn remove_files(store: &Store, id: &str) -> Result<(), TransferError> {
+    let Some(record) = store.transfer(id).await? else {
+        return Ok(());
+    };
+    let spec: DownloadRequest =
+        serde_json::from_value(record.spec).map_err(|e| TransferError::Invalid(e.to_string()))?;
+    let files = store.files(id).await?;
+    let root = spec.dst_folder.clone();
+    tokio::task::spawn_blocking(move || {
+        let Ok(dest) = Destination::open_existing(&root) else {
+            return;
+        };
+        let mut folders = Vec::new();
+        for f in &files {
+            let Ok(rel) = Path::new(&f.local_path).strip_prefix(&root) else {
+                continue;
+            };
+            if f.kind == "directory" {
+                folders.push(rel.to_path_buf());
+            } else {
+                let _ = dest.remove_file(rel);
+                if let Some(parent) = rel.parent() {
+                    folders.push(parent.to_path_buf());
+                }
+            }
+        }
+        // Deepest first, and only folders left empty.
+        folders.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        folders.dedup();
+        for folder in folders {
+            let mut current = Some(folder.as_path());
+            while let Some(dir) = current.filter(|d| !d.as_os_str().is_empty()) {
+                let _ = dest.remove_empty_dir(dir);
+                current = dir.parent();
+            }
+        }
+    })
+    .await
+    .map_err(|e| TransferError::Invalid(e.to_string()))?;
+    Ok(())
+}
