@@ -586,7 +586,7 @@ where
     }
 }
 
-/// [`retry_cloud`] for steps whose failure ends the job; `what` names the step in the error.
+/// [`retry_cloud`] for steps whose failure ends the job (the client's errors name the step).
 async fn with_retries<T, F, Fut>(
     inner: &Inner,
     cancel: &CancellationToken,
@@ -601,6 +601,6 @@ where
         .await
         .map_err(|e| match e {
             None => JobError::Stopped,
-            Some(e) => JobError::Failed(format!("{what}: {e}")),
+            Some(e) => JobError::Failed(e.to_string()),
         })
 }
