@@ -1,6 +1,8 @@
 //! The `masv` command line (clap). Agent commands talk to a running agent over its REST API,
 //! never to its database; `masv hub …` commands run or administer a hub's data folder.
 
+mod agent;
+mod download;
 mod hub;
 
 use std::process::ExitCode;
@@ -23,6 +25,8 @@ enum Command {
     /// Run or administer a MASV-compatible hub.
     #[command(subcommand)]
     Hub(hub::HubCommand),
+    /// Download Packages through a running agent (start, ls, status, pause, resume, rm).
+    Download(download::DownloadArgs),
 }
 
 /// Runs the command line; the exit code says whether it worked.
@@ -39,6 +43,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Hub(command) => hub::run(command).await,
+            Command::Download(args) => download::run(args).await,
         }
     });
     match result {
