@@ -1,6 +1,8 @@
 //! The `masv` command line (clap). Agent commands talk to a running agent over its REST API,
 //! never to its database; `masv hub …` commands run or administer a hub's data folder.
 
+mod agent;
+mod download;
 mod hub;
 mod server;
 
@@ -27,6 +29,8 @@ enum Command {
     /// Run the agent.
     #[command(subcommand)]
     Server(server::ServerCommand),
+    /// Download Packages through a running agent (start, ls, status, pause, resume, rm).
+    Download(download::DownloadArgs),
 }
 
 /// Runs the command line; the exit code says whether it worked.
@@ -44,6 +48,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Hub(command) => hub::run(command).await,
             Command::Server(command) => server::run(command).await,
+            Command::Download(args) => download::run(args).await,
         }
     });
     match result {

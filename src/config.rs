@@ -1,16 +1,17 @@
 //! The agent's configuration: sizes and durations as people write them (`"100MiB"`).
 
-/// Parses a byte size: a whole number of bytes, or a number with a unit (`8MiB`, `100MB`,
-/// `1.5GiB`; B, KB/KiB, MB/MiB, GB/GiB, TB/TiB; case-insensitive; `K`, `M`, `G`, `T` are binary).
+/// Parses a size as users write it: `1048576`, `8MiB`, `100MB`, `1.5 GiB`, `64k`. Decimal units
+/// (`KB`, `MB`, …) are powers of 1000, binary ones (`KiB`, `MiB`, …, and bare `K`, `M`, …) of 1024.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t
+    let trimmed = text.trim();
+    let split = trimmed
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size; write bytes or a size like 8MiB or 100MB"))?;
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let not_a_size = || format!("{text:?} is not a size; write bytes or a size like 8MiB or 100MB");
+    if number.is_empty() {
+        return Err(not_a_size());
+    }
     let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kb" => 1_000,
@@ -27,11 +28,18 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
             ));
         }
     };
-    let bytes = number * multiplier as f64;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-        return Err(format!("{text:?} is out of range"));
+    // Whole numbers stay exact; only fractions go through floating point.
+    if let Ok(whole) = number.parse::<u64>() {
+        return whole
+            .checked_mul(multiplier)
+            .ok_or_else(|| format!("{text:?} is too large"));
     }
-    Ok(bytes.round() as u64)
+    let value: f64 = number.parse().map_err(|_| not_a_size())?;
+    let bytes = (value * multiplier as f64).round();
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(format!("{text:?} is too large"));
+    }
+    Ok(bytes as u64)
 }
 
 #[cfg(test)]
@@ -45,11 +53,23 @@ mod tests {
         assert_eq!(parse_size("100MB").unwrap(), 100_000_000);
         assert_eq!(parse_size(" 1.5 GiB ").unwrap(), 3 << 29);
         assert_eq!(parse_size("64k").unwrap(), 64 << 10);
-        assert!(parse_size("ten").unwrap_err().contains("not a size"));
+        assert_eq!(parse_size("16mib").unwrap(), 16 << 20);
+        assert_eq!(parse_size("512B").unwrap(), 512);
+        assert_eq!(parse_size("18446744073709551615").unwrap(), u64::MAX);
+    }
+
+    #[test]
+    fn sizes_that_are_not_sizes_are_refused_with_the_way_to_write_one() {
+        assert!(parse_size("ten").unwrap_err().contains("like 8MiB"));
+        assert!(parse_size("").unwrap_err().contains("not a size"));
+        assert!(parse_size("MiB").unwrap_err().contains("not a size"));
+        assert!(parse_size("1.2.3MB").unwrap_err().contains("not a size"));
         assert!(
             parse_size("5 parsecs")
                 .unwrap_err()
                 .contains("unknown size unit")
         );
+        assert!(parse_size("-1").unwrap_err().contains("not a size"));
+        assert!(parse_size("99999999TiB").unwrap_err().contains("too large"));
     }
 }
