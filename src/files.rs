@@ -4,6 +4,7 @@
 //! files written by position from many tasks at once, and ownership.
 
 mod names;
+mod walk;
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -18,6 +19,7 @@ use rustix::fs::{AtFlags, FallocateFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 pub use names::{Platform, clean_name, clean_name_for, package_relative_path};
+pub use walk::{LocalEntry, is_ignored, walk_upload_roots};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
@@ -283,7 +285,31 @@ impl PartFile {
         }
         rustix::fs::renameat(&*self.dir, &self.part_name, &*self.dir, &self.final_name)
             .map_err(|e| FilesError::io(&self.final_path, e))?;
+        // The rename is durable only once its folder is synced.
+        if let Err(e) = rustix::fs::fsync(&*self.dir) {
+            tracing::warn!(path = %self.final_path.display(), error = %e, "cannot sync the folder after a rename");
+        }
         Ok(self.final_path.clone())
+    }
+
+    /// Gives the file to `uid`/`gid` through its descriptor (no path, so nothing to follow).
+    pub fn set_owner(&self, uid: Option<u32>, gid: Option<u32>) -> Result<(), FilesError> {
+        if uid.is_none() && gid.is_none() {
+            return Ok(());
+        }
+        rustix::fs::fchown(
+            &*self.file,
+            uid.map(rustix::process::Uid::from_raw),
+            gid.map(rustix::process::Gid::from_raw),
+        )
+        .map_err(|e| match e {
+            Errno::PERM => FilesError::NotPermitted {
+                path: self.final_path.clone(),
+                uid,
+                gid,
+            },
+            e => FilesError::io(&self.final_path, e),
+        })
     }
 }
 

@@ -529,12 +529,15 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
         Err(reason) => return fail_file(job, i, reason).await,
     };
     let mtime = file.record.last_modified.map(std::time::SystemTime::from);
-    let finished = tokio::task::spawn_blocking(move || part.finish(mtime))
-        .await
-        .map_err(|e| JobError::Failed(e.to_string()))?;
+    let (uid, gid) = (job.spec.user_id, job.spec.group_id);
+    let finished = tokio::task::spawn_blocking(move || {
+        part.set_owner(uid, gid)?;
+        part.finish(mtime)
+    })
+    .await
+    .map_err(|e| JobError::Failed(e.to_string()))?;
     match finished {
-        Ok(path) => {
-            chown_all(job, &[path])?;
+        Ok(_) => {
             job.inner
                 .store
                 .set_file_state(&job.id, i as u32, file_state::COMPLETE, None)
