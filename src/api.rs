@@ -11,9 +11,12 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::cloud::CloudError;
 use crate::store::TransferKind;
-use crate::transfer::{DownloadRequest, Engine, TransferError};
-use crate::web::{ErrorAnswer, JsonBody, parse_json, small_body};
+use crate::transfer::{
+    DownloadRequest, Engine, PortalUploadRequest, TeamUploadRequest, TransferError, UploadRequest,
+};
+use crate::web::{ErrorAnswer, parse_json, small_body};
 
 impl IntoResponse for TransferError {
     fn into_response(self) -> Response {
@@ -21,10 +24,23 @@ impl IntoResponse for TransferError {
             TransferError::Invalid(_) => StatusCode::BAD_REQUEST,
             TransferError::NotFound { .. } => StatusCode::NOT_FOUND,
             TransferError::Conflict(_) => StatusCode::CONFLICT,
-            TransferError::Cloud(_) => StatusCode::BAD_GATEWAY,
+            // What the cloud said keeps its meaning: a wrong access code is still a 401.
+            TransferError::Cloud(e) => match e {
+                CloudError::Auth { .. } => StatusCode::UNAUTHORIZED,
+                CloudError::NotFound { .. } => StatusCode::NOT_FOUND,
+                CloudError::Expired { .. } => StatusCode::GONE,
+                CloudError::Quarantined { .. } => StatusCode::FORBIDDEN,
+                CloudError::Rejected { status, .. } => {
+                    StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST)
+                }
+                CloudError::Transient { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                CloudError::Protocol { .. } | CloudError::InvalidUrl { .. } => {
+                    StatusCode::BAD_GATEWAY
+                }
+            },
             TransferError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        if status.is_server_error() {
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self, "API request failed");
         }
         ErrorAnswer::new(status, self.to_string()).into_response()
@@ -45,6 +61,21 @@ pub fn router(engine: Engine) -> Router {
         .route("/downloads/{id}", get(download).delete(delete_download))
         .route("/downloads/{id}/pause", post(pause_download))
         .route("/downloads/{id}/resume", post(resume_download))
+        .route(
+            "/uploads",
+            post(create_team_upload)
+                .get(list_uploads)
+                .delete(delete_uploads),
+        )
+        .route("/portals/uploads", post(create_portal_upload))
+        .route("/uploads/pause", post(pause_uploads))
+        .route("/uploads/resume", post(resume_uploads))
+        .route("/uploads/{id}", get(upload).delete(delete_upload))
+        .route("/uploads/{id}/pause", post(pause_upload))
+        .route("/uploads/{id}/resume", post(resume_upload))
+        .route("/uploads/{id}/finalize", post(finalize_upload))
+        .route("/uploads/{id}/link", post(link_upload))
+        .route("/uploads/{id}/files", post(add_upload_files))
         .fallback(unknown_route)
         .with_state(engine);
     Router::new().nest("/api/v1", v1).fallback(unknown_route)
@@ -121,9 +152,34 @@ async fn remove_files_flag(
     Ok(in_query || in_body)
 }
 
+/// A JSON request body whose `chunk_size` may be written `"100MiB"` as well as in bytes.
+struct SizedJson<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S>
+    for SizedJson<T>
+{
+    type Rejection = ErrorAnswer;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = small_body(req, state).await?;
+        let mut value: serde_json::Value = parse_json(&bytes)?;
+        if let Some(size) = value.get_mut("chunk_size")
+            && let Some(text) = size.as_str()
+        {
+            let bytes = crate::config::parse_size(text).map_err(|e| {
+                ErrorAnswer::new(StatusCode::BAD_REQUEST, format!("chunk_size: {e}"))
+            })?;
+            *size = json!(bytes);
+        }
+        serde_json::from_value(value).map(SizedJson).map_err(|e| {
+            ErrorAnswer::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}"))
+        })
+    }
+}
+
 async fn create_download(
     State(engine): State<Engine>,
-    JsonBody(req): JsonBody<DownloadRequest>,
+    SizedJson(req): SizedJson<DownloadRequest>,
 ) -> Result<Json<serde_json::Value>, TransferError> {
     let id = engine.create_download(req).await?;
     Ok(Json(json!({ "download_id": id })))
@@ -195,4 +251,112 @@ async fn delete_downloads(
         .await
         .map_err(IntoResponse::into_response)?;
     Ok(Json(json!({ "download_ids": ids })).into_response())
+}
+
+async fn created_upload(
+    engine: &Engine,
+    req: UploadRequest,
+) -> Result<Json<serde_json::Value>, TransferError> {
+    let (id, link) = engine.create_upload(req).await?;
+    Ok(Json(match link {
+        Some(link) => json!({ "upload_id": id, "link": link }),
+        None => json!({ "upload_id": id }),
+    }))
+}
+
+async fn create_team_upload(
+    State(engine): State<Engine>,
+    SizedJson(req): SizedJson<TeamUploadRequest>,
+) -> Result<Json<serde_json::Value>, TransferError> {
+    created_upload(&engine, UploadRequest::Team(req)).await
+}
+
+async fn create_portal_upload(
+    State(engine): State<Engine>,
+    SizedJson(req): SizedJson<PortalUploadRequest>,
+) -> Result<Json<serde_json::Value>, TransferError> {
+    created_upload(&engine, UploadRequest::Portal(req)).await
+}
+
+async fn list_uploads(State(engine): State<Engine>) -> Result<Response, TransferError> {
+    Ok(Json(engine.list(TransferKind::Upload).await?).into_response())
+}
+
+async fn upload(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+) -> Result<Response, TransferError> {
+    Ok(Json(engine.detail(TransferKind::Upload, &id).await?).into_response())
+}
+
+async fn pause_upload(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+) -> Result<Response, TransferError> {
+    Ok(Json(engine.pause(TransferKind::Upload, &id).await?).into_response())
+}
+
+async fn resume_upload(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+) -> Result<Response, TransferError> {
+    Ok(Json(engine.resume(TransferKind::Upload, &id).await?).into_response())
+}
+
+async fn pause_uploads(State(engine): State<Engine>) -> Result<Response, TransferError> {
+    let ids = engine.pause_all(TransferKind::Upload, true).await?;
+    Ok(Json(json!({ "upload_ids": ids })).into_response())
+}
+
+async fn resume_uploads(State(engine): State<Engine>) -> Result<Response, TransferError> {
+    let ids = engine.pause_all(TransferKind::Upload, false).await?;
+    Ok(Json(json!({ "upload_ids": ids })).into_response())
+}
+
+async fn finalize_upload(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+) -> Result<Response, TransferError> {
+    Ok(Json(engine.finalize(&id).await?).into_response())
+}
+
+async fn link_upload(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+) -> Result<Response, TransferError> {
+    Ok(Json(engine.link(&id).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddPaths {
+    paths: Vec<std::path::PathBuf>,
+}
+
+async fn add_upload_files(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+    SizedJson(req): SizedJson<AddPaths>,
+) -> Result<Response, TransferError> {
+    Ok(Json(engine.add_files(&id, req.paths).await?).into_response())
+}
+
+async fn delete_upload(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+) -> Result<Response, TransferError> {
+    engine.delete(TransferKind::Upload, &id, false).await?;
+    Ok(Json(json!({ "upload_ids": [id] })).into_response())
+}
+
+async fn delete_uploads(
+    State(engine): State<Engine>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, Response> {
+    let states = query_states(&query_pairs(&raw)).map_err(IntoResponse::into_response)?;
+    let ids = engine
+        .delete_all(TransferKind::Upload, states.as_deref(), false)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok(Json(json!({ "upload_ids": ids })).into_response())
 }

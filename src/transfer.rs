@@ -7,6 +7,7 @@ mod budget;
 mod download;
 mod progress;
 mod retry;
+mod upload;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 pub use budget::Budget;
 pub use download::DownloadRequest;
 pub use retry::RetryPolicy;
+pub use upload::{PortalUploadRequest, TeamUploadRequest, UploadRequest};
 
+use crate::cloud::dto::Secret;
 use crate::cloud::{self, CloudError};
 use crate::store::{Store, StoreError, TransferKind, TransferRecord};
 use progress::Progress;
@@ -35,7 +38,43 @@ pub struct EngineConfig {
     pub download_chunk_size: u64,
     /// Resume transfers that were running when the agent stopped.
     pub auto_resume: bool,
+    /// Finalize an upload as soon as all its files are sent (else it waits in `idle`).
+    pub auto_finalize: bool,
+    /// The MASV API key, for team uploads.
+    pub api_key: Option<Secret>,
+    /// Where share links point: `https://get.massive.io` for the MASV cloud; by default the
+    /// cloud URL's origin for anything else (a hub answers links at its root).
+    pub link_base: Option<String>,
     pub retry: RetryPolicy,
+}
+
+impl EngineConfig {
+    /// The share URL of a link.
+    pub fn share_url(&self, link_id: &str, secret: &str) -> String {
+        let base =
+            self.link_base
+                .clone()
+                .unwrap_or_else(|| match url::Url::parse(&self.cloud_url) {
+                    Ok(u)
+                        if u.host_str().is_some_and(|h| {
+                            h.ends_with("massive.app") || h.ends_with("massive.io")
+                        }) =>
+                    {
+                        "https://get.massive.io".to_owned()
+                    }
+                    Ok(u) => u.origin().ascii_serialization(),
+                    Err(_) => "https://get.massive.io".to_owned(),
+                });
+        let mut url = url::Url::parse(&base)
+            .unwrap_or_else(|_| url::Url::parse("https://get.massive.io").expect("a valid URL"));
+        url.path_segments_mut()
+            .map(|mut p| {
+                p.pop_if_empty().push(link_id);
+            })
+            .ok();
+        url.query_pairs_mut().append_pair("secret", secret);
+        url.to_string()
+    }
 }
 
 impl Default for EngineConfig {
@@ -45,6 +84,9 @@ impl Default for EngineConfig {
             max_connections: 16,
             download_chunk_size: 16 * 1024 * 1024,
             auto_resume: true,
+            auto_finalize: true,
+            api_key: None,
+            link_base: None,
             retry: RetryPolicy::default(),
         }
     }
@@ -104,10 +146,20 @@ pub struct TransferSummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_id: Option<String>,
     pub state: String,
+    /// `team`, `link` or `portal` (uploads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dst_folder: Option<String>,
+    /// The share link of a link upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipients: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdomain: Option<String>,
     pub package_id: Option<String>,
     pub package_name: Option<String>,
     pub priority: i64,
@@ -172,10 +224,12 @@ impl Engine {
             }),
         };
         if engine.inner.config.auto_resume {
-            for t in engine.inner.store.transfers(TransferKind::Download).await? {
-                if t.state == state::TRANSFERRING {
-                    tracing::info!(download_id = %t.id, "resuming download");
-                    engine.spawn(&t);
+            for kind in [TransferKind::Download, TransferKind::Upload] {
+                for t in engine.inner.store.transfers(kind).await? {
+                    if t.state == state::TRANSFERRING {
+                        tracing::info!(transfer_id = %t.id, kind = kind.as_str(), "resuming");
+                        engine.spawn(&t);
+                    }
                 }
             }
         }
@@ -196,6 +250,114 @@ impl Engine {
         Ok(id)
     }
 
+    /// Checks the paths, creates the package (and link), records the upload and starts it;
+    /// returns its id and, for a link upload, the share link.
+    pub async fn create_upload(
+        &self,
+        req: UploadRequest,
+    ) -> Result<(String, Option<String>), TransferError> {
+        let (record, files) = upload::create(&self.inner, req).await?;
+        let link = upload::remote_of(&record)?
+            .link
+            .map(|l| l.expose().to_owned());
+        self.inner.store.insert_transfer(record.clone()).await?;
+        self.inner.store.insert_files(&record.id, files).await?;
+        self.spawn(&record);
+        Ok((record.id, link))
+    }
+
+    /// Finalizes an idle upload; a complete one is left as it is.
+    pub async fn finalize(&self, id: &str) -> Result<TransferSummary, TransferError> {
+        let t = self.record(TransferKind::Upload, id).await?;
+        match t.state.as_str() {
+            state::COMPLETE => {}
+            state::IDLE => {
+                let remote = upload::remote_of(&t)?;
+                upload::finalize_package(&self.inner, &remote, &CancellationToken::new())
+                    .await
+                    .map_err(|e| match e {
+                        JobError::Failed(e) => {
+                            TransferError::Conflict(format!("finalizing upload {id}: {e}"))
+                        }
+                        JobError::Stopped => TransferError::Conflict("stopped".into()),
+                    })?;
+                self.inner
+                    .store
+                    .set_state(id, state::COMPLETE, None)
+                    .await?;
+            }
+            other => {
+                return Err(TransferError::Conflict(format!(
+                    "upload {id} is {other}; it can be finalized once idle (all files sent)"
+                )));
+            }
+        }
+        self.detail_summary(TransferKind::Upload, id).await
+    }
+
+    /// A new share link for a complete team upload.
+    pub async fn link(&self, id: &str) -> Result<serde_json::Value, TransferError> {
+        let t = self.record(TransferKind::Upload, id).await?;
+        let spec: UploadRequest = serde_json::from_value(t.spec.clone())
+            .map_err(|e| TransferError::Invalid(e.to_string()))?;
+        if matches!(spec, UploadRequest::Portal(_)) {
+            return Err(TransferError::Conflict(format!(
+                "upload {id} went to a portal; links are for team uploads"
+            )));
+        }
+        if t.state != state::COMPLETE {
+            return Err(TransferError::Conflict(format!(
+                "upload {id} is {}; links are made for complete uploads",
+                t.state
+            )));
+        }
+        let remote = upload::remote_of(&t)?;
+        let link = self
+            .inner
+            .client
+            .create_link(
+                &remote.package_id,
+                &remote.access_token,
+                &cloud::dto::CreateLink::default(),
+            )
+            .await?;
+        Ok(serde_json::json!({
+            "id": link.id,
+            "secret": link.download_secret.expose(),
+            "email": link.email.unwrap_or_default(),
+            "expiry": link.expiry.map(|e| cloud::dto::format_time(&e)),
+            "locked": link.password == "****",
+            "link": self.inner.config.share_url(&link.id, link.download_secret.expose()),
+        }))
+    }
+
+    /// Adds files to an idle upload and sends them.
+    pub async fn add_files(
+        &self,
+        id: &str,
+        paths: Vec<std::path::PathBuf>,
+    ) -> Result<TransferSummary, TransferError> {
+        let t = self.record(TransferKind::Upload, id).await?;
+        if t.state != state::IDLE {
+            return Err(TransferError::Conflict(format!(
+                "upload {id} is {}; files can be added while it is idle",
+                t.state
+            )));
+        }
+        let spec: UploadRequest = serde_json::from_value(t.spec.clone())
+            .map_err(|e| TransferError::Invalid(e.to_string()))?;
+        let first = self.inner.store.files(id).await?.len() as u32;
+        let files = upload::plan_files(&paths, spec_chunk_size(&spec), first)?;
+        self.inner.store.insert_files(id, files).await?;
+        self.inner
+            .store
+            .set_state(id, state::TRANSFERRING, None)
+            .await?;
+        let t = self.record(TransferKind::Upload, id).await?;
+        self.spawn(&t);
+        self.detail_summary(TransferKind::Upload, id).await
+    }
+
     fn spawn(&self, record: &TransferRecord) {
         let cancel = CancellationToken::new();
         let progress = Arc::new(Mutex::new(None));
@@ -208,11 +370,11 @@ impl Engine {
                     download::run(inner.clone(), &id, job_cancel, job_progress).await
                 }
                 TransferKind::Upload => {
-                    Err(JobError::Failed("uploads are not supported yet".into()))
+                    upload::run(inner.clone(), &id, job_cancel, job_progress).await
                 }
             };
             let outcome = match result {
-                Ok(()) => Some((state::COMPLETE, None)),
+                Ok(state) => Some((state, None)),
                 Err(JobError::Stopped) => None,
                 Err(JobError::Failed(reason)) => Some((state::ERROR, Some(reason))),
             };
@@ -222,7 +384,7 @@ impl Engine {
                         tracing::warn!(transfer_id = %id, kind = kind.as_str(), error = %reason, "transfer failed")
                     }
                     None => {
-                        tracing::info!(transfer_id = %id, kind = kind.as_str(), "transfer complete")
+                        tracing::info!(transfer_id = %id, kind = kind.as_str(), state, "transfer ended")
                     }
                 }
                 if let Err(e) = inner.store.set_state(&id, state, error).await {
@@ -374,8 +536,12 @@ impl Engine {
             download_id: None,
             upload_id: None,
             state: t.state.clone(),
+            kind: None,
             url: None,
             dst_folder: None,
+            link: None,
+            recipients: None,
+            subdomain: None,
             package_id: text(&remote, "package_id"),
             package_name: text(&remote, "package_name"),
             priority: t.priority,
@@ -403,7 +569,20 @@ impl Engine {
                 summary.url = text(&t.spec, "url").map(|u| download::public_url(&u));
                 summary.dst_folder = text(&t.spec, "dst_folder");
             }
-            TransferKind::Upload => summary.upload_id = Some(t.id.clone()),
+            TransferKind::Upload => {
+                summary.upload_id = Some(t.id.clone());
+                if let Ok(spec) = serde_json::from_value::<UploadRequest>(t.spec.clone()) {
+                    summary.kind = Some(spec.kind().to_owned());
+                    match &spec {
+                        UploadRequest::Team(r) => summary.recipients = Some(r.recipients.clone()),
+                        UploadRequest::Portal(r) => summary.subdomain = Some(r.subdomain.clone()),
+                    }
+                }
+                summary.link = remote
+                    .get("link")
+                    .and_then(|l| l.as_str())
+                    .map(str::to_owned);
+            }
         }
         Ok(summary)
     }
@@ -532,6 +711,13 @@ impl Engine {
             }
         }
         Ok(deleted)
+    }
+}
+
+fn spec_chunk_size(spec: &UploadRequest) -> Option<u64> {
+    match spec {
+        UploadRequest::Team(r) => r.chunk_size,
+        UploadRequest::Portal(r) => r.chunk_size,
     }
 }
 

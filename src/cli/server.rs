@@ -43,6 +43,13 @@ pub struct StartArgs {
     /// Requests in flight at once, across all transfers.
     #[arg(long, default_value_t = 16)]
     max_connections: usize,
+    /// Finalize uploads as soon as their files are sent (false: they wait in idle for
+    /// `masv upload finalize`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    auto_finalize: bool,
+    /// The MASV API key, for team uploads (prefer the environment variable: arguments show in ps).
+    #[arg(long, env = "MASV_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
 }
 
 pub async fn run(command: ServerCommand) -> anyhow::Result<ExitCode> {
@@ -62,6 +69,8 @@ pub async fn run(command: ServerCommand) -> anyhow::Result<ExitCode> {
             max_connections: args.max_connections,
             download_chunk_size: args.chunk_size,
             auto_resume: args.auto_resume,
+            auto_finalize: args.auto_finalize,
+            api_key: args.api_key.map(crate::cloud::dto::Secret::new),
             ..EngineConfig::default()
         },
     };

@@ -39,10 +39,12 @@ fn utf8_name(path: &Path) -> Result<String, FilesError> {
         name: path.display().to_string(),
         reason: "it has no file name to send".into(),
     })?;
-    name.to_str().map(str::to_owned).ok_or_else(|| FilesError::Refused {
-        name: path.display().to_string(),
-        reason: "its name is not valid UTF-8; rename it".into(),
-    })
+    name.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| FilesError::Refused {
+            name: path.display().to_string(),
+            reason: "its name is not valid UTF-8; rename it".into(),
+        })
 }
 
 /// Checks a file can be read now, so a bad path fails when the upload is created.
@@ -83,7 +85,12 @@ pub fn walk_upload_roots(roots: &[PathBuf]) -> Result<Vec<LocalEntry>, FilesErro
     Ok(entries)
 }
 
-fn walk_dir(top: &Path, dir: &Path, package_path: &str, out: &mut Vec<LocalEntry>) -> Result<(), FilesError> {
+fn walk_dir(
+    top: &Path,
+    dir: &Path,
+    package_path: &str,
+    out: &mut Vec<LocalEntry>,
+) -> Result<(), FilesError> {
     let mut children: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| io_error(dir, e))?
         .collect::<Result<_, _>>()
@@ -99,7 +106,8 @@ fn walk_dir(top: &Path, dir: &Path, package_path: &str, out: &mut Vec<LocalEntry
         let kind = child.file_type().map_err(|e| io_error(&path, e))?;
         if kind.is_symlink() {
             // Followed only to a file inside the root; folders are not followed (no cycles).
-            let inside = std::fs::canonicalize(&path).is_ok_and(|t| t.starts_with(top) && t.is_file());
+            let inside =
+                std::fs::canonicalize(&path).is_ok_and(|t| t.starts_with(top) && t.is_file());
             if !inside {
                 tracing::warn!(path = %path.display(), "skipping a symlink that leads out of the upload's folder");
                 continue;
@@ -158,8 +166,10 @@ mod tests {
         std::fs::write(&single, b"n").unwrap();
 
         let entries = walk_upload_roots(&[root.clone(), single.clone()]).unwrap();
-        let shown: Vec<(String, String, bool)> =
-            entries.iter().map(|e| (e.package_path.clone(), e.name.clone(), e.directory)).collect();
+        let shown: Vec<(String, String, bool)> = entries
+            .iter()
+            .map(|e| (e.package_path.clone(), e.name.clone(), e.directory))
+            .collect();
         assert_eq!(
             shown,
             [

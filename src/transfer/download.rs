@@ -142,7 +142,7 @@ pub(super) async fn run(
     id: &str,
     cancel: CancellationToken,
     progress_slot: Arc<Mutex<Option<Arc<Progress>>>>,
-) -> Result<(), JobError> {
+) -> Result<&'static str, JobError> {
     let record = inner
         .store
         .transfer(id)
@@ -303,7 +303,7 @@ pub(super) async fn run(
         .filter(|f| f.state == file_state::ERROR)
         .collect();
     match failed.first() {
-        None => Ok(()),
+        None => Ok(super::state::COMPLETE),
         Some(first) => Err(JobError::Failed(format!(
             "{} of {} files failed; first: {}: {}",
             failed.len(),

@@ -1,0 +1,804 @@
+//! Uploading a package: the paths are walked and the package created when the upload is asked
+//! for (so bad paths, access codes and keys fail at once); then every file is sent as a
+//! multipart upload whose parts stream from disk under the shared connection budget, each
+//! part's ETag committed as it arrives so a restart sends only what was in flight.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+use super::progress::Progress;
+use super::{Inner, JobError, TransferError, file_state, new_record, retry_cloud, state};
+use crate::cloud::CloudError;
+use crate::cloud::dto::{
+    AddFile, Blueprint, ChunkExtra, CreateLink, CreatePortalPackage, CreateTeamPackage, FileExtras,
+    FileKind, FinalizeFile, PackageSpec, Secret,
+};
+use crate::files::{self, LocalEntry};
+use crate::store::{ChunkRecord, FileRecord, TransferKind, TransferRecord};
+
+/// Part URLs asked for at once.
+const PART_URL_BATCH: u64 = 64;
+/// Read buffer of a part's body stream.
+const READ_BUFFER: usize = 256 * 1024;
+
+/// `POST /api/v1/uploads`: a team upload, to recipients or (with none) behind a link.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamUploadRequest {
+    #[serde(default)]
+    pub team_id: Option<String>,
+    /// MASV's docs send the team as `subdomain`; here it must be the team id.
+    #[serde(default)]
+    pub subdomain: Option<String>,
+    pub paths: Vec<PathBuf>,
+    #[serde(default)]
+    pub package_name: Option<String>,
+    #[serde(default)]
+    pub package_description: Option<String>,
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub chunk_size: Option<u64>,
+    #[serde(default)]
+    pub priority: i64,
+    #[serde(default)]
+    pub delete_after: Option<u32>,
+    #[serde(default)]
+    pub download_limit: Option<u32>,
+    #[serde(default)]
+    pub tag_name: Option<String>,
+    #[serde(default)]
+    pub tag_id: Option<String>,
+    #[serde(default)]
+    pub teamspace_id: Option<String>,
+    #[serde(default)]
+    pub unlimited_storage: bool,
+}
+
+/// `POST /api/v1/portals/uploads`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalUploadRequest {
+    pub subdomain: String,
+    pub sender_email: String,
+    pub paths: Vec<PathBuf>,
+    #[serde(default)]
+    pub access_code: Option<Secret>,
+    #[serde(default)]
+    pub package_name: Option<String>,
+    #[serde(default)]
+    pub package_description: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub chunk_size: Option<u64>,
+    #[serde(default)]
+    pub priority: i64,
+}
+
+/// What an upload was asked to do, as stored.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum UploadRequest {
+    Team(TeamUploadRequest),
+    Portal(PortalUploadRequest),
+}
+
+impl UploadRequest {
+    fn paths(&self) -> &[PathBuf] {
+        match self {
+            UploadRequest::Team(r) => &r.paths,
+            UploadRequest::Portal(r) => &r.paths,
+        }
+    }
+    fn chunk_size(&self) -> Option<u64> {
+        match self {
+            UploadRequest::Team(r) => r.chunk_size,
+            UploadRequest::Portal(r) => r.chunk_size,
+        }
+    }
+    fn priority(&self) -> i64 {
+        match self {
+            UploadRequest::Team(r) => r.priority,
+            UploadRequest::Portal(r) => r.priority,
+        }
+    }
+    /// `team`, `link` or `portal`, as the status API shows it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UploadRequest::Team(r) if r.recipients.is_empty() => "link",
+            UploadRequest::Team(_) => "team",
+            UploadRequest::Portal(_) => "portal",
+        }
+    }
+}
+
+/// What the cloud gave us when the package was created.
+#[derive(Clone, Serialize, Deserialize)]
+pub(super) struct Remote {
+    pub package_id: String,
+    pub package_name: String,
+    pub access_token: Secret,
+    #[serde(default)]
+    pub link: Option<Secret>,
+}
+
+/// A file's ids on the cloud side, committed as they are obtained.
+#[derive(Clone, Default, Serialize, Deserialize)]
+struct FileRemote {
+    #[serde(default)]
+    file_id: Option<String>,
+    #[serde(default)]
+    upload_id: Option<String>,
+    /// Modification time (Unix nanoseconds) when the upload was created: a change means the
+    /// file was edited while being sent.
+    #[serde(default)]
+    mtime_ns: Option<i128>,
+}
+
+fn nanos(t: Option<SystemTime>) -> Option<i128> {
+    t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as i128)
+}
+
+/// Walks the paths and plans the files, starting at index `first`.
+pub(super) fn plan_files(
+    paths: &[PathBuf],
+    chunk_size: Option<u64>,
+    first: u32,
+) -> Result<Vec<FileRecord>, TransferError> {
+    if paths.is_empty() {
+        return Err(TransferError::Invalid(
+            "paths is empty: give the files or folders to send".into(),
+        ));
+    }
+    let entries =
+        files::walk_upload_roots(paths).map_err(|e| TransferError::Invalid(e.to_string()))?;
+    let spec = PackageSpec::default();
+    Ok(entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, e): (usize, LocalEntry)| FileRecord {
+            idx: first + i as u32,
+            remote_id: None,
+            kind: if e.directory {
+                "directory".into()
+            } else {
+                "file".into()
+            },
+            name: e.name,
+            path: e.package_path,
+            local_path: e.source.display().to_string(),
+            size: e.size,
+            chunk_size: spec.chunk_size_for(e.size, chunk_size.unwrap_or(0)),
+            last_modified: e.modified.map(DateTime::<Utc>::from),
+            state: file_state::PENDING.into(),
+            error: None,
+            extra: Some(
+                serde_json::to_value(FileRemote {
+                    mtime_ns: nanos(e.modified),
+                    ..FileRemote::default()
+                })
+                .expect("file remote serializes"),
+            ),
+        })
+        .collect())
+}
+
+/// Creates the package (and the link of a link upload) and the transfer row.
+pub(super) async fn create(
+    inner: &Inner,
+    req: UploadRequest,
+) -> Result<(TransferRecord, Vec<FileRecord>), TransferError> {
+    let files = plan_files(req.paths(), req.chunk_size(), 0)?;
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let default_name = format!(
+        "{} files, {}",
+        files.len(),
+        chrono::Local::now().format("%Y-%m-%d %H:%M")
+    );
+    let remote = match &req {
+        UploadRequest::Team(r) => {
+            let team_id = r
+                .team_id
+                .clone()
+                .or_else(|| r.subdomain.clone())
+                .ok_or_else(|| {
+                    TransferError::Invalid("team uploads need team_id (the team's id)".into())
+                })?;
+            let api_key = inner.config.api_key.clone().ok_or_else(|| {
+                TransferError::Invalid("team uploads need the agent's API key: start it with --api-key or MASV_API_KEY".into())
+            })?;
+            let created = inner
+                .client
+                .create_team_package(
+                    &team_id,
+                    &api_key,
+                    &CreateTeamPackage {
+                        name: r.package_name.clone().unwrap_or(default_name),
+                        description: r.package_description.clone().unwrap_or_default(),
+                        recipients: r.recipients.clone(),
+                        password: r.password.clone().filter(|p| !p.is_empty()),
+                        access_limit: r.download_limit,
+                        expiry: None,
+                    },
+                )
+                .await?;
+            let link = if r.recipients.is_empty() {
+                let link = inner
+                    .client
+                    .create_link(&created.id, &created.access_token, &CreateLink::default())
+                    .await?;
+                Some(Secret::new(
+                    inner
+                        .config
+                        .share_url(&link.id, link.download_secret.expose()),
+                ))
+            } else {
+                None
+            };
+            Remote {
+                package_id: created.id,
+                package_name: created.name,
+                access_token: created.access_token,
+                link,
+            }
+        }
+        UploadRequest::Portal(r) => {
+            let portal = inner.client.portal(&r.subdomain).await?;
+            let created = inner
+                .client
+                .create_portal_package(
+                    &portal.id,
+                    &CreatePortalPackage {
+                        name: r.package_name.clone().unwrap_or(default_name),
+                        description: r.package_description.clone().unwrap_or_default(),
+                        sender: r.sender_email.clone(),
+                        access_code: r.access_code.clone().filter(|c| !c.is_empty()),
+                        metadata: r.metadata.clone(),
+                    },
+                )
+                .await?;
+            Remote {
+                package_id: created.id,
+                package_name: created.name,
+                access_token: created.access_token,
+                link: None,
+            }
+        }
+    };
+    let mut record = new_record(
+        TransferKind::Upload,
+        req.priority(),
+        serde_json::to_value(&req).map_err(|e| TransferError::Invalid(e.to_string()))?,
+    );
+    record.remote = Some(serde_json::to_value(&remote).expect("remote serializes"));
+    tracing::info!(upload_id = %record.id, package_id = %remote.package_id, files = files.len(), bytes = total, "upload created");
+    Ok((record, files))
+}
+
+struct FileJob {
+    record: FileRecord,
+    remote: tokio::sync::Mutex<FileRemote>,
+    ready: OnceCell<()>,
+    urls: tokio::sync::Mutex<BTreeMap<u32, Blueprint>>,
+    etags: Mutex<BTreeMap<u32, String>>,
+    remaining: AtomicU32,
+    failed: AtomicBool,
+}
+
+struct Part {
+    file: usize,
+    /// 0-based; the part number on the wire is one more.
+    index: u32,
+    start: u64,
+    len: u64,
+}
+
+struct Job {
+    inner: Arc<Inner>,
+    id: String,
+    priority: i64,
+    cancel: CancellationToken,
+    progress: Arc<Progress>,
+    remote: Remote,
+    files: Vec<FileJob>,
+    queue: Mutex<VecDeque<Part>>,
+}
+
+enum PartError {
+    Stopped,
+    File(String),
+}
+
+/// Sends what is left of an upload; `Ok` with the state it ends in (`idle` or `complete`).
+pub(super) async fn run(
+    inner: Arc<Inner>,
+    id: &str,
+    cancel: CancellationToken,
+    progress_slot: Arc<Mutex<Option<Arc<Progress>>>>,
+) -> Result<&'static str, JobError> {
+    let record = inner
+        .store
+        .transfer(id)
+        .await?
+        .ok_or_else(|| JobError::Failed("the upload's record is gone".into()))?;
+    let remote: Remote = record
+        .remote
+        .clone()
+        .and_then(|r| serde_json::from_value(r).ok())
+        .ok_or_else(|| JobError::Failed("the upload's package is unknown".into()))?;
+    let files = inner.store.files(id).await?;
+    let chunks = inner.store.chunks(id).await?;
+    let mut done = vec![0u64; files.len()];
+    let mut etags: Vec<BTreeMap<u32, String>> = vec![BTreeMap::new(); files.len()];
+    for c in &chunks {
+        done[c.file_idx as usize] += c.size;
+        if let Some(etag) = &c.etag {
+            etags[c.file_idx as usize].insert(c.chunk_idx, etag.clone());
+        }
+    }
+    for (i, f) in files.iter().enumerate() {
+        if f.state == file_state::COMPLETE {
+            done[i] = f.size;
+        }
+    }
+    let progress = Arc::new(Progress::new(&done));
+    *progress_slot
+        .lock()
+        .expect("progress slot lock is never poisoned") = Some(progress.clone());
+
+    let mut queue = VecDeque::new();
+    let mut jobs = Vec::with_capacity(files.len());
+    for (i, (f, etags)) in files.into_iter().zip(etags).enumerate() {
+        let open = f.state == file_state::PENDING || f.state == file_state::TRANSFERRING;
+        let mut remaining = 0;
+        // Folders have no parts: they are declared before the workers start.
+        if open && f.kind != "directory" {
+            let count = PackageSpec::part_count(f.size, f.chunk_size) as u32;
+            for index in 0..count {
+                if etags.contains_key(&index) {
+                    continue;
+                }
+                let start = u64::from(index) * f.chunk_size;
+                queue.push_back(Part {
+                    file: i,
+                    index,
+                    start,
+                    len: f.chunk_size.min(f.size.saturating_sub(start)),
+                });
+                remaining += 1;
+            }
+        }
+        let remote: FileRemote = f
+            .extra
+            .clone()
+            .and_then(|e| serde_json::from_value(e).ok())
+            .unwrap_or_default();
+        jobs.push(FileJob {
+            record: f,
+            remote: tokio::sync::Mutex::new(remote),
+            ready: OnceCell::new(),
+            urls: tokio::sync::Mutex::new(BTreeMap::new()),
+            etags: Mutex::new(etags),
+            remaining: AtomicU32::new(remaining),
+            failed: AtomicBool::new(false),
+        });
+    }
+    let job = Arc::new(Job {
+        inner,
+        id: id.to_owned(),
+        priority: record.priority,
+        cancel,
+        progress,
+        remote,
+        files: jobs,
+        queue: Mutex::new(queue),
+    });
+
+    // Folders, and files whose parts were all sent before a restart but not finalized.
+    for i in 0..job.files.len() {
+        let f = &job.files[i];
+        let open =
+            f.record.state == file_state::PENDING || f.record.state == file_state::TRANSFERRING;
+        if open && f.remaining.load(Ordering::Relaxed) == 0 {
+            finish_file(&job, i).await?;
+        }
+    }
+
+    let workers = job
+        .inner
+        .config
+        .max_connections
+        .max(1)
+        .min(job.queue.lock().expect("queue lock").len());
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..workers {
+        let job = job.clone();
+        set.spawn(async move { worker(job).await });
+    }
+    let mut stopped = false;
+    let mut fatal = None;
+    while let Some(result) = set.join_next().await {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(JobError::Stopped)) => stopped = true,
+            Ok(Err(JobError::Failed(e))) => {
+                job.cancel.cancel();
+                fatal.get_or_insert(e);
+            }
+            Err(e) => {
+                job.cancel.cancel();
+                fatal.get_or_insert(format!("an upload worker crashed: {e}"));
+            }
+        }
+    }
+    if let Some(e) = fatal {
+        return Err(JobError::Failed(e));
+    }
+    if stopped || job.cancel.is_cancelled() {
+        return Err(JobError::Stopped);
+    }
+    let files = job.inner.store.files(&job.id).await?;
+    let failed: Vec<&FileRecord> = files
+        .iter()
+        .filter(|f| f.state == file_state::ERROR)
+        .collect();
+    if let Some(first) = failed.first() {
+        return Err(JobError::Failed(format!(
+            "{} of {} files failed; first: {}: {}",
+            failed.len(),
+            files.len(),
+            first.local_path,
+            first.error.as_deref().unwrap_or("unknown error")
+        )));
+    }
+    tracing::info!(upload_id = %job.id, package_id = %job.remote.package_id, "all files sent");
+    if job.inner.config.auto_finalize {
+        job.inner
+            .store
+            .set_state(&job.id, state::IDLE, None)
+            .await?;
+        finalize_package(&job.inner, &job.remote, &job.cancel).await?;
+        Ok(state::COMPLETE)
+    } else {
+        Ok(state::IDLE)
+    }
+}
+
+/// Finalizes the package: it is delivered, and its links go active.
+pub(super) async fn finalize_package(
+    inner: &Inner,
+    remote: &Remote,
+    cancel: &CancellationToken,
+) -> Result<(), JobError> {
+    retry_cloud(inner, cancel, "package finalize", || {
+        inner
+            .client
+            .finalize_package(&remote.package_id, &remote.access_token)
+    })
+    .await
+    .map_err(|e| match e {
+        None => JobError::Stopped,
+        Some(e) => JobError::Failed(e.to_string()),
+    })?;
+    tracing::info!(package_id = %remote.package_id, "package finalized");
+    Ok(())
+}
+
+pub(super) fn remote_of(record: &TransferRecord) -> Result<Remote, TransferError> {
+    record
+        .remote
+        .clone()
+        .and_then(|r| serde_json::from_value(r).ok())
+        .ok_or_else(|| TransferError::Conflict(format!("upload {} has no package", record.id)))
+}
+
+async fn worker(job: Arc<Job>) -> Result<(), JobError> {
+    loop {
+        if job.cancel.is_cancelled() {
+            return Err(JobError::Stopped);
+        }
+        let Some(part) = job
+            .queue
+            .lock()
+            .expect("queue lock is never poisoned")
+            .pop_front()
+        else {
+            return Ok(());
+        };
+        let file = &job.files[part.file];
+        if file.failed.load(Ordering::Relaxed) {
+            continue;
+        }
+        match send_part(&job, &part).await {
+            Ok(etag) => {
+                job.inner
+                    .store
+                    .add_chunk(
+                        &job.id,
+                        ChunkRecord {
+                            file_idx: part.file as u32,
+                            chunk_idx: part.index,
+                            size: part.len,
+                            etag: Some(etag.clone()),
+                        },
+                    )
+                    .await?;
+                file.etags
+                    .lock()
+                    .expect("etags lock is never poisoned")
+                    .insert(part.index, etag);
+                if file.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    finish_file(&job, part.file).await?;
+                }
+            }
+            Err(PartError::Stopped) => return Err(JobError::Stopped),
+            Err(PartError::File(reason)) => fail_file(&job, part.file, reason).await?,
+        }
+    }
+}
+
+async fn fail_file(job: &Job, i: usize, reason: String) -> Result<(), JobError> {
+    let file = &job.files[i];
+    if !file.failed.swap(true, Ordering::AcqRel) {
+        tracing::warn!(upload_id = %job.id, path = %file.record.local_path, error = %reason, "file failed");
+        job.inner
+            .store
+            .set_file_state(&job.id, i as u32, file_state::ERROR, Some(reason))
+            .await?;
+    }
+    Ok(())
+}
+
+fn cloud_step<T>(r: Result<T, Option<CloudError>>) -> Result<T, PartError> {
+    r.map_err(|e| match e {
+        None => PartError::Stopped,
+        Some(e) => PartError::File(e.to_string()),
+    })
+}
+
+/// Declares the file to the cloud and opens its multipart upload, once; ids are committed.
+async fn ensure_remote(job: &Job, i: usize) -> Result<(), PartError> {
+    let file = &job.files[i];
+    file.ready
+        .get_or_try_init(|| async {
+            let mut remote = file.remote.lock().await;
+            let inner = &job.inner;
+            if remote.file_id.is_none() {
+                let req = AddFile {
+                    kind: if file.record.kind == "directory" {
+                        FileKind::Directory
+                    } else {
+                        FileKind::File
+                    },
+                    name: file.record.name.clone(),
+                    path: file.record.path.clone(),
+                    last_modified: file.record.last_modified,
+                    size: file.record.size,
+                    chunk_size: file.record.chunk_size,
+                };
+                let added = cloud_step(
+                    retry_cloud(inner, &job.cancel, "adding a file", || {
+                        inner.client.add_file(
+                            &job.remote.package_id,
+                            &job.remote.access_token,
+                            &req,
+                        )
+                    })
+                    .await,
+                )?;
+                remote.file_id = Some(added.file.id.clone());
+                if file.record.kind != "directory" {
+                    let upload_id = cloud_step(
+                        retry_cloud(inner, &job.cancel, "starting a multipart upload", || {
+                            inner.client.create_multipart(&added.create_blueprint)
+                        })
+                        .await,
+                    )?;
+                    remote.upload_id = Some(upload_id);
+                }
+                let extra = serde_json::to_value(&*remote).expect("file remote serializes");
+                inner
+                    .store
+                    .set_file_extra(&job.id, i as u32, extra)
+                    .await
+                    .map_err(|e| PartError::File(e.to_string()))?;
+                let _ = inner
+                    .store
+                    .set_file_state(&job.id, i as u32, file_state::TRANSFERRING, None)
+                    .await;
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+}
+
+/// The signed URL of a part, from a cached batch; asked for again when `refresh`.
+async fn part_url(job: &Job, part: &Part, refresh: bool) -> Result<Blueprint, PartError> {
+    let file = &job.files[part.file];
+    let mut urls = file.urls.lock().await;
+    if refresh {
+        urls.clear();
+    }
+    if let Some(url) = urls.remove(&part.index) {
+        return Ok(url);
+    }
+    let remote = file.remote.lock().await.clone();
+    let (Some(file_id), Some(upload_id)) = (remote.file_id, remote.upload_id) else {
+        return Err(PartError::File("the file has no multipart upload".into()));
+    };
+    let total = PackageSpec::part_count(file.record.size, file.record.chunk_size);
+    let count = PART_URL_BATCH.min(total - u64::from(part.index));
+    let inner = &job.inner;
+    let batch = cloud_step(
+        retry_cloud(inner, &job.cancel, "asking for part URLs", || {
+            inner.client.part_urls(
+                &job.remote.package_id,
+                &file_id,
+                &job.remote.access_token,
+                &upload_id,
+                u64::from(part.index),
+                count,
+            )
+        })
+        .await,
+    )?;
+    let mut batch = batch.into_iter();
+    let first = batch
+        .next()
+        .ok_or_else(|| PartError::File("the service gave no URL for a part".into()))?;
+    for (n, url) in batch.enumerate() {
+        urls.insert(part.index + 1 + n as u32, url);
+    }
+    Ok(first)
+}
+
+/// Whether the file on disk is still what the upload was created from.
+async fn unchanged(file: &FileJob) -> Result<(), PartError> {
+    let path = &file.record.local_path;
+    let meta = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| PartError::File(format!("{path} cannot be read any more: {e}")))?;
+    let expected = file.remote.lock().await.mtime_ns;
+    if meta.len() != file.record.size
+        || (expected.is_some() && nanos(meta.modified().ok()) != expected)
+    {
+        return Err(PartError::File(format!(
+            "{path} changed while it was being sent; send it again once it is complete"
+        )));
+    }
+    Ok(())
+}
+
+/// Sends one part, retrying transient failures; returns its ETag.
+async fn send_part(job: &Job, part: &Part) -> Result<String, PartError> {
+    ensure_remote(job, part.file).await?;
+    let file = &job.files[part.file];
+    let retry = job.inner.config.retry;
+    let mut attempt = 0u32;
+    let mut refreshes = 0u32;
+    let mut refresh = false;
+    loop {
+        let url = part_url(job, part, refresh).await?;
+        refresh = false;
+        unchanged(file).await?;
+        let permit = tokio::select! {
+            _ = job.cancel.cancelled() => return Err(PartError::Stopped),
+            p = job.inner.budget.acquire(job.priority) => p,
+        };
+        let body = part_body(job, part).await?;
+        let sent = tokio::select! {
+            _ = job.cancel.cancelled() => return Err(PartError::Stopped),
+            r = job.inner.client.put_part(&url, body, part.len) => r,
+        };
+        drop(permit);
+        match sent {
+            Ok(etag) => {
+                // Read while the file kept its size and time: what was sent is what was there.
+                unchanged(file).await?;
+                job.progress.add(part.file, part.len);
+                return Ok(etag);
+            }
+            Err(CloudError::Expired { .. }) if refreshes < 3 => {
+                refreshes += 1;
+                refresh = true;
+            }
+            Err(e) if e.is_transient() && attempt < retry.max_retries => {
+                attempt += 1;
+                let delay = retry.delay(attempt, e.retry_after());
+                tracing::debug!(upload_id = %job.id, part = part.index + 1, attempt, error = %e, "part failed; retrying");
+                tokio::select! {
+                    _ = job.cancel.cancelled() => return Err(PartError::Stopped),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            Err(e) => return Err(PartError::File(e.to_string())),
+        }
+    }
+}
+
+/// The part's bytes, streamed from disk through a small buffer.
+async fn part_body(job: &Job, part: &Part) -> Result<reqwest::Body, PartError> {
+    let path = &job.files[part.file].record.local_path;
+    let mut source = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| PartError::File(format!("{path} cannot be read: {e}")))?;
+    source
+        .seek(std::io::SeekFrom::Start(part.start))
+        .await
+        .map_err(|e| PartError::File(format!("{path}: {e}")))?;
+    let stream = tokio_util::io::ReaderStream::with_capacity(source.take(part.len), READ_BUFFER);
+    Ok(reqwest::Body::wrap_stream(stream))
+}
+
+/// Finalizes a file whose parts are all sent.
+async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
+    let file = &job.files[i];
+    if let Err(e) = ensure_remote(job, i).await {
+        return match e {
+            PartError::Stopped => Err(JobError::Stopped),
+            PartError::File(e) => fail_file(job, i, e).await,
+        };
+    }
+    if file.record.kind == "directory" {
+        job.inner
+            .store
+            .set_file_state(&job.id, i as u32, file_state::COMPLETE, None)
+            .await?;
+        return Ok(());
+    }
+    let remote = file.remote.lock().await.clone();
+    let (Some(file_id), Some(upload_id)) = (remote.file_id, remote.upload_id) else {
+        return fail_file(job, i, "the file has no multipart upload".into()).await;
+    };
+    let chunk_extras: Vec<ChunkExtra> = file
+        .etags
+        .lock()
+        .expect("etags lock is never poisoned")
+        .iter()
+        .map(|(index, etag)| ChunkExtra {
+            part_number: index + 1,
+            etag: etag.clone(),
+        })
+        .collect();
+    let req = FinalizeFile {
+        size: file.record.size,
+        chunk_size: file.record.chunk_size,
+        file_extras: FileExtras { upload_id },
+        chunk_extras,
+    };
+    let inner = &job.inner;
+    let done = retry_cloud(inner, &job.cancel, "file finalize", || {
+        inner.client.finalize_file(
+            &job.remote.package_id,
+            &file_id,
+            &job.remote.access_token,
+            &req,
+        )
+    })
+    .await;
+    match done {
+        Ok(()) => {
+            inner
+                .store
+                .set_file_state(&job.id, i as u32, file_state::COMPLETE, None)
+                .await?;
+            Ok(())
+        }
+        Err(None) => Err(JobError::Stopped),
+        Err(Some(e)) => fail_file(job, i, e.to_string()).await,
+    }
+}
