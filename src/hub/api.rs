@@ -280,7 +280,6 @@ async fn authorize_team(
     let key = header_text(headers, "x-api-key")
         .ok_or_else(|| HubError::Unauthorized("the X-API-KEY header is missing".into()))?;
     let throttle_key = format!("team:{team_id}");
-    throttled(state, &throttle_key).await;
     let hash = auth::digest(key);
     let owner = state
         .db
@@ -288,6 +287,9 @@ async fn authorize_team(
         .await?;
     match owner {
         None => {
+            // Only wrong keys wait: guessing is slowed down, but the team's own calls never
+            // pay for someone else's guesses (API keys are long and random, unlike passwords).
+            throttled(state, &throttle_key).await;
             state.throttle.failed(&throttle_key);
             Err(HubError::Unauthorized("unknown API key".into()))
         }
