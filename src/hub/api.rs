@@ -1028,6 +1028,8 @@ async fn team_inbox(
     let portal = query.get("portal").filter(|v| !v.is_empty()).cloned();
     let page = query_number(&query, "page")?.unwrap_or(1).max(1);
     let limit = query_number(&query, "limit")?.unwrap_or(50).clamp(1, 1000);
+    // A page past any real one is empty, not an overflow: SQLite offsets are i64.
+    let offset = (page - 1).saturating_mul(limit).min(i64::MAX as u64);
     let (total, rows) = state
         .db
         .call(move |conn| {
@@ -1036,7 +1038,7 @@ async fn team_inbox(
                 &team_id,
                 portal.as_deref(),
                 since.as_ref(),
-                (page - 1) * limit,
+                offset,
                 limit,
             )?;
             let mut rows = Vec::with_capacity(packages.len());
