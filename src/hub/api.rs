@@ -280,7 +280,6 @@ async fn authorize_team(
     let key = header_text(headers, "x-api-key")
         .ok_or_else(|| HubError::Unauthorized("the X-API-KEY header is missing".into()))?;
     let throttle_key = format!("team:{team_id}");
-    throttled(state, &throttle_key).await;
     let hash = auth::digest(key);
     let owner = state
         .db
@@ -288,6 +287,9 @@ async fn authorize_team(
         .await?;
     match owner {
         None => {
+            // Only wrong keys wait: guessing is slowed down, but the team's own calls never
+            // pay for someone else's guesses (API keys are long and random, unlike passwords).
+            throttled(state, &throttle_key).await;
             state.throttle.failed(&throttle_key);
             Err(HubError::Unauthorized("unknown API key".into()))
         }
@@ -1032,6 +1034,8 @@ async fn team_inbox(
     let portal = query.get("portal").filter(|v| !v.is_empty()).cloned();
     let page = query_number(&query, "page")?.unwrap_or(1).max(1);
     let limit = query_number(&query, "limit")?.unwrap_or(50).clamp(1, 1000);
+    // A page past any real one is empty, not an overflow: SQLite offsets are i64.
+    let offset = (page - 1).saturating_mul(limit).min(i64::MAX as u64);
     let (total, rows) = state
         .db
         .call(move |conn| {
@@ -1040,7 +1044,7 @@ async fn team_inbox(
                 &team_id,
                 portal.as_deref(),
                 since.as_ref(),
-                (page - 1) * limit,
+                offset,
                 limit,
             )?;
             let mut rows = Vec::with_capacity(packages.len());

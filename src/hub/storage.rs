@@ -693,6 +693,10 @@ fn cut_after(
                 return None;
             }
             if left == 0 {
+                // Pending once first, so the server flushes what was sent (headers included)
+                // before the error aborts the connection; otherwise the cut can come before
+                // the response even starts.
+                tokio::task::yield_now().await;
                 return Some((Err(io::Error::other("injected cut")), (stream, 0, true)));
             }
             match stream.next().await {
