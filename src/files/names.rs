@@ -96,14 +96,14 @@ pub fn package_relative_path(path: &str, name: &str) -> Result<PathBuf, FilesErr
     };
     let mut rel = PathBuf::new();
     let parts = path.split(['/', '\\']).chain(name.split(['/', '\\']));
-    for (i, part) in parts.enumerate() {
+    for part in parts {
         if part.is_empty() || part == "." {
             continue;
         }
         if part == ".." {
             return Err(refuse("it climbs out of the destination with .."));
         }
-        if i == 0 && drive(part) {
+        if rel.as_os_str().is_empty() && drive(part) {
             return Err(refuse("it names a drive"));
         }
         let cleaned =

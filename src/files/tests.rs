@@ -12,6 +12,8 @@ fn hostile_package_paths_are_refused() {
         ("a/../../b", "x"),
         ("..\\..", "x"),
         ("C:\\Windows", "x"),
+        ("", "C:\\evil.txt"),
+        ("/", "D:x"),
         ("", "a\0b"),
         ("", ".."),
     ] {

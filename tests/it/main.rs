@@ -2,7 +2,11 @@
 //! temporary folders, moving real bytes over real HTTP.
 //!
 //! - `support`: starting hubs, a ready-made world, uploads and downloads through the client.
+//! - `agent`: agents in-process or as a real process, driven through their REST API.
 //! - `hub`: the hub against the typed client, route by route (spec §2–4).
+//! - `download`: downloads end to end: the tree on disk, hostile packages, faults, crashes.
 
+mod agent;
+mod download;
 mod hub;
 mod support;

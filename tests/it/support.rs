@@ -55,6 +55,8 @@ pub struct HubOptions {
     /// How long signed storage URLs live (default: the hub's hour). Zero makes every URL
     /// expired the moment it is issued.
     pub url_ttl: Option<Duration>,
+    /// Store names like `../x` as given: the hub plays a hostile service.
+    pub accept_hostile_names: bool,
 }
 
 impl HubOptions {
@@ -93,6 +95,7 @@ impl TestHub {
         if let Some(ttl) = options.url_ttl {
             config.url_ttl = ttl;
         }
+        config.accept_hostile_names = options.accept_hostile_names;
         // Opened first so that the signing key exists before the served hub reads it.
         let operator = Hub::open(config.clone()).expect("the hub opens its data folder");
         let served = Hub::open(config).expect("a second hub opens the same data folder");

@@ -1,0 +1,263 @@
+//! Agents for the tests: `TestAgent` runs one in-process on `127.0.0.1:0` over a temporary data
+//! folder (restartable on the same folder), `ProcessAgent` runs the real `masv` binary so that
+//! it can be killed with SIGKILL; both are driven through the REST API with plain HTTP.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use masv_agent::cloud::dto::Secret;
+use masv_agent::daemon::{self, AgentConfig};
+use masv_agent::transfer::{EngineConfig, RetryPolicy};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Retries fast enough for tests, as many as in production.
+pub fn quick_retries() -> RetryPolicy {
+    RetryPolicy {
+        first_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(200),
+        max_retries: 12,
+    }
+}
+
+/// An engine configuration talking to `cloud_url`, with small chunks and fast retries.
+pub fn engine_config(cloud_url: &str) -> EngineConfig {
+    EngineConfig {
+        cloud_url: cloud_url.to_owned(),
+        max_connections: 4,
+        download_chunk_size: 1024 * 1024,
+        retry: quick_retries(),
+        ..EngineConfig::default()
+    }
+}
+
+/// An agent's REST API.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(addr: SocketAddr) -> Api {
+        Api {
+            base: format!("http://{addr}/api/v1"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = req.send().await.expect("the agent answers");
+        let status = response.status().as_u16();
+        let text = response
+            .text()
+            .await
+            .expect("the agent's answer has a body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(&body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.send(self.http.delete(format!("{}{path}", self.base)))
+            .await
+    }
+
+    /// Starts a download and returns its id.
+    pub async fn download(&self, body: Value) -> String {
+        let (status, answer) = self.post("/downloads", body).await;
+        assert_eq!(status, 200, "download refused: {answer}");
+        answer["download_id"]
+            .as_str()
+            .expect("a download id")
+            .to_owned()
+    }
+
+    /// Waits until `kind`s/`id` is in one of `states`; panics after `limit`.
+    pub async fn wait_for(&self, kind: &str, id: &str, states: &[&str], limit: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let (status, detail) = self.get(&format!("/{kind}/{id}")).await;
+            assert_eq!(status, 200, "{kind}/{id}: {detail}");
+            let state = detail["state"].as_str().unwrap_or_default();
+            if states.contains(&state) {
+                return detail;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{kind}/{id} still {state} after {limit:?}, waiting for {states:?}: {detail}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until `bytes_done` of `kind`s/`id` reaches `bytes`.
+    pub async fn wait_for_bytes(&self, kind: &str, id: &str, bytes: u64, limit: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let (_, detail) = self.get(&format!("/{kind}/{id}")).await;
+            if detail["bytes_done"].as_u64().unwrap_or(0) >= bytes {
+                return detail;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{kind}/{id} did not reach {bytes} bytes: {detail}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// An agent in-process.
+pub struct TestAgent {
+    pub api: Api,
+    _owned: Option<TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), daemon::DaemonError>>>,
+}
+
+impl TestAgent {
+    pub async fn start(config: EngineConfig) -> TestAgent {
+        let dir = tempfile::tempdir().expect("a temporary folder for the agent");
+        let mut agent = TestAgent::start_on(dir.path(), config).await;
+        agent._owned = Some(dir);
+        agent
+    }
+
+    /// An agent over `data` (fresh, or left by an earlier agent).
+    pub async fn start_on(data: &Path, config: EngineConfig) -> TestAgent {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let addr = listener.local_addr().expect("a bound address");
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let agent_config = AgentConfig {
+            data_dir: data.join("agent"),
+            engine: config,
+        };
+        let task = tokio::spawn(daemon::run(agent_config, listener, async move {
+            let _ = stop.await;
+        }));
+        TestAgent {
+            api: Api::new(addr),
+            _owned: None,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the agent as SIGTERM would, and waits for it.
+    pub async fn stop(mut self) -> Option<TempDir> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("the agent does not panic")
+                .expect("the agent stops cleanly");
+        }
+        self._owned.take()
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// The real `masv server start` in a child process.
+pub struct ProcessAgent {
+    pub api: Api,
+    child: Child,
+}
+
+impl ProcessAgent {
+    /// Starts `masv server start` over `data`, talking to `cloud_url`.
+    pub async fn start(
+        data: &Path,
+        cloud_url: &str,
+        extra: &[&str],
+        api_key: Option<&Secret>,
+    ) -> ProcessAgent {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_masv"));
+        command
+            .args(["server", "start", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data.join("agent"))
+            .args(["--cloud-url", cloud_url])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if let Some(key) = api_key {
+            command.env("MASV_API_KEY", key.expose());
+        }
+        let child = command.spawn().expect("the masv binary starts");
+        let api = Api::new(([127, 0, 0, 1], port).into());
+        let start = Instant::now();
+        while reqwest::get(format!("{}/downloads", api.base))
+            .await
+            .is_err()
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the agent did not start listening"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ProcessAgent { api, child }
+    }
+
+    /// SIGKILL: no shutdown, no flush, nothing.
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("the agent can be killed");
+        self.child.wait().expect("the killed agent is reaped");
+    }
+}
+
+impl Drop for ProcessAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The hub's counter of storage bytes sent, from its `/metrics`.
+pub async fn hub_bytes_sent(hub_addr: SocketAddr) -> u64 {
+    let text = reqwest::get(format!("http://{hub_addr}/metrics"))
+        .await
+        .expect("the hub answers /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("masv_hub_storage_bytes_sent_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the hub counts bytes sent")
+}
+
+/// A download request for `link` into `dst`.
+pub fn download_request(link: &str, dst: &Path) -> Value {
+    json!({ "url": link, "dst_folder": dst })
+}

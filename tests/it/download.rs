@@ -1,0 +1,616 @@
+//! Downloads end to end: a hub in-process, an agent (in-process, or the real binary where a
+//! SIGKILL is needed), real bytes on disk.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use masv_agent::cloud::dto::{CreateLink, Link};
+use masv_agent::hub::Faults;
+use serde_json::json;
+
+use crate::agent::{ProcessAgent, TestAgent, download_request, engine_config, hub_bytes_sent};
+use crate::support::{DataDir, FileSpec, HubOptions, MIB, TestHub, World, pseudo_random_bytes};
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn link_url(world: &World, link: &Link) -> String {
+    format!(
+        "http://{}/{}?secret={}",
+        world.hub.addr,
+        link.id,
+        link.download_secret.expose()
+    )
+}
+
+async fn shared(world: &World, files: Vec<FileSpec>) -> (crate::support::UploadedPackage, String) {
+    let package = world.upload(files).await;
+    let link = world.share(&package, CreateLink::default()).await;
+    let url = link_url(world, &link);
+    (package, url)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_package_tree_is_rebuilt_with_empty_folders_mtimes_and_selected_files() {
+    let world = World::new().await;
+    let big = pseudo_random_bytes(7, 3 * MIB + 17);
+    let files = vec![
+        FileSpec::file("a.mov", big.clone()).at("footage/day1"),
+        FileSpec::file("notes.txt", b"take 3".to_vec()),
+        FileSpec::file("empty.bin", Vec::new()).at("footage"),
+        FileSpec::directory("renders").at("footage"),
+    ];
+    let (package, url) = shared(&world, files).await;
+    let agent = TestAgent::start(engine_config(&world.hub.base_url)).await;
+    let dst = tempfile::tempdir().unwrap();
+
+    let id = agent.api.download(download_request(&url, dst.path())).await;
+    let done = agent
+        .api
+        .wait_for("downloads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    assert_eq!(done["bytes_done"], done["bytes_total"]);
+    assert_eq!(done["files_done"], 4);
+    let root = dst.path().join("dailies day 1");
+    assert_eq!(std::fs::read(root.join("footage/day1/a.mov")).unwrap(), big);
+    assert_eq!(std::fs::read(root.join("notes.txt")).unwrap(), b"take 3");
+    assert_eq!(
+        std::fs::metadata(root.join("footage/empty.bin"))
+            .unwrap()
+            .len(),
+        0
+    );
+    assert!(
+        root.join("footage/renders").is_dir(),
+        "empty folders are recreated"
+    );
+    let sent = package.file("a.mov").spec.last_modified.unwrap();
+    let mtime = std::fs::metadata(root.join("footage/day1/a.mov"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(
+        mtime,
+        SystemTime::from(sent),
+        "mtime comes from the package"
+    );
+    assert!(!root.join("footage/day1/a.mov.part").exists());
+
+    // Only the chosen file, straight into the destination.
+    let only = tempfile::tempdir().unwrap();
+    let mut req = download_request(&url, only.path());
+    req["file_ids"] = json!([package.file("notes.txt").id]);
+    req["create_package_folder"] = json!(false);
+    let id = agent.api.download(req).await;
+    let done = agent
+        .api
+        .wait_for("downloads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    let names: Vec<_> = std::fs::read_dir(only.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["notes.txt"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_names_and_planted_symlinks_never_lead_outside_the_destination() {
+    let hub = TestHub::start_with(
+        DataDir::new(),
+        HubOptions {
+            accept_hostile_names: true,
+            ..HubOptions::default()
+        },
+    )
+    .await;
+    let world = World::on(hub);
+    let files = vec![
+        FileSpec::file("../../escaped.txt", b"x".to_vec()),
+        FileSpec::file("passwd", b"x".to_vec()).at("../../../../etc"),
+        FileSpec::file("C:\\evil.txt", b"x".to_vec()),
+        FileSpec::file("through-link.txt", b"x".to_vec()).at("planted"),
+        FileSpec::file("fine.txt", b"fine".to_vec()).at("/abs/olute"),
+        FileSpec::file("bad\u{1}name?.txt", b"cleaned".to_vec()),
+    ];
+    let (_, url) = shared(&world, files).await;
+    let agent = TestAgent::start(engine_config(&world.hub.base_url)).await;
+    let area = tempfile::tempdir().unwrap();
+    let dst = area.path().join("dst");
+    let outside = area.path().join("outside");
+    std::fs::create_dir_all(dst.join("dailies day 1")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, dst.join("dailies day 1/planted")).unwrap();
+
+    let id = agent.api.download(download_request(&url, &dst)).await;
+    let done = agent
+        .api
+        .wait_for("downloads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(
+        done["state"], "error",
+        "hostile entries fail the download: {done}"
+    );
+    let by_name = |name: &str| {
+        done["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    for hostile in [
+        "../../escaped.txt",
+        "passwd",
+        "C:\\evil.txt",
+        "through-link.txt",
+    ] {
+        let f = by_name(hostile);
+        assert_eq!(f["state"], "error", "{f}");
+    }
+    assert!(
+        by_name("through-link.txt")["error"]
+            .as_str()
+            .unwrap()
+            .contains("symlink")
+    );
+    assert_eq!(
+        std::fs::read(dst.join("dailies day 1/abs/olute/fine.txt")).unwrap(),
+        b"fine"
+    );
+    assert_eq!(
+        std::fs::read(dst.join("dailies day 1/badname?.txt")).unwrap(),
+        b"cleaned"
+    );
+    // Nothing anywhere but inside dst.
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    let beside: Vec<_> = std::fs::read_dir(area.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(beside.len(), 2, "only dst and outside: {beside:?}");
+    assert!(!Path::new("/etc/passwd.part").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quarantined_files_are_skipped_when_bypassing_and_fail_the_download_otherwise() {
+    let world = World::new().await;
+    let (package, url) = shared(
+        &world,
+        vec![
+            FileSpec::file("clean.txt", b"clean".to_vec()),
+            FileSpec::file("infected.exe", b"evil".to_vec()),
+        ],
+    )
+    .await;
+    world
+        .hub
+        .operator
+        .set_virus_detected(&package.file("infected.exe").id, true)
+        .unwrap();
+    let agent = TestAgent::start(engine_config(&world.hub.base_url)).await;
+
+    let dst = tempfile::tempdir().unwrap();
+    let id = agent.api.download(download_request(&url, dst.path())).await;
+    let done = agent
+        .api
+        .wait_for("downloads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    let infected = done["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "infected.exe")
+        .unwrap();
+    assert_eq!(infected["state"], "skipped");
+    assert!(dst.path().join("dailies day 1/clean.txt").exists());
+    assert!(!dst.path().join("dailies day 1/infected.exe").exists());
+
+    let strict = tempfile::tempdir().unwrap();
+    let mut req = download_request(&url, strict.path());
+    req["bypass_package_quarantine"] = json!(false);
+    let id = agent.api.download(req).await;
+    let done = agent
+        .api
+        .wait_for("downloads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "error");
+    assert!(
+        done["error"].as_str().unwrap().contains("infected.exe"),
+        "{done}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_file_and_folder_created_belongs_to_the_requested_owner() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test gives files away with chown: run the tests as root (CI does)"
+    );
+    let world = World::new().await;
+    let (_, url) = shared(
+        &world,
+        vec![
+            FileSpec::file("a.txt", b"a".to_vec()).at("x/y"),
+            FileSpec::directory("empty").at("x"),
+        ],
+    )
+    .await;
+    let agent = TestAgent::start(engine_config(&world.hub.base_url)).await;
+    let area = tempfile::tempdir().unwrap();
+    let dst = area.path().join("new-dst");
+    let mut req = download_request(&url, &dst);
+    req["user_id"] = json!(12345);
+    req["group_id"] = json!(23456);
+    let id = agent.api.download(req).await;
+    let done = agent
+        .api
+        .wait_for("downloads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    for rel in [
+        "",
+        "dailies day 1",
+        "dailies day 1/x",
+        "dailies day 1/x/y",
+        "dailies day 1/x/y/a.txt",
+        "dailies day 1/x/empty",
+    ] {
+        let meta = std::fs::symlink_metadata(dst.join(rel)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (12345, 23456), "{rel}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn storage_failures_and_cut_bodies_are_retried_into_byte_identical_files() {
+    let world = World::new().await;
+    let bytes = pseudo_random_bytes(11, 9 * MIB + 3);
+    let package = world
+        .upload(vec![FileSpec::file("take.mov", bytes.clone())])
+        .await;
+    let link = world.share(&package, CreateLink::default()).await;
+    // The same data served by a hub whose storage fails or cuts a third of its answers.
+    let flaky = TestHub::start_with(
+        world.hub.data.clone(),
+        HubOptions::faults(Faults {
+            fail_ratio: 0.3,
+            cut_ratio: 0.3,
+            delay: Duration::ZERO,
+        }),
+    )
+    .await;
+    let url = format!(
+        "http://{}/{}?secret={}",
+        flaky.addr,
+        link.id,
+        link.download_secret.expose()
+    );
+    let agent = TestAgent::start(engine_config(&flaky.base_url)).await;
+    let dst = tempfile::tempdir().unwrap();
+    let id = agent.api.download(download_request(&url, dst.path())).await;
+    let done = agent
+        .api
+        .wait_for("downloads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    assert_eq!(
+        std::fs::read(dst.path().join("dailies day 1/take.mov")).unwrap(),
+        bytes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_storage_urls_are_asked_for_again() {
+    let world = World::new().await;
+    let bytes = pseudo_random_bytes(5, 8 * MIB);
+    let package = world
+        .upload(vec![FileSpec::file("long.mov", bytes.clone())])
+        .await;
+    let link = world.share(&package, CreateLink::default()).await;
+    // A second hub on the same data hands out URLs that live 1 s, and takes 300 ms per storage
+    // request: one connection fetching 8 chunks outlives the file's first URL.
+    let slow = TestHub::start_with(
+        world.hub.data.clone(),
+        HubOptions {
+            faults: Faults {
+                delay: Duration::from_millis(300),
+                ..Faults::default()
+            },
+            url_ttl: Some(Duration::from_secs(1)),
+            ..HubOptions::default()
+        },
+    )
+    .await;
+    let url = format!(
+        "http://{}/{}?secret={}",
+        slow.addr,
+        link.id,
+        link.download_secret.expose()
+    );
+    let mut config = engine_config(&slow.base_url);
+    config.max_connections = 1;
+    let agent = TestAgent::start(config).await;
+    let dst = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let id = agent.api.download(download_request(&url, dst.path())).await;
+    let done = agent
+        .api
+        .wait_for("downloads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    assert!(
+        started.elapsed() > Duration::from_secs(2),
+        "the download outlived its first URL"
+    );
+    assert_eq!(
+        std::fs::read(dst.path().join("dailies day 1/long.mov")).unwrap(),
+        bytes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pause_resume_and_delete_with_or_without_files() {
+    let hub = TestHub::start_with(
+        DataDir::new(),
+        HubOptions::faults(Faults {
+            delay: Duration::from_millis(100),
+            ..Faults::default()
+        }),
+    )
+    .await;
+    let world = World::on(hub);
+    let bytes = pseudo_random_bytes(3, 12 * MIB);
+    let (_, url) = shared(&world, vec![FileSpec::file("slow.mov", bytes.clone())]).await;
+    let mut config = engine_config(&world.hub.base_url);
+    config.max_connections = 1;
+    let agent = TestAgent::start(config).await;
+    let dst = tempfile::tempdir().unwrap();
+    let id = agent.api.download(download_request(&url, dst.path())).await;
+    agent
+        .api
+        .wait_for_bytes("downloads", &id, MIB as u64, LONG)
+        .await;
+
+    let (status, paused) = agent
+        .api
+        .post(&format!("/downloads/{id}/pause"), json!({}))
+        .await;
+    assert_eq!(
+        (status, paused["state"].as_str()),
+        (200, Some("paused")),
+        "{paused}"
+    );
+    let (_, before) = agent.api.get(&format!("/downloads/{id}")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, after) = agent.api.get(&format!("/downloads/{id}")).await;
+    assert_eq!(
+        before["bytes_done"], after["bytes_done"],
+        "nothing moves while paused"
+    );
+    assert_eq!(after["state"], "paused");
+
+    let (status, all) = agent.api.post("/downloads/resume", json!({})).await;
+    assert_eq!((status, all["download_ids"].clone()), (200, json!([id])));
+    let done = agent
+        .api
+        .wait_for("downloads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    let file = dst.path().join("dailies day 1/slow.mov");
+    assert_eq!(std::fs::read(&file).unwrap(), bytes);
+
+    // Delete by state leaves others alone; remove_files deletes what the download wrote.
+    let (status, kept) = agent.api.delete("/downloads?states=error").await;
+    assert_eq!((status, kept["download_ids"].clone()), (200, json!([])));
+    let (status, _) = agent
+        .api
+        .delete(&format!("/downloads/{id}?remove_files=true"))
+        .await;
+    assert_eq!(status, 200);
+    assert!(!file.exists());
+    assert!(
+        !dst.path().join("dailies day 1").exists(),
+        "its emptied folders go too"
+    );
+    let (status, gone) = agent.api.get(&format!("/downloads/{id}")).await;
+    assert_eq!(status, 404, "{gone}");
+    let (status, bad) = agent.api.delete("/downloads?states=finished").await;
+    assert_eq!(status, 400, "{bad}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_download_stays_paused_across_a_restart() {
+    let hub = TestHub::start_with(
+        DataDir::new(),
+        HubOptions::faults(Faults {
+            delay: Duration::from_millis(100),
+            ..Faults::default()
+        }),
+    )
+    .await;
+    let world = World::on(hub);
+    let bytes = pseudo_random_bytes(9, 6 * MIB);
+    let (_, url) = shared(&world, vec![FileSpec::file("clip.mov", bytes.clone())]).await;
+    let data = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let mut config = engine_config(&world.hub.base_url);
+    config.max_connections = 1;
+
+    let agent = TestAgent::start_on(data.path(), config.clone()).await;
+    let id = agent.api.download(download_request(&url, dst.path())).await;
+    agent
+        .api
+        .wait_for_bytes("downloads", &id, MIB as u64, LONG)
+        .await;
+    let (status, _) = agent
+        .api
+        .post(&format!("/downloads/{id}/pause"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    agent.stop().await;
+
+    let agent = TestAgent::start_on(data.path(), config).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, detail) = agent.api.get(&format!("/downloads/{id}")).await;
+    assert_eq!(detail["state"], "paused", "{detail}");
+    let (status, _) = agent
+        .api
+        .post(&format!("/downloads/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let done = agent
+        .api
+        .wait_for("downloads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    assert_eq!(
+        std::fs::read(dst.path().join("dailies day 1/clip.mov")).unwrap(),
+        bytes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_mid_download_resumes_from_committed_chunks_to_an_identical_file() {
+    let hub = TestHub::start_with(
+        DataDir::new(),
+        HubOptions::faults(Faults {
+            delay: Duration::from_millis(50),
+            ..Faults::default()
+        }),
+    )
+    .await;
+    let world = World::on(hub);
+    let size = 40 * MIB;
+    let bytes = pseudo_random_bytes(21, size);
+    let (_, url) = shared(&world, vec![FileSpec::file("master.mxf", bytes.clone())]).await;
+    let data = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let (connections, chunk) = (4u64, MIB as u64);
+    let flags = ["--max-connections", "4", "--chunk-size", "1MiB"];
+
+    let agent = ProcessAgent::start(data.path(), &world.hub.base_url, &flags, None).await;
+    let id = agent.api.download(download_request(&url, dst.path())).await;
+    agent
+        .api
+        .wait_for_bytes("downloads", &id, (size / 2) as u64, LONG)
+        .await;
+    agent.kill_9();
+    let sent_before_restart = hub_bytes_sent(world.hub.addr).await;
+    assert!(sent_before_restart < size as u64, "killed before the end");
+
+    let agent = ProcessAgent::start(data.path(), &world.hub.base_url, &flags, None).await;
+    let done = agent
+        .api
+        .wait_for("downloads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "it resumed by itself: {done}");
+    assert_eq!(
+        std::fs::read(dst.path().join("dailies day 1/master.mxf")).unwrap(),
+        bytes
+    );
+    let sent = hub_bytes_sent(world.hub.addr).await;
+    assert!(
+        sent <= size as u64 + connections * chunk,
+        "re-fetched {} bytes beyond the file; at most the {connections} chunks in flight",
+        sent - size as u64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_ends_in_error_not_in_a_corrupt_file() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test mounts a small tmpfs: run the tests as root (CI does)"
+    );
+    let world = World::new().await;
+    let (_, url) = shared(
+        &world,
+        vec![
+            FileSpec::file("small.txt", b"fits".to_vec()),
+            FileSpec::file("huge.mov", pseudo_random_bytes(1, 3 * MIB)),
+        ],
+    )
+    .await;
+    let mount = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(mount.path())
+        .status()
+        .expect("mount runs");
+    assert!(status.success(), "mounting a 1 MiB tmpfs");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount.path());
+
+    let agent = TestAgent::start(engine_config(&world.hub.base_url)).await;
+    let id = agent
+        .api
+        .download(download_request(&url, mount.path()))
+        .await;
+    let done = agent
+        .api
+        .wait_for("downloads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "error", "{done}");
+    let huge = done["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "huge.mov")
+        .unwrap();
+    assert!(
+        huge["error"].as_str().unwrap().contains("no space"),
+        "{huge}"
+    );
+    assert!(
+        !mount.path().join("dailies day 1/huge.mov").exists(),
+        "no torn file under the final name"
+    );
+    assert_eq!(
+        std::fs::read(mount.path().join("dailies day 1/small.txt")).unwrap(),
+        b"fits"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_are_refused_with_a_clear_message() {
+    let agent = TestAgent::start(engine_config("http://127.0.0.1:9/v1")).await;
+    for (body, expected) in [
+        (
+            json!({"url": "not a url", "dst_folder": "/tmp"}),
+            "not a URL",
+        ),
+        (
+            json!({"url": "https://get.massive.io/X", "dst_folder": "/tmp"}),
+            "secret",
+        ),
+        (
+            json!({"url": "https://get.massive.io/X?secret=s", "dst_folder": "relative"}),
+            "absolute",
+        ),
+        (
+            json!({"url": "https://get.massive.io/X?secret=s", "dst_folder": "/tmp", "chunk_size": "lots"}),
+            "chunk_size",
+        ),
+        (
+            json!({"url": "https://get.massive.io/X?secret=s", "dst_folder": "/tmp", "colour": "red"}),
+            "unknown field",
+        ),
+    ] {
+        let (status, answer) = agent.api.post("/downloads", body).await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer["message"].as_str().unwrap().contains(expected),
+            "{answer}"
+        );
+    }
+    let (status, _) = agent.api.get("/downloads/nope").await;
+    assert_eq!(status, 404);
+}
