@@ -738,12 +738,23 @@ fn new_record(kind: TransferKind, priority: i64, spec: serde_json::Value) -> Tra
     }
 }
 
+/// What a pause does to a request already sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InFlight {
+    /// Drop it: asking again later costs nothing (URLs, listings, lookups).
+    Interrupt,
+    /// Let it finish: it creates something on the service (a file, a multipart upload, a
+    /// finalize) whose answer must not be lost, or a resumed job would make a second one.
+    Finish,
+}
+
 /// Runs a cloud call, retrying transient failures with backoff until the policy gives up;
 /// `Err(None)` when the job was stopped meanwhile, `Err(Some(e))` for the final failure.
 async fn retry_cloud<T, F, Fut>(
     inner: &Inner,
     cancel: &CancellationToken,
     what: &str,
+    in_flight: InFlight,
     mut call: F,
 ) -> Result<T, Option<CloudError>>
 where
@@ -752,12 +763,16 @@ where
 {
     let mut attempt = 0;
     loop {
-        let result = tokio::select! {
-            _ = cancel.cancelled() => return Err(None),
-            r = call() => r,
+        let result = match in_flight {
+            InFlight::Interrupt => tokio::select! {
+                _ = cancel.cancelled() => return Err(None),
+                r = call() => r,
+            },
+            InFlight::Finish => call().await,
         };
         match result {
             Ok(v) => return Ok(v),
+            Err(_) if cancel.is_cancelled() => return Err(None),
             Err(e) if e.is_transient() && attempt < inner.config.retry.max_retries => {
                 attempt += 1;
                 let delay = inner.config.retry.delay(attempt, e.retry_after());
@@ -783,7 +798,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, CloudError>>,
 {
-    retry_cloud(inner, cancel, what, call)
+    retry_cloud(inner, cancel, what, InFlight::Interrupt, call)
         .await
         .map_err(|e| match e {
             None => JobError::Stopped,

@@ -14,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::progress::Progress;
 use super::{
-    EngineConfig, Inner, JobError, TransferError, file_state, new_record, retry_cloud, with_retries,
+    EngineConfig, InFlight, Inner, JobError, TransferError, file_state, new_record, retry_cloud,
+    with_retries,
 };
 use crate::cloud::CloudError;
 use crate::cloud::dto::{DownloadUrl, FileKind, LinkUrl, PackageFile, Secret};
@@ -590,11 +591,17 @@ async fn download_url(job: &Job, i: usize, refresh: bool) -> Result<DownloadUrl,
     let mut relooked = false;
     loop {
         let remote = job.remote.read().await.clone();
-        let asked = retry_cloud(&job.inner, &job.cancel, "asking for a download URL", || {
-            job.inner
-                .client
-                .download_url(&remote.package_id, &file_id, &remote.package_token)
-        })
+        let asked = retry_cloud(
+            &job.inner,
+            &job.cancel,
+            "asking for a download URL",
+            InFlight::Interrupt,
+            || {
+                job.inner
+                    .client
+                    .download_url(&remote.package_id, &file_id, &remote.package_token)
+            },
+        )
         .await;
         match asked {
             Ok(url) => {

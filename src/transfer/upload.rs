@@ -16,7 +16,7 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 use super::progress::Progress;
-use super::{Inner, JobError, TransferError, file_state, new_record, retry_cloud, state};
+use super::{InFlight, Inner, JobError, TransferError, file_state, new_record, retry_cloud, state};
 use crate::cloud::CloudError;
 use crate::cloud::dto::{
     AddFile, Blueprint, ChunkExtra, CreateLink, CreatePortalPackage, CreateTeamPackage, FileExtras,
@@ -483,7 +483,7 @@ pub(super) async fn finalize_package(
     remote: &Remote,
     cancel: &CancellationToken,
 ) -> Result<(), JobError> {
-    retry_cloud(inner, cancel, "package finalize", || {
+    retry_cloud(inner, cancel, "package finalize", InFlight::Finish, || {
         inner
             .client
             .finalize_package(&remote.package_id, &remote.access_token)
@@ -590,21 +590,31 @@ async fn ensure_remote(job: &Job, i: usize) -> Result<(), PartError> {
                     chunk_size: file.record.chunk_size,
                 };
                 let added = cloud_step(
-                    retry_cloud(inner, &job.cancel, "adding a file", || {
-                        inner.client.add_file(
-                            &job.remote.package_id,
-                            &job.remote.access_token,
-                            &req,
-                        )
-                    })
+                    retry_cloud(
+                        inner,
+                        &job.cancel,
+                        "adding a file",
+                        InFlight::Finish,
+                        || {
+                            inner.client.add_file(
+                                &job.remote.package_id,
+                                &job.remote.access_token,
+                                &req,
+                            )
+                        },
+                    )
                     .await,
                 )?;
                 remote.file_id = Some(added.file.id.clone());
                 if file.record.kind != "directory" {
                     let upload_id = cloud_step(
-                        retry_cloud(inner, &job.cancel, "starting a multipart upload", || {
-                            inner.client.create_multipart(&added.create_blueprint)
-                        })
+                        retry_cloud(
+                            inner,
+                            &job.cancel,
+                            "starting a multipart upload",
+                            InFlight::Finish,
+                            || inner.client.create_multipart(&added.create_blueprint),
+                        )
                         .await,
                     )?;
                     remote.upload_id = Some(upload_id);
@@ -644,16 +654,22 @@ async fn part_url(job: &Job, part: &Part, refresh: bool) -> Result<Blueprint, Pa
     let count = PART_URL_BATCH.min(total - u64::from(part.index));
     let inner = &job.inner;
     let batch = cloud_step(
-        retry_cloud(inner, &job.cancel, "asking for part URLs", || {
-            inner.client.part_urls(
-                &job.remote.package_id,
-                &file_id,
-                &job.remote.access_token,
-                &upload_id,
-                u64::from(part.index),
-                count,
-            )
-        })
+        retry_cloud(
+            inner,
+            &job.cancel,
+            "asking for part URLs",
+            InFlight::Interrupt,
+            || {
+                inner.client.part_urls(
+                    &job.remote.package_id,
+                    &file_id,
+                    &job.remote.access_token,
+                    &upload_id,
+                    u64::from(part.index),
+                    count,
+                )
+            },
+        )
         .await,
     )?;
     let mut batch = batch.into_iter();
@@ -781,14 +797,20 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
         chunk_extras,
     };
     let inner = &job.inner;
-    let done = retry_cloud(inner, &job.cancel, "file finalize", || {
-        inner.client.finalize_file(
-            &job.remote.package_id,
-            &file_id,
-            &job.remote.access_token,
-            &req,
-        )
-    })
+    let done = retry_cloud(
+        inner,
+        &job.cancel,
+        "file finalize",
+        InFlight::Finish,
+        || {
+            inner.client.finalize_file(
+                &job.remote.package_id,
+                &file_id,
+                &job.remote.access_token,
+                &req,
+            )
+        },
+    )
     .await;
     match done {
         Ok(()) => {

@@ -5,8 +5,10 @@
 //! - `agent`: agents in-process or as a real process, driven through their REST API.
 //! - `hub`: the hub against the typed client, route by route (spec §2–4).
 //! - `download`: downloads end to end: the tree on disk, hostile packages, faults, crashes.
+//! - `upload`: uploads end to end: folders up, links back down, edits mid-send, crashes.
 
 mod agent;
 mod download;
 mod hub;
 mod support;
+mod upload;

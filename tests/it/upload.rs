@@ -1,0 +1,524 @@
+//! Uploads end to end: folders from disk through an agent to a hub, and back down again.
+
+use std::path::Path;
+use std::time::Duration;
+
+use masv_agent::cloud::dto::{InboxQuery, LinkUrl};
+use masv_agent::hub::Faults;
+use masv_agent::transfer::EngineConfig;
+use serde_json::{Value, json};
+
+use crate::agent::{ProcessAgent, TestAgent, download_request, engine_config};
+use crate::support::{DataDir, HubOptions, MIB, TestHub, World, pseudo_random_bytes};
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn uploading(world: &World) -> EngineConfig {
+    let mut config = engine_config(&world.hub.base_url);
+    config.api_key = Some(world.api_key.clone());
+    config
+}
+
+/// A folder as editors leave them: nested media, an empty folder, a zero-byte file, junk, and a
+/// symlink that leads out of the folder.
+fn footage(root: &Path) -> Vec<u8> {
+    let big = pseudo_random_bytes(42, 11 * MIB + 5);
+    std::fs::create_dir_all(root.join("Footage/day1/.fcpcache")).unwrap();
+    std::fs::create_dir_all(root.join("Footage/renders")).unwrap();
+    std::fs::write(root.join("Footage/day1/a.mov"), &big).unwrap();
+    std::fs::write(root.join("Footage/day1/.fcpcache/cache"), b"junk").unwrap();
+    std::fs::write(root.join("Footage/.DS_Store"), b"junk").unwrap();
+    std::fs::write(root.join("Footage/desktop.ini"), b"junk").unwrap();
+    std::fs::write(root.join("Footage/zero.txt"), b"").unwrap();
+    std::fs::write(root.join("secret.txt"), b"not for sending").unwrap();
+    std::os::unix::fs::symlink(root.join("secret.txt"), root.join("Footage/leak.txt")).unwrap();
+    big
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_folder_goes_up_as_a_link_package_and_comes_back_identical() {
+    let world = World::new().await;
+    let src = tempfile::tempdir().unwrap();
+    let big = footage(src.path());
+    let agent = TestAgent::start(uploading(&world)).await;
+    let (status, created) = agent
+        .api
+        .post(
+            "/uploads",
+            json!({
+                "team_id": world.team_id,
+                "paths": [src.path().join("Footage")],
+                "package_name": "Day 1",
+                "chunk_size": "5MiB",
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["upload_id"].as_str().unwrap();
+    let link = created["link"]
+        .as_str()
+        .expect("a link upload answers its link")
+        .to_owned();
+    let done = agent
+        .api
+        .wait_for("uploads", id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    assert_eq!(done["kind"], "link");
+    assert_eq!(done["link"], link);
+    let names: Vec<&str> = done["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["a.mov", "renders", "zero.txt"],
+        "junk and the outward symlink stay home"
+    );
+
+    let dst = tempfile::tempdir().unwrap();
+    let down = agent
+        .api
+        .download(download_request(&link, dst.path()))
+        .await;
+    let got = agent
+        .api
+        .wait_for("downloads", &down, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(got["state"], "complete", "{got}");
+    let root = dst.path().join("Day 1/Footage");
+    assert_eq!(std::fs::read(root.join("day1/a.mov")).unwrap(), big);
+    assert!(root.join("renders").is_dir());
+    assert_eq!(std::fs::read(root.join("zero.txt")).unwrap(), b"");
+    assert!(!root.join("leak.txt").exists() && !root.join(".DS_Store").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn email_uploads_notify_every_recipient() {
+    let world = World::new().await;
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("cut.mov"), b"cut").unwrap();
+    let agent = TestAgent::start(uploading(&world)).await;
+    let (status, created) = agent
+        .api
+        .post(
+            "/uploads",
+            json!({
+                "subdomain": world.team_id,
+                "paths": [src.path().join("cut.mov")],
+                "recipients": ["a@example.com", "b@example.com"],
+                "password": "pw",
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    assert!(
+        created.get("link").is_none(),
+        "an email upload has no link of its own"
+    );
+    let id = created["upload_id"].as_str().unwrap();
+    let done = agent
+        .api
+        .wait_for("uploads", id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    assert_eq!(done["kind"], "team");
+    let outbox: Vec<String> = std::fs::read_dir(world.hub.data.path().join("outbox"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(outbox.len(), 2);
+    assert!(outbox.iter().any(|m| m.contains("To: a@example.com")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn portal_uploads_check_the_access_code_and_paths_before_sending() {
+    let world = World::new().await;
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("ep1.mov"), b"episode").unwrap();
+    let agent = TestAgent::start(engine_config(&world.hub.base_url)).await;
+    let request = |code: &str, path: &Path| {
+        json!({
+            "subdomain": world.coded_portal.subdomain,
+            "sender_email": "editor@example.com",
+            "paths": [path],
+            "access_code": code,
+            "package_name": "Episode 1",
+            "metadata": {"show": "Pilot"},
+        })
+    };
+    let (status, wrong) = agent
+        .api
+        .post(
+            "/portals/uploads",
+            request("nope", &src.path().join("ep1.mov")),
+        )
+        .await;
+    assert_eq!(status, 401, "{wrong}");
+    let missing = src.path().join("missing.mov");
+    let (status, bad) = agent
+        .api
+        .post("/portals/uploads", request("open sesame", &missing))
+        .await;
+    assert_eq!(status, 400, "{bad}");
+    assert!(
+        bad["message"].as_str().unwrap().contains("missing.mov"),
+        "{bad}"
+    );
+    let (status, unknown) = agent
+        .api
+        .post("/portals/uploads", json!({"subdomain": "nowhere", "sender_email": "a@b.c", "paths": [src.path().join("ep1.mov")]}))
+        .await;
+    assert_eq!(status, 404, "{unknown}");
+
+    let (status, created) = agent
+        .api
+        .post(
+            "/portals/uploads",
+            request("open sesame", &src.path().join("ep1.mov")),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["upload_id"].as_str().unwrap();
+    let done = agent
+        .api
+        .wait_for("uploads", id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    assert_eq!(done["kind"], "portal");
+    let inbox = world
+        .client
+        .team_inbox(
+            &world.team_id,
+            &world.api_key,
+            &InboxQuery {
+                portal: Some(world.coded_portal.id.clone()),
+                ..InboxQuery::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(inbox.records.len(), 1);
+    assert_eq!(inbox.records[0].name, "Episode 1");
+    assert_eq!(inbox.records[0].sender, "editor@example.com");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_auto_finalize_an_upload_waits_idle_takes_more_files_and_finalizes_once() {
+    let world = World::new().await;
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("one.txt"), b"one").unwrap();
+    std::fs::write(src.path().join("two.txt"), b"two").unwrap();
+    let mut config = uploading(&world);
+    config.auto_finalize = false;
+    let agent = TestAgent::start(config).await;
+    let (_, created) = agent
+        .api
+        .post(
+            "/uploads",
+            json!({"team_id": world.team_id, "paths": [src.path().join("one.txt")]}),
+        )
+        .await;
+    let id = created["upload_id"].as_str().unwrap().to_owned();
+    let idle = agent
+        .api
+        .wait_for("uploads", &id, &["idle", "error"], LONG)
+        .await;
+    assert_eq!(idle["state"], "idle", "{idle}");
+    let (status, early) = agent
+        .api
+        .post(&format!("/uploads/{id}/link"), json!({}))
+        .await;
+    assert_eq!(status, 409, "links wait for a complete upload: {early}");
+
+    let (status, more) = agent
+        .api
+        .post(
+            &format!("/uploads/{id}/files"),
+            json!({"paths": [src.path().join("two.txt")]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{more}");
+    let idle = agent
+        .api
+        .wait_for("uploads", &id, &["idle", "error"], LONG)
+        .await;
+    assert_eq!(idle["files_done"], 2, "{idle}");
+
+    let (status, done) = agent
+        .api
+        .post(&format!("/uploads/{id}/finalize"), json!({}))
+        .await;
+    assert_eq!(
+        (status, done["state"].as_str()),
+        (200, Some("complete")),
+        "{done}"
+    );
+    let (status, again) = agent
+        .api
+        .post(&format!("/uploads/{id}/finalize"), json!({}))
+        .await;
+    assert_eq!(
+        (status, again["state"].as_str()),
+        (200, Some("complete")),
+        "finalizing twice is harmless"
+    );
+    let (status, more) = agent
+        .api
+        .post(
+            &format!("/uploads/{id}/files"),
+            json!({"paths": [src.path().join("two.txt")]}),
+        )
+        .await;
+    assert_eq!(
+        status, 409,
+        "a finalized package takes no more files: {more}"
+    );
+
+    let (status, link) = agent
+        .api
+        .post(&format!("/uploads/{id}/link"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{link}");
+    for key in ["id", "secret", "email", "expiry", "locked"] {
+        assert!(link.get(key).is_some(), "{key} in {link}");
+    }
+    let parsed = LinkUrl::parse(link["link"].as_str().unwrap()).unwrap();
+    let info = world
+        .client
+        .link(&parsed.link_id, &parsed.secret, None)
+        .await
+        .unwrap();
+    let files = world
+        .client
+        .package_files(&info.package_id, &info.package_token)
+        .await
+        .unwrap();
+    assert_eq!(files.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_edited_while_it_is_sent_fails_by_name_instead_of_arriving_torn() {
+    let hub = TestHub::start_with(
+        DataDir::new(),
+        HubOptions::faults(Faults {
+            delay: Duration::from_millis(200),
+            ..Faults::default()
+        }),
+    )
+    .await;
+    let world = World::on(hub);
+    let src = tempfile::tempdir().unwrap();
+    let path = src.path().join("growing.mov");
+    std::fs::write(&path, pseudo_random_bytes(8, 16 * MIB)).unwrap();
+    let mut config = uploading(&world);
+    config.max_connections = 1;
+    let agent = TestAgent::start(config).await;
+    let (_, created) = agent
+        .api
+        .post(
+            "/uploads",
+            json!({"team_id": world.team_id, "paths": [path], "chunk_size": "5MiB"}),
+        )
+        .await;
+    let id = created["upload_id"].as_str().unwrap();
+    // The recorder is still writing.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut file, b"more frames").unwrap();
+    let done = agent
+        .api
+        .wait_for("uploads", id, &["complete", "error", "idle"], LONG)
+        .await;
+    assert_eq!(done["state"], "error", "{done}");
+    let error = done["error"].as_str().unwrap();
+    assert!(
+        error.contains("growing.mov") && error.contains("changed"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_mid_upload_resumes_from_committed_parts_to_identical_files() {
+    let hub = TestHub::start_with(
+        DataDir::new(),
+        HubOptions::faults(Faults {
+            delay: Duration::from_millis(100),
+            ..Faults::default()
+        }),
+    )
+    .await;
+    let world = World::on(hub);
+    let src = tempfile::tempdir().unwrap();
+    let bytes = pseudo_random_bytes(77, 40 * MIB + 11);
+    std::fs::write(src.path().join("master.mxf"), &bytes).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let flags = ["--max-connections", "2"];
+    let agent = ProcessAgent::start(
+        data.path(),
+        &world.hub.base_url,
+        &flags,
+        Some(&world.api_key),
+    )
+    .await;
+    let (status, created) = agent
+        .api
+        .post("/uploads", json!({"team_id": world.team_id, "paths": [src.path().join("master.mxf")], "chunk_size": "5MiB"}))
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["upload_id"].as_str().unwrap().to_owned();
+    let link = created["link"].as_str().unwrap().to_owned();
+    agent
+        .api
+        .wait_for_bytes("uploads", &id, 15 * MIB as u64, LONG)
+        .await;
+    agent.kill_9();
+    let received_before = hub_bytes_received(&world).await;
+
+    let agent = ProcessAgent::start(
+        data.path(),
+        &world.hub.base_url,
+        &flags,
+        Some(&world.api_key),
+    )
+    .await;
+    let done = agent
+        .api
+        .wait_for("uploads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "it resumed by itself: {done}");
+    let received = hub_bytes_received(&world).await;
+    assert!(
+        received - received_before <= bytes.len() as u64 - 15 * MIB as u64 + 2 * 5 * MIB as u64,
+        "after the restart only what was not committed (plus the 2 parts in flight) went up again"
+    );
+    let parsed = LinkUrl::parse(&link).unwrap();
+    let info = world
+        .client
+        .link(&parsed.link_id, &parsed.secret, None)
+        .await
+        .unwrap();
+    let files = world
+        .client
+        .package_files(&info.package_id, &info.package_token)
+        .await
+        .unwrap();
+    let url = world
+        .client
+        .download_url(&info.package_id, &files[0].id, &info.package_token)
+        .await
+        .unwrap();
+    let got = world
+        .client
+        .get_range(&url, None)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(got == bytes, "the hub holds exactly the file");
+}
+
+async fn hub_bytes_received(world: &World) -> u64 {
+    let text = reqwest::get(format!("http://{}/metrics", world.hub.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("masv_hub_storage_bytes_received_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_pause_resume_and_are_deleted_by_state() {
+    let hub = TestHub::start_with(
+        DataDir::new(),
+        HubOptions::faults(Faults {
+            delay: Duration::from_millis(150),
+            ..Faults::default()
+        }),
+    )
+    .await;
+    let world = World::on(hub);
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(
+        src.path().join("reel.mov"),
+        pseudo_random_bytes(4, 20 * MIB),
+    )
+    .unwrap();
+    let mut config = uploading(&world);
+    config.max_connections = 1;
+    let agent = TestAgent::start(config).await;
+    let (_, created) = agent
+        .api
+        .post("/uploads", json!({"team_id": world.team_id, "paths": [src.path().join("reel.mov")], "chunk_size": "5MiB"}))
+        .await;
+    let id = created["upload_id"].as_str().unwrap().to_owned();
+    let (status, paused) = agent.api.post("/uploads/pause", json!({})).await;
+    assert_eq!((status, paused["upload_ids"].clone()), (200, json!([id])));
+    let (_, detail) = agent.api.get(&format!("/uploads/{id}")).await;
+    assert_eq!(detail["state"], "paused");
+    let (status, _) = agent
+        .api
+        .post(&format!("/uploads/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let done = agent
+        .api
+        .wait_for("uploads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    let (status, deleted) = agent.api.delete("/uploads?states=complete").await;
+    assert_eq!((status, deleted["upload_ids"].clone()), (200, json!([id])));
+    let (_, list) = agent.api.get("/uploads").await;
+    assert_eq!(list, Value::Array(vec![]));
+    assert!(
+        src.path().join("reel.mov").exists(),
+        "deleting an upload never touches its source"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn team_uploads_without_an_api_key_say_how_to_give_one() {
+    let world = World::new().await;
+    let agent = TestAgent::start(engine_config(&world.hub.base_url)).await;
+    let (status, answer) = agent
+        .api
+        .post(
+            "/uploads",
+            json!({"team_id": world.team_id, "paths": ["/etc/hostname"]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("--api-key"),
+        "{answer}"
+    );
+    let (status, answer) = agent
+        .api
+        .post(
+            "/uploads",
+            json!({"team_id": world.team_id, "paths": ["relative/path"]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = agent
+        .api
+        .post(
+            "/uploads",
+            json!({"team_id": world.team_id, "paths": [], "colour": 1}),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+}
