@@ -46,6 +46,48 @@ impl From<String> for Secret {
     }
 }
 
+/// Where a secret comes from in a configuration file: an environment variable, a file (trailing
+/// newline trimmed), or inline.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum SecretSource {
+    Env { env: String },
+    File { file: std::path::PathBuf },
+    Inline(String),
+}
+
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSource::Inline(_) => f.write_str("Inline(<redacted>)"),
+            SecretSource::Env { env } => write!(f, "Env({env})"),
+            SecretSource::File { file } => write!(f, "File({})", file.display()),
+        }
+    }
+}
+
+impl SecretSource {
+    /// The secret itself; the error names the variable or file and what to do.
+    pub fn resolve(&self) -> Result<Secret, String> {
+        let value = match self {
+            SecretSource::Inline(v) => v.clone(),
+            SecretSource::Env { env } => std::env::var(env).map_err(|_| {
+                format!(
+                    "environment variable {env} is not set; export it or use another secret source"
+                )
+            })?,
+            SecretSource::File { file } => std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read secret file {}: {e}", file.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+        };
+        if value.is_empty() {
+            return Err(format!("the secret from {self:?} is empty"));
+        }
+        Ok(Secret::new(value))
+    }
+}
+
 /// `{"code": …, "message": …}`: the body of every non-2xx answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiError {

@@ -9,7 +9,7 @@ use super::Hub;
 use super::auth;
 use super::db::{self, PortalRow, TeamRow};
 use super::error::HubError;
-use crate::cloud::dto::Secret;
+use crate::cloud::dto::{Secret, SecretSource};
 
 /// A hub's seed file: the teams, their API keys and their portals.
 ///
@@ -51,51 +51,6 @@ pub struct SeedPortal {
     pub name: Option<String>,
     #[serde(default)]
     pub access_code: Option<SecretSource>,
-}
-
-/// Where a secret comes from: inline, an environment variable, or a file (trailing newline
-/// trimmed).
-#[derive(Deserialize)]
-#[serde(untagged, deny_unknown_fields)]
-pub enum SecretSource {
-    Inline(String),
-    Env { env: String },
-    File { file: std::path::PathBuf },
-}
-
-impl std::fmt::Debug for SecretSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SecretSource::Inline(_) => f.write_str("Inline(<redacted>)"),
-            SecretSource::Env { env } => write!(f, "Env({env})"),
-            SecretSource::File { file } => write!(f, "File({})", file.display()),
-        }
-    }
-}
-
-impl SecretSource {
-    pub fn resolve(&self) -> Result<Secret, HubError> {
-        let value = match self {
-            SecretSource::Inline(v) => v.clone(),
-            SecretSource::Env { env } => std::env::var(env).map_err(|_| {
-                HubError::BadRequest(format!(
-                    "environment variable {env} is not set; export it or use another secret source"
-                ))
-            })?,
-            SecretSource::File { file } => std::fs::read_to_string(file)
-                .map_err(|e| {
-                    HubError::BadRequest(format!("cannot read secret file {}: {e}", file.display()))
-                })?
-                .trim_end_matches(['\r', '\n'])
-                .to_owned(),
-        };
-        if value.is_empty() {
-            return Err(HubError::BadRequest(format!(
-                "secret from {self:?} is empty"
-            )));
-        }
-        Ok(Secret::new(value))
-    }
 }
 
 impl Seed {
@@ -259,7 +214,7 @@ impl Hub {
                 }
             };
             for key in &team.api_keys {
-                self.add_api_key(&team_id, Some(key.resolve()?))?;
+                self.add_api_key(&team_id, Some(key.resolve().map_err(HubError::BadRequest)?))?;
             }
             for portal in &team.portal {
                 let subdomain = check_subdomain(&portal.subdomain)?;
@@ -274,7 +229,8 @@ impl Hub {
                     .access_code
                     .as_ref()
                     .map(SecretSource::resolve)
-                    .transpose()?;
+                    .transpose()
+                    .map_err(HubError::BadRequest)?;
                 let id =
                     self.add_portal(&team_id, &subdomain, portal.name.as_deref(), code.as_ref())?;
                 done.push(format!("portal {subdomain:?} created: {id}"));
