@@ -19,7 +19,7 @@ for spec in "$@"; do
   extras=""
   for ((i = 0; i < parts; i++)); do
     url=$(json "[$i][\"url\"]" <<<"$urls")
-    etag=$(tail -c +$((i * chunk + 1)) "$file" | head -c "$chunk" | curl -fsS -D- -o /dev/null -XPUT --data-binary @- "$url" | tr -d '\r' | awk -F': ' 'tolower($1)=="etag"{print $2}')
+    etag=$(dd if="$file" iflag=skip_bytes,count_bytes skip=$((i * chunk)) count="$chunk" bs=1M status=none | curl -fsS -D- -o /dev/null -XPUT --data-binary @- "$url" | tr -d '\r' | awk -F': ' 'tolower($1)=="etag"{print $2}')
     extras+="${extras:+,}{\"partNumber\":\"$((i + 1))\",\"etag\":$(python3 -c 'import json,sys;print(json.dumps(sys.argv[1]))' "$etag")}"
   done
   curl -fsS -o /dev/null -XPOST "$hub/v1/packages/$pid/files/$fid/finalize" -H "X-Package-Token: $tok" \

@@ -580,6 +580,7 @@ async fn add_file(
         virus_detected: false,
         // A folder has no bytes: it is complete as soon as it is declared.
         finalized: directory,
+        blob_upload: None,
     };
     let insert = row.clone();
     state

@@ -12,7 +12,8 @@ use super::error::HubError;
 use crate::cloud::dto::format_time;
 
 /// Numbered migrations, applied in order and never edited once landed.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE teams (id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL);
 CREATE TABLE api_keys (
@@ -84,7 +85,11 @@ CREATE TABLE links (
     created_at TEXT NOT NULL
 );
 CREATE INDEX links_package ON links(package_id);
-"#];
+"#,
+    // A finalized file's bytes stay in the parts of the upload that completed it (no copy at
+    // finalize); this names that upload.
+    r#"ALTER TABLE files ADD COLUMN blob_upload TEXT;"#,
+];
 
 #[derive(Clone)]
 pub struct Db {
@@ -135,6 +140,8 @@ pub struct FileRow {
     pub last_modified: Option<DateTime<Utc>>,
     pub virus_detected: bool,
     pub finalized: bool,
+    /// The multipart upload holding the bytes of a finalized file.
+    pub blob_upload: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -446,8 +453,7 @@ pub fn inbox(
     Ok((total, rows))
 }
 
-const FILE_COLUMNS: &str =
-    "id, package_id, kind, name, path, size, chunk_size, last_modified, virus_detected, finalized";
+const FILE_COLUMNS: &str = "id, package_id, kind, name, path, size, chunk_size, last_modified, virus_detected, finalized, blob_upload";
 
 fn file_row(r: &Row<'_>) -> rusqlite::Result<FileRow> {
     Ok(FileRow {
@@ -461,12 +467,13 @@ fn file_row(r: &Row<'_>) -> rusqlite::Result<FileRow> {
         last_modified: parse_time(r.get(7)?),
         virus_detected: r.get(8)?,
         finalized: r.get(9)?,
+        blob_upload: r.get(10)?,
     })
 }
 
 pub fn insert_file(conn: &Connection, f: &FileRow) -> Result<(), HubError> {
     conn.execute(
-        &format!("INSERT INTO files ({FILE_COLUMNS}, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+        &format!("INSERT INTO files ({FILE_COLUMNS}, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
         params![
             f.id,
             f.package_id,
@@ -478,6 +485,7 @@ pub fn insert_file(conn: &Connection, f: &FileRow) -> Result<(), HubError> {
             f.last_modified.as_ref().map(time_text),
             f.virus_detected,
             f.finalized,
+            f.blob_upload,
             time_text(&Utc::now()),
         ],
     )?;
@@ -504,9 +512,39 @@ pub fn files(conn: &Connection, package_id: &str) -> Result<Vec<FileRow>, HubErr
     Ok(rows)
 }
 
-pub fn set_file_finalized(conn: &Connection, id: &str) -> Result<(), HubError> {
-    conn.execute("UPDATE files SET finalized = 1 WHERE id = ?1", [id])?;
-    Ok(())
+/// Marks a file finalized, its bytes being parts `1..=parts` of `upload_id`; forgets the other
+/// uploads of the file (returned, for their parts to be deleted) and parts beyond the last.
+pub fn finalize_file(
+    conn: &mut Connection,
+    id: &str,
+    upload_id: &str,
+    parts: u32,
+) -> Result<Vec<String>, HubError> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "UPDATE files SET finalized = 1, blob_upload = ?2 WHERE id = ?1",
+        [id, upload_id],
+    )?;
+    tx.execute(
+        "DELETE FROM parts WHERE upload_id = ?1 AND part_number > ?2",
+        params![upload_id, parts],
+    )?;
+    let others = {
+        let mut stmt = tx.prepare(
+            "SELECT upload_id FROM multipart_uploads WHERE file_id = ?1 AND upload_id != ?2",
+        )?;
+        stmt.query_map([id, upload_id], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    for other in &others {
+        tx.execute("DELETE FROM parts WHERE upload_id = ?1", [other])?;
+        tx.execute(
+            "DELETE FROM multipart_uploads WHERE upload_id = ?1",
+            [other],
+        )?;
+    }
+    tx.commit()?;
+    Ok(others)
 }
 
 /// Flags or clears a file as virus-infected; false when there is no such file.
@@ -559,19 +597,6 @@ pub fn parts(conn: &Connection, upload_id: &str) -> Result<Vec<PartRow>, HubErro
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
-}
-
-/// Forgets the multipart uploads of a file once its blob is assembled.
-pub fn drop_multiparts(conn: &Connection, file_id: &str) -> Result<Vec<String>, HubError> {
-    let mut stmt = conn.prepare("SELECT upload_id FROM multipart_uploads WHERE file_id = ?1")?;
-    let ids = stmt
-        .query_map([file_id], |r| r.get::<_, String>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
-    for id in &ids {
-        conn.execute("DELETE FROM parts WHERE upload_id = ?1", [id])?;
-        conn.execute("DELETE FROM multipart_uploads WHERE upload_id = ?1", [id])?;
-    }
-    Ok(ids)
 }
 
 const LINK_COLUMNS: &str = "id, package_id, secret_hash, email, password_hash, expiry, access_limit, access_count, disabled";

@@ -18,7 +18,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::Utc;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
@@ -246,15 +246,6 @@ fn checked_ids(package_id: &str, file_id: &str) -> Result<(), S3Error> {
     }
 }
 
-fn blob_path(state: &HubState, package_id: &str, file_id: &str) -> PathBuf {
-    state
-        .config
-        .data_dir
-        .join("blobs")
-        .join(package_id)
-        .join(file_id)
-}
-
 /// Upload ids are 32 hex characters: safe as a folder name.
 fn is_upload_id(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
@@ -309,19 +300,27 @@ async fn get_object(
         &object_path(&package_id, &file_id),
         &query_map(&raw),
     )?;
-    let path = blob_path(&state, &package_id, &file_id);
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(S3Error::new(
-                StatusCode::NOT_FOUND,
-                "NoSuchKey",
-                "the file has no stored bytes",
-            ));
-        }
-        Err(e) => return Err(e.into()),
+    let (pid, fid) = (package_id.clone(), file_id.clone());
+    let stored = state
+        .db
+        .call(move |conn| {
+            let Some(file) = db::file(conn, &pid, &fid)? else {
+                return Ok(None);
+            };
+            match (file.finalized, file.blob_upload) {
+                (true, Some(upload)) => Ok(Some((upload.clone(), db::parts(conn, &upload)?))),
+                _ => Ok(None),
+            }
+        })
+        .await?;
+    let Some((upload, parts)) = stored else {
+        return Err(S3Error::new(
+            StatusCode::NOT_FOUND,
+            "NoSuchKey",
+            "the file has no stored bytes",
+        ));
     };
-    let len = file.metadata().await?.len();
+    let len: u64 = parts.iter().map(|p| p.size).sum();
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (status, start, count) = match parse_range(range, len) {
         Ok(None) => (StatusCode::OK, 0, len),
@@ -340,24 +339,42 @@ async fn get_object(
             return Ok(response);
         }
     };
-    if start > 0 {
-        file.seek(io::SeekFrom::Start(start)).await?;
+    // The pieces of the parts that the range covers, in order.
+    let dir = parts_dir(&state, &upload);
+    let mut pieces = Vec::new();
+    let mut part_start = 0u64;
+    for part in &parts {
+        let part_end = part_start + part.size;
+        let (from, to) = (start.max(part_start), (start + count).min(part_end));
+        if from < to {
+            pieces.push((
+                dir.join(part.part_number.to_string()),
+                from - part_start,
+                to - from,
+            ));
+        }
+        part_start = part_end;
     }
     state.metrics.storage_requests.fetch_add(1, Relaxed);
     let body = if method == Method::HEAD {
         Body::empty()
     } else {
         let counted = state.clone();
-        Body::from_stream(
-            ReaderStream::with_capacity(file.take(count), STREAM_BUFFER).inspect(move |chunk| {
-                if let Ok(bytes) = chunk {
-                    counted
-                        .metrics
-                        .storage_bytes_sent
-                        .fetch_add(bytes.len() as u64, Relaxed);
-                }
-            }),
-        )
+        let stream = futures_util::stream::iter(pieces)
+            .then(|(path, offset, len)| async move {
+                let mut file = tokio::fs::File::open(&path).await?;
+                file.seek(io::SeekFrom::Start(offset)).await?;
+                Ok::<_, io::Error>(ReaderStream::with_capacity(file.take(len), STREAM_BUFFER))
+            })
+            .try_flatten();
+        Body::from_stream(stream.inspect(move |chunk| {
+            if let Ok(bytes) = chunk {
+                counted
+                    .metrics
+                    .storage_bytes_sent
+                    .fetch_add(bytes.len() as u64, Relaxed);
+            }
+        }))
     };
     let mut response = Response::builder()
         .status(status)
@@ -606,43 +623,30 @@ pub async fn assemble(
             file.size, req.size
         )));
     }
-    let dir = parts_dir(state, &upload_id);
-    let blob = blob_path(state, &file.package_id, &file.id);
+    // No copy: the file's bytes stay in the parts just checked, served in order.
     let count = listed.len() as u32;
-    tokio::task::spawn_blocking(move || concatenate(&dir, count, &blob))
-        .await
-        .map_err(|e| HubError::Internal(e.to_string()))??;
-    let fid = file.id.clone();
+    let (fid, uid) = (file.id.clone(), upload_id.clone());
     let dropped = state
         .db
-        .call(move |conn| {
-            db::set_file_finalized(conn, &fid)?;
-            db::drop_multiparts(conn, &fid)
-        })
+        .call(move |conn| db::finalize_file(conn, &fid, &uid, count))
         .await?;
     for upload in dropped {
         let _ = tokio::fs::remove_dir_all(parts_dir(state, &upload)).await;
     }
-    tracing::info!(package_id = %file.package_id, file_id = %file.id, size = total, parts = count, "file finalized");
-    Ok(())
-}
-
-/// Joins parts `1..=count` of `dir` into `blob` (written beside it, synced, then renamed).
-fn concatenate(dir: &std::path::Path, count: u32, blob: &std::path::Path) -> Result<(), HubError> {
-    let folder = blob.parent().expect("blob paths have a folder");
-    std::fs::create_dir_all(folder)?;
-    let tmp = blob.with_extension("assembling");
-    let mut out = std::fs::File::create(&tmp)?;
-    for n in 1..=count {
-        let mut part = std::fs::File::open(dir.join(n.to_string())).map_err(|e| {
-            HubError::BadRequest(format!(
-                "part {n} is missing from storage ({e}); upload it again"
-            ))
-        })?;
-        io::copy(&mut part, &mut out)?;
+    let dir = parts_dir(state, &upload_id);
+    if let Ok(mut entries) = tokio::fs::read_dir(&dir).await {
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let extra = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_none_or(|n| n > count);
+            if extra {
+                let _ = tokio::fs::remove_file(entry.path()).await;
+            }
+        }
     }
-    out.sync_all()?;
-    std::fs::rename(&tmp, blob)?;
+    tracing::info!(package_id = %file.package_id, file_id = %file.id, size = total, parts = count, "file finalized");
     Ok(())
 }
 
