@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::cloud::CloudError;
+use crate::rules::{AutomationError, Automations};
 use crate::store::TransferKind;
 use crate::transfer::{
     DownloadRequest, Engine, PortalUploadRequest, TeamUploadRequest, TransferError, UploadRequest,
@@ -47,9 +48,42 @@ impl IntoResponse for TransferError {
     }
 }
 
-/// The routes, over `engine`.
-pub fn router(engine: Engine) -> Router {
+#[derive(Clone)]
+struct ApiState {
+    engine: Engine,
+    automations: Automations,
+}
+
+impl axum::extract::FromRef<ApiState> for Engine {
+    fn from_ref(state: &ApiState) -> Engine {
+        state.engine.clone()
+    }
+}
+
+impl axum::extract::FromRef<ApiState> for Automations {
+    fn from_ref(state: &ApiState) -> Automations {
+        state.automations.clone()
+    }
+}
+
+impl IntoResponse for AutomationError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            AutomationError::Unknown(_) => StatusCode::NOT_FOUND,
+            AutomationError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ErrorAnswer::new(status, self.to_string()).into_response()
+    }
+}
+
+/// The routes, over the engine and the automations.
+pub fn router(engine: Engine, automations: Automations) -> Router {
     let v1 = Router::new()
+        .route("/automations", get(list_automations))
+        .route("/automations/{name}", get(automation))
+        .route("/automations/{name}/run", post(run_automation))
+        .route("/automations/{name}/enable", post(enable_automation))
+        .route("/automations/{name}/disable", post(disable_automation))
         .route(
             "/downloads",
             post(create_download)
@@ -77,7 +111,10 @@ pub fn router(engine: Engine) -> Router {
         .route("/uploads/{id}/link", post(link_upload))
         .route("/uploads/{id}/files", post(add_upload_files))
         .fallback(unknown_route)
-        .with_state(engine);
+        .with_state(ApiState {
+            engine,
+            automations,
+        });
     Router::new().nest("/api/v1", v1).fallback(unknown_route)
 }
 
@@ -359,4 +396,45 @@ async fn delete_uploads(
         .await
         .map_err(IntoResponse::into_response)?;
     Ok(Json(json!({ "upload_ids": ids })).into_response())
+}
+
+async fn list_automations(State(automations): State<Automations>) -> Response {
+    Json(automations.status().await).into_response()
+}
+
+async fn automation(
+    State(automations): State<Automations>,
+    Path(name): Path<String>,
+) -> Result<Response, AutomationError> {
+    let status = automations.status().await;
+    let rule = status
+        .automations
+        .into_iter()
+        .find(|a| a.name == name)
+        .ok_or(AutomationError::Unknown(name))?;
+    Ok(Json(rule).into_response())
+}
+
+async fn run_automation(
+    State(automations): State<Automations>,
+    Path(name): Path<String>,
+) -> Result<Response, AutomationError> {
+    automations.run_now(&name)?;
+    Ok(Json(json!({ "name": name, "run": true })).into_response())
+}
+
+async fn enable_automation(
+    State(automations): State<Automations>,
+    Path(name): Path<String>,
+) -> Result<Response, AutomationError> {
+    automations.set_enabled(&name, true).await?;
+    Ok(Json(json!({ "name": name, "enabled": true })).into_response())
+}
+
+async fn disable_automation(
+    State(automations): State<Automations>,
+    Path(name): Path<String>,
+) -> Result<Response, AutomationError> {
+    automations.set_enabled(&name, false).await?;
+    Ok(Json(json!({ "name": name, "enabled": false })).into_response())
 }

@@ -2,6 +2,8 @@
 //! never to its database; `masv hub …` commands run or administer a hub's data folder.
 
 mod agent;
+mod automation;
+mod config;
 mod download;
 mod hub;
 mod server;
@@ -31,6 +33,11 @@ enum Command {
     Server(server::ServerCommand),
     /// Download Packages through a running agent (start, ls, status, pause, resume, rm).
     Download(download::DownloadArgs),
+    /// The automations of a running agent (ls, status, run, enable, disable).
+    Automation(automation::AutomationArgs),
+    /// Check a configuration file, or print its JSON Schema.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 /// Runs the command line; the exit code says whether it worked.
@@ -49,6 +56,8 @@ pub fn main() -> ExitCode {
             Command::Hub(command) => hub::run(command).await,
             Command::Server(command) => server::run(command).await,
             Command::Download(args) => download::run(args).await,
+            Command::Automation(args) => automation::run(args).await,
+            Command::Config(command) => config::run(command),
         }
     });
     match result {

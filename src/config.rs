@@ -1,35 +1,38 @@
-//! The agent's configuration file (TOML): raw serde structs that refuse unknown keys, turned
-//! into validated settings; every error reads `file:line:col: what is wrong`.
-//!
-//! ```toml
-//! [server]
-//! listen = "127.0.0.1:8080"
-//! data_dir = "/var/lib/masv-agent"
-//! cloud_url = "https://api.massive.app/v1"
-//! api_key = { env = "MASV_API_KEY" }    # or { file = "/etc/masv-agent/api-key" }
-//! auto_resume = true
-//! auto_finalize = true
-//! chunk_size = "16MiB"                  # downloads' range size
-//! max_connections = 16
-//! ```
+//! The agent's configuration file (TOML): raw serde structs that refuse unknown keys (`raw`),
+//! checked into validated settings and rules (`rules`). Every error reads
+//! `file:line:col: what is wrong and what to do`, and a file's errors are reported all at once.
+//! `examples/configs/` shows the format; `schema/masv-agent.schema.json` is its JSON Schema.
 
-mod size;
+mod raw;
+mod rules;
+mod units;
 
+use std::collections::HashSet;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use toml::Spanned;
+use serde::de::IntoDeserializer;
+use toml::de::{DeTable, DeValue};
 
-pub use size::parse_size;
+pub use raw::{AfterName, GroupName};
+pub use rules::{
+    After, DownloadRule, DownloadSource, Glob, Rule, RuleKind, Scan, UploadTarget, WatchRule,
+};
+pub use units::{parse_duration, parse_size};
 
 use crate::cloud::dto::{Secret, SecretSource};
+use raw::{RawDownload, RawFile, RawHub, RawServer, RawWatch, SizeValue};
 
 /// A validated configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub server: ServerConfig,
+    pub hub: Option<HubConfig>,
+    pub rules: Vec<Rule>,
 }
 
 /// `[server]`: what `masv server start` flags also set (flags win over the file).
@@ -43,6 +46,16 @@ pub struct ServerConfig {
     pub auto_finalize: Option<bool>,
     pub chunk_size: Option<u64>,
     pub max_connections: Option<usize>,
+    pub rules_dir: Option<PathBuf>,
+}
+
+/// `[hub]`: a hub embedded in the agent.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub listen: SocketAddr,
+    pub data_dir: Option<PathBuf>,
+    pub team: String,
+    pub public_url: Option<url::Url>,
 }
 
 /// One problem in a configuration file.
@@ -67,7 +80,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Every problem found in a file, in file order.
+/// Every problem found, in file order.
 #[derive(Debug, Clone)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
@@ -85,39 +98,20 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default)]
-    server: RawServer,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawServer {
-    listen: Option<Spanned<String>>,
-    data_dir: Option<PathBuf>,
-    cloud_url: Option<Spanned<String>>,
-    api_key: Option<Spanned<SecretSource>>,
-    auto_resume: Option<bool>,
-    auto_finalize: Option<bool>,
-    chunk_size: Option<Spanned<SizeValue>>,
-    max_connections: Option<Spanned<usize>>,
-}
-
-/// A size written as bytes or as text like `"16MiB"`.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum SizeValue {
-    Bytes(u64),
-    Text(String),
-}
-
-/// Turns byte offsets into `file:line:col` errors.
+/// Turns byte offsets of one file into `file:line:col` errors.
 struct Located<'a> {
     path: &'a Path,
     text: &'a str,
     errors: Vec<ConfigError>,
+    /// Reads a secret: from the environment and files, or a stand-in in tests.
+    secrets: &'a SecretReader,
+}
+
+/// How secrets are read while checking a file.
+pub type SecretReader = dyn Fn(&SecretSource) -> Result<Secret, String> + Sync;
+
+fn real_secrets(source: &SecretSource) -> Result<Secret, String> {
+    source.resolve()
 }
 
 impl Located<'_> {
@@ -132,176 +126,396 @@ impl Located<'_> {
             message: message.into(),
         });
     }
+
+    /// Where `key = …` starts in the rule whose header is at `span` (up to the next `[[`
+    /// header, sub-tables included), or the header itself.
+    fn key_offset(&self, span: Range<usize>, key: &str) -> usize {
+        let start = span.start.min(self.text.len());
+        let body = self.text[start..]
+            .find('\n')
+            .map_or(self.text.len(), |i| start + i + 1);
+        let end = self.text[body..]
+            .find("\n[[")
+            .map_or(self.text.len(), |i| body + i + 1);
+        let mut offset = start;
+        for line in self.text[offset..end].split_inclusive('\n') {
+            let trimmed = line.trim_start();
+            if let Some(rest) = trimmed.strip_prefix(key)
+                && rest.trim_start().starts_with('=')
+            {
+                return offset + (line.len() - trimmed.len());
+            }
+            offset += line.len();
+        }
+        span.start
+    }
+
+    /// Deserializes one table of the file; a failure is reported at its place.
+    fn table<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        value: &toml::Spanned<DeValue<'_>>,
+    ) -> Option<T> {
+        match T::deserialize(value.clone().into_deserializer()) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let offset = e.span().map(|s| s.start).unwrap_or(value.span().start);
+                self.error(offset, e.message().trim().to_owned());
+                None
+            }
+        }
+    }
 }
 
-/// Reads and validates a configuration file.
+/// The JSON Schema of the file format, as `masv config schema` prints it.
+pub fn schema() -> String {
+    let schema = schemars::schema_for!(RawFile);
+    serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n"
+}
+
+/// Reads and validates a configuration file, and the rule files of its `rules_dir`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    load_with(path, &real_secrets)
+}
+
+/// [`load`] with secrets read by `secrets`.
+pub fn load_with(path: &Path, secrets: &SecretReader) -> Result<Config, ConfigErrors> {
+    let text = read(path)?;
+    let mut errors = Vec::new();
+    let mut config = parse_with(path, &text, secrets)?;
+    if let Some(dir) = config.server.rules_dir.clone() {
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect(),
+            Err(e) => {
+                return Err(ConfigErrors(vec![ConfigError {
+                    path: path.to_path_buf(),
+                    line: 1,
+                    column: 1,
+                    message: format!("rules_dir {}: {e}", dir.display()),
+                }]));
+            }
+        };
+        files.sort();
+        for file in files {
+            let has_key = config.server.api_key.is_some() || config.hub.is_some();
+            match read(&file).and_then(|text| parse_rules_file(&file, &text, has_key, secrets)) {
+                Ok(rules) => config.rules.extend(rules),
+                Err(e) => errors.extend(e.0),
+            }
+        }
+    }
+    let mut seen = HashSet::new();
+    for rule in &config.rules {
+        if !seen.insert(rule.name.clone()) {
+            errors.push(ConfigError {
+                path: path.to_path_buf(),
+                line: 1,
+                column: 1,
+                message: format!(
+                    "two rules are named {:?}; rule names must be unique",
+                    rule.name
+                ),
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             path: path.to_path_buf(),
             line: 1,
             column: 1,
             message: format!("cannot read the file: {e}"),
         }])
-    })?;
-    parse(path, &text)
+    })
 }
 
-/// Validates configuration `text` read from `path` (named in errors).
+fn fingerprint(text: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// The sections of a file, each deserialized on its own so that all errors are found.
+struct Sections {
+    server: Option<RawServer>,
+    hub: Option<RawHub>,
+    watch: Vec<(RawWatch, Range<usize>)>,
+    download: Vec<(RawDownload, Range<usize>)>,
+}
+
+fn sections(at: &mut Located<'_>, text: &str) -> Option<Sections> {
+    let table = match DeTable::parse(text) {
+        Ok(t) => t,
+        Err(e) => {
+            at.error(
+                e.span().map(|s| s.start).unwrap_or(0),
+                e.message().trim().to_owned(),
+            );
+            return None;
+        }
+    };
+    let mut out = Sections {
+        server: None,
+        hub: None,
+        watch: Vec::new(),
+        download: Vec::new(),
+    };
+    for (key, value) in table.get_ref() {
+        match key.get_ref().as_ref() {
+            "server" => out.server = at.table(value),
+            "hub" => out.hub = at.table(value),
+            name @ ("watch" | "download") => {
+                let DeValue::Array(items) = value.get_ref() else {
+                    at.error(
+                        key.span().start,
+                        format!("{name} is a list of rules: write [[{name}]]"),
+                    );
+                    continue;
+                };
+                for item in items.iter() {
+                    let span = item.span();
+                    if name == "watch" {
+                        if let Some(rule) = at.table::<RawWatch>(item) {
+                            out.watch.push((rule, span));
+                        }
+                    } else if let Some(rule) = at.table::<RawDownload>(item) {
+                        out.download.push((rule, span));
+                    }
+                }
+            }
+            other => at.error(
+                key.span().start,
+                format!("unknown section `{other}`; expected server, hub, watch or download"),
+            ),
+        }
+    }
+    Some(out)
+}
+
+/// Validates the configuration `text` read from `path` (named in errors).
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    parse_with(path, text, &real_secrets)
+}
+
+/// [`parse`] with secrets read by `secrets`.
+pub fn parse_with(path: &Path, text: &str, secrets: &SecretReader) -> Result<Config, ConfigErrors> {
     let mut at = Located {
         path,
         text,
         errors: Vec::new(),
+        secrets,
     };
-    let raw: RawConfig = match toml::from_str(text) {
-        Ok(raw) => raw,
-        Err(e) => {
-            let offset = e.span().map(|s| s.start).unwrap_or(0);
-            at.error(offset, e.message().trim().to_owned());
-            return Err(ConfigErrors(at.errors));
-        }
+    let Some(sections) = sections(&mut at, text) else {
+        return Err(ConfigErrors(at.errors));
     };
-    let server = server(raw.server, &mut at);
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let server = server(sections.server.unwrap_or_default(), &base, &mut at, text);
+    let hub = sections.hub.and_then(|h| hub(h, &base, &mut at, text));
+    let has_key = server.api_key.is_some() || hub.is_some();
+    let rules = check_rules(&mut at, &base, has_key, sections.watch, sections.download);
     if at.errors.is_empty() {
-        Ok(Config { server })
+        Ok(Config { server, hub, rules })
     } else {
         at.errors.sort_by_key(|e| (e.line, e.column));
         Err(ConfigErrors(at.errors))
     }
 }
 
-fn server(raw: RawServer, at: &mut Located<'_>) -> ServerConfig {
-    let listen = raw
-        .listen
-        .and_then(|l| match l.get_ref().parse::<SocketAddr>() {
-            Ok(addr) => Some(addr),
-            Err(_) => {
-                at.error(
-                    l.span().start,
-                    format!(
-                        "listen = {:?} is not an address like 127.0.0.1:8080",
-                        l.get_ref()
-                    ),
-                );
-                None
-            }
-        });
-    let cloud_url = raw
-        .cloud_url
-        .and_then(|u| match url::Url::parse(u.get_ref()) {
-            Ok(_) => Some(u.into_inner()),
-            Err(e) => {
-                at.error(
-                    u.span().start,
-                    format!("cloud_url = {:?} is not a URL ({e})", u.get_ref()),
-                );
-                None
-            }
-        });
-    let api_key = raw.api_key.and_then(|k| match k.get_ref().resolve() {
+/// A file of `rules_dir`: rules only.
+fn parse_rules_file(
+    path: &Path,
+    text: &str,
+    has_key: bool,
+    secrets: &SecretReader,
+) -> Result<Vec<Rule>, ConfigErrors> {
+    let mut at = Located {
+        path,
+        text,
+        errors: Vec::new(),
+        secrets,
+    };
+    let Some(sections) = sections(&mut at, text) else {
+        return Err(ConfigErrors(at.errors));
+    };
+    if sections.server.is_some() || sections.hub.is_some() {
+        at.error(0, "a rules_dir file holds only [[watch]] and [[download]] rules; [server] and [hub] belong in the main file");
+    }
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let rules = check_rules(&mut at, &base, has_key, sections.watch, sections.download);
+    if at.errors.is_empty() {
+        Ok(rules)
+    } else {
+        at.errors.sort_by_key(|e| (e.line, e.column));
+        Err(ConfigErrors(at.errors))
+    }
+}
+
+fn check_rules(
+    at: &mut Located<'_>,
+    base: &Path,
+    has_api_key: bool,
+    watch: Vec<(RawWatch, Range<usize>)>,
+    download: Vec<(RawDownload, Range<usize>)>,
+) -> Vec<Rule> {
+    let text = at.text;
+    let mut rules = Vec::new();
+    for (raw, span) in watch {
+        let print = fingerprint(&text[span.clone()]);
+        let mut check = rules::RuleChecker {
+            at,
+            span,
+            base,
+            has_api_key,
+        };
+        rules.push(check.watch(&raw, print));
+    }
+    for (raw, span) in download {
+        let print = fingerprint(&text[span.clone()]);
+        let mut check = rules::RuleChecker {
+            at,
+            span,
+            base,
+            has_api_key,
+        };
+        rules.push(check.download(&raw, print));
+    }
+    rules
+}
+
+fn key_error(at: &mut Located<'_>, text: &str, key: &str, message: String) {
+    let offset = at.key_offset(0..text.len(), key);
+    at.error(offset, message);
+}
+
+fn server(raw: RawServer, base: &Path, at: &mut Located<'_>, text: &str) -> ServerConfig {
+    let listen = raw.listen.and_then(|l| match l.parse::<SocketAddr>() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            key_error(
+                at,
+                text,
+                "listen",
+                format!("listen = {l:?} is not an address like 127.0.0.1:8080"),
+            );
+            None
+        }
+    });
+    let cloud_url = raw.cloud_url.and_then(|u| match url::Url::parse(&u) {
+        Ok(_) => Some(u),
+        Err(e) => {
+            key_error(
+                at,
+                text,
+                "cloud_url",
+                format!("cloud_url = {u:?} is not a URL ({e})"),
+            );
+            None
+        }
+    });
+    let api_key = raw.api_key.and_then(|k| match (at.secrets)(&k) {
         Ok(secret) => Some(secret),
         Err(e) => {
-            at.error(k.span().start, format!("api_key: {e}"));
+            key_error(at, text, "api_key", format!("api_key: {e}"));
             None
         }
     });
     let chunk_size = raw.chunk_size.and_then(|c| {
-        let bytes = match c.get_ref() {
+        let bytes = match &c {
             SizeValue::Bytes(b) => Ok(*b),
             SizeValue::Text(t) => parse_size(t),
         };
         match bytes {
             Ok(0) => {
-                at.error(c.span().start, "chunk_size must be more than 0 bytes");
+                key_error(
+                    at,
+                    text,
+                    "chunk_size",
+                    "chunk_size must be more than 0 bytes".into(),
+                );
                 None
             }
             Ok(b) => Some(b),
             Err(e) => {
-                at.error(c.span().start, format!("chunk_size: {e}"));
+                key_error(at, text, "chunk_size", format!("chunk_size: {e}"));
                 None
             }
         }
     });
     let max_connections = raw.max_connections.and_then(|m| {
-        if *m.get_ref() == 0 {
-            at.error(m.span().start, "max_connections must be at least 1");
+        if m == 0 {
+            key_error(
+                at,
+                text,
+                "max_connections",
+                "max_connections must be at least 1".into(),
+            );
             None
         } else {
-            Some(m.into_inner())
+            Some(m)
         }
     });
+    let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
     ServerConfig {
         listen,
-        data_dir: raw.data_dir,
+        data_dir: raw.data_dir.map(resolve),
         cloud_url,
         api_key,
         auto_resume: raw.auto_resume,
         auto_finalize: raw.auto_finalize,
         chunk_size,
         max_connections,
+        rules_dir: raw.rules_dir.map(resolve),
     }
+}
+
+fn hub(raw: RawHub, base: &Path, at: &mut Located<'_>, text: &str) -> Option<HubConfig> {
+    let listen = match raw
+        .listen
+        .as_deref()
+        .unwrap_or("127.0.0.1:9000")
+        .parse::<SocketAddr>()
+    {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            key_error(
+                at,
+                text,
+                "listen",
+                "[hub] listen is not an address like 127.0.0.1:9000".into(),
+            );
+            None
+        }
+    };
+    let public_url = raw.public_url.and_then(|u| match url::Url::parse(&u) {
+        Ok(url) => Some(url),
+        Err(e) => {
+            key_error(
+                at,
+                text,
+                "public_url",
+                format!("public_url = {u:?} is not a URL ({e})"),
+            );
+            None
+        }
+    });
+    Some(HubConfig {
+        listen: listen?,
+        data_dir: raw
+            .data_dir
+            .map(|p| if p.is_absolute() { p } else { base.join(p) }),
+        team: raw.team.unwrap_or_else(|| "Local".into()),
+        public_url,
+    })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_server_section_is_read_with_sizes_and_secrets() {
-        let config = parse(
-            Path::new("agent.toml"),
-            r#"
-[server]
-listen = "127.0.0.1:9090"
-cloud_url = "http://127.0.0.1:9000/v1"
-api_key = { env = "CARGO_PKG_NAME" }
-chunk_size = "8MiB"
-max_connections = 4
-auto_finalize = false
-"#,
-        )
-        .unwrap();
-        assert_eq!(config.server.listen.unwrap().port(), 9090);
-        assert_eq!(config.server.chunk_size, Some(8 << 20));
-        assert_eq!(config.server.api_key.unwrap().expose(), "masv-agent");
-        assert_eq!(config.server.auto_finalize, Some(false));
-    }
-
-    #[test]
-    fn errors_name_file_line_and_column_all_at_once() {
-        let errors = parse(
-            Path::new("agent.toml"),
-            "[server]\nlisten = \"nowhere\"\nchunk_size = \"lots\"\nmax_connections = 0\napi_key = { env = \"MASV_TEST_UNSET_VARIABLE\" }\n",
-        )
-        .unwrap_err();
-        let text = errors.to_string();
-        assert_eq!(errors.0.len(), 4, "{text}");
-        assert!(
-            text.contains("agent.toml:2:10: listen = \"nowhere\""),
-            "{text}"
-        );
-        assert!(text.contains("agent.toml:3:14: chunk_size"), "{text}");
-        assert!(text.contains("agent.toml:4:19: max_connections"), "{text}");
-        assert!(
-            text.contains(
-                "agent.toml:5:11: api_key: environment variable MASV_TEST_UNSET_VARIABLE"
-            ),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn unknown_keys_are_errors_with_their_place() {
-        let errors = parse(
-            Path::new("a.toml"),
-            "[server]\nlisten = \"127.0.0.1:1\"\nmax_conections = 3\n",
-        )
-        .unwrap_err();
-        let text = errors.to_string();
-        assert!(
-            text.starts_with("a.toml:3:1: unknown field `max_conections`"),
-            "{text}"
-        );
-    }
-}
+mod tests;

@@ -1,11 +1,19 @@
-//! The agent as a running service: opens the store, starts the transfer engine (resuming what
-//! was running), serves the local API, and on shutdown stops intake first, then the jobs.
+//! The agent as a running service: an embedded hub when configured, the store, the transfer
+//! engine (resuming what was running), the automations, and the local API. Editing the
+//! configuration (or SIGHUP) reloads the rules; on shutdown intake stops first, then the jobs.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
+use crate::cloud::dto::Secret;
+use crate::config::{self, Config};
+use crate::hub::{Hub, HubError};
+use crate::rules::{Automations, Context};
 use crate::store::{Store, StoreError};
 use crate::transfer::{Engine, EngineConfig, TransferError};
 
@@ -14,6 +22,10 @@ pub struct AgentConfig {
     /// Where the agent keeps its database.
     pub data_dir: PathBuf,
     pub engine: EngineConfig,
+    /// The configuration file, watched for changes to the rules.
+    pub config_path: Option<PathBuf>,
+    /// What that file held at start (its rules, its embedded hub).
+    pub config: Config,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +39,13 @@ pub enum DaemonError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Engine(#[from] TransferError),
+    #[error("embedded hub: {0}")]
+    Hub(#[from] HubError),
+    #[error("the embedded hub cannot listen on {addr}: {source}; is another hub running there?")]
+    HubListen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("refusing to serve the local API on {0}: it is not a loopback address (use 127.0.0.1)")]
     NotLoopback(std::net::SocketAddr),
     #[error("serving the API: {0}")]
@@ -44,7 +63,7 @@ pub fn default_data_dir() -> PathBuf {
 
 /// Runs the agent on `listener` until `shutdown` completes.
 pub async fn run(
-    config: AgentConfig,
+    mut config: AgentConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
@@ -53,18 +72,190 @@ pub async fn run(
         return Err(DaemonError::NotLoopback(addr));
     }
     create_private_dir(&config.data_dir)?;
+    let stop = CancellationToken::new();
+    let default_team = match config.config.hub.clone() {
+        Some(hub) => Some(embedded_hub(&mut config, &hub, stop.clone()).await?),
+        None => None,
+    };
     let store = Store::open(&config.data_dir.join("agent.db"))?;
-    let engine = Engine::start(store, config.engine.clone()).await?;
-    tracing::info!(%addr, data = %config.data_dir.display(), cloud = %config.engine.cloud_url, "agent serving");
-    let served = axum::serve(listener, crate::api::router(engine.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await;
-    tracing::info!("stopping transfers");
+    let engine = Engine::start(store.clone(), config.engine.clone()).await?;
+    let automations = Automations::start(
+        Context {
+            engine: engine.clone(),
+            store,
+            default_team,
+        },
+        config.config.rules.clone(),
+    );
+    if let Some(path) = config.config_path.clone() {
+        let (automations, stop) = (automations.clone(), stop.clone());
+        let rules_dir = config.config.server.rules_dir.clone();
+        tokio::spawn(async move { reload_on_change(path, rules_dir, automations, stop).await });
+    }
+    tracing::info!(%addr, data = %config.data_dir.display(), cloud = %config.engine.cloud_url, rules = config.config.rules.len(), "agent serving");
+    let served = axum::serve(
+        listener,
+        crate::api::router(engine.clone(), automations.clone()),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    tracing::info!("stopping automations and transfers");
+    automations.stop();
+    stop.cancel();
     engine.shutdown().await;
     served.map_err(DaemonError::Serve)
 }
 
-fn create_private_dir(path: &std::path::Path) -> Result<(), DaemonError> {
+/// Starts the configured hub, makes sure its team and the agent's API key exist, and points the
+/// engine at it; returns the team's id.
+async fn embedded_hub(
+    config: &mut AgentConfig,
+    hub: &config::HubConfig,
+    stop: CancellationToken,
+) -> Result<String, DaemonError> {
+    let data = hub
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("hub"));
+    let mut hub_config = crate::hub::HubConfig::new(&data);
+    hub_config.public_url = hub.public_url.clone();
+    let opened = Hub::open(hub_config)?;
+    let team = match opened.find_team(&hub.team) {
+        Ok(id) => id,
+        Err(_) => opened.add_team(&hub.team, None)?,
+    };
+    // The agent's key to its own hub, made once and kept beside the hub's data (owner-only).
+    let key_file = data.join("agent-api-key");
+    let key = match std::fs::read_to_string(&key_file) {
+        Ok(k) if !k.trim().is_empty() => Secret::new(k.trim().to_owned()),
+        _ => {
+            let key = opened.add_api_key(&team, None)?;
+            write_private(&key_file, key.expose().as_bytes()).map_err(|source| {
+                DaemonError::DataDir {
+                    path: key_file.display().to_string(),
+                    source,
+                }
+            })?;
+            key
+        }
+    };
+    let listener =
+        TcpListener::bind(hub.listen)
+            .await
+            .map_err(|source| DaemonError::HubListen {
+                addr: hub.listen,
+                source,
+            })?;
+    let public = opened.public_url(listener.local_addr().map_err(DaemonError::Serve)?);
+    config.engine.cloud_url = public
+        .join("v1")
+        .map(|u| u.to_string())
+        .unwrap_or_else(|_| format!("{public}v1"));
+    if config.engine.api_key.is_none() {
+        config.engine.api_key = Some(key);
+    }
+    tracing::info!(url = %public, team = %hub.team, "embedded hub serving");
+    tokio::spawn(async move {
+        if let Err(e) = opened
+            .serve(listener, async move { stop.cancelled().await })
+            .await
+        {
+            tracing::error!(error = %e, "the embedded hub stopped");
+        }
+    });
+    Ok(team)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
+}
+
+/// Reloads the rules when the configuration file or a rules file changes, or on SIGHUP. A file
+/// that does not check keeps the rules in force; the error shows in the log and the API.
+async fn reload_on_change(
+    path: PathBuf,
+    rules_dir: Option<PathBuf>,
+    automations: Automations,
+    stop: CancellationToken,
+) {
+    let (tx, mut changed) = tokio::sync::mpsc::channel::<()>(16);
+    // Editors replace files (write elsewhere, rename over): watch the folders, not the files.
+    let mut folders = vec![
+        path.parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+    ];
+    folders.extend(rules_dir);
+    for folder in folders {
+        let name = path.file_name().map(|n| n.to_os_string());
+        let is_config_folder = path.parent() == Some(folder.as_path());
+        let spec = crate::watch::WatchSpec {
+            root: folder.clone(),
+            recursive: false,
+            mode: crate::watch::WatchMode::Events,
+            settle: Duration::from_millis(300),
+            filter: Arc::new(move |rel: &Path| {
+                if is_config_folder {
+                    Some(rel.as_os_str()) == name.as_deref()
+                        || rel.extension().is_some_and(|x| x == "toml")
+                } else {
+                    rel.extension().is_some_and(|x| x == "toml")
+                }
+            }),
+        };
+        match crate::watch::watch(spec, stop.child_token()) {
+            Ok((mut settled, _handle)) => {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let _handle = _handle;
+                    while settled.recv().await.is_some() {
+                        let _ = tx.try_send(());
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(folder = %folder.display(), error = %e, "cannot watch the configuration; SIGHUP still reloads it")
+            }
+        }
+    }
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let hup = async {
+            match hangup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup = std::future::pending::<()>();
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = changed.recv() => {}
+            _ = hup => tracing::info!("SIGHUP: reloading the configuration"),
+        }
+        match config::load(&path) {
+            Ok(config) => {
+                tracing::info!(path = %path.display(), rules = config.rules.len(), "configuration reloaded");
+                automations.apply(config.rules);
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), "the configuration has errors; the last good rules stay in force:\n{e}");
+                automations.reload_failed(e.to_string());
+            }
+        }
+    }
+}
+
+fn create_private_dir(path: &Path) -> Result<(), DaemonError> {
     let err = |source| DaemonError::DataDir {
         path: path.display().to_string(),
         source,

@@ -292,6 +292,12 @@ impl PartFile {
         Ok(self.final_path.clone())
     }
 
+    /// Sets the file's permission bits through its descriptor.
+    pub fn set_mode(&self, mode: u32) -> Result<(), FilesError> {
+        rustix::fs::fchmod(&*self.file, Mode::from_raw_mode(mode))
+            .map_err(|e| FilesError::io(&self.final_path, e))
+    }
+
     /// Gives the file to `uid`/`gid` through its descriptor (no path, so nothing to follow).
     pub fn set_owner(&self, uid: Option<u32>, gid: Option<u32>) -> Result<(), FilesError> {
         if uid.is_none() && gid.is_none() {
@@ -335,6 +341,20 @@ pub fn chown(path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<(), File
         },
         e => FilesError::io(path, e),
     })
+}
+
+/// Sets the permission bits of `path` (a folder the caller created; symlinks are refused).
+pub fn set_mode(path: &Path, mode: u32) -> Result<(), FilesError> {
+    let meta = std::fs::symlink_metadata(path).map_err(|source| FilesError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if meta.file_type().is_symlink() {
+        return Err(FilesError::Symlink {
+            path: path.to_path_buf(),
+        });
+    }
+    rustix::fs::chmod(path, Mode::from_raw_mode(mode)).map_err(|e| FilesError::io(path, e))
 }
 
 /// Bytes free for an unprivileged writer on the filesystem holding `dir`.

@@ -8,8 +8,11 @@
 //! - `daemon`: the agent as a service: store, engine and API started and stopped together.
 //! - `files`: safe paths under a destination, name cleaning, preallocated part files, chown.
 //! - `hub`: the MASV-compatible service: control plane routes, tokens, signed blob storage.
+//! - `rules`: the automations in force: watch folders and download rules turned into jobs.
+//! - `schedule`: cron schedules and transfer windows, in time zones.
 //! - `store`: the agent's SQLite state (transfers, files, committed chunks), on its own thread.
 //! - `transfer`: the shared transfer core: jobs, queue, connection budget, download engine.
+//! - `watch`: watched folders → settled files (events or polling, rescans on overflow).
 //! - `web`: what the two HTTP servers share (JSON bodies, `{code, message}` errors).
 
 pub mod api;
@@ -19,6 +22,9 @@ pub mod config;
 pub mod daemon;
 pub mod files;
 pub mod hub;
+pub mod rules;
+pub mod schedule;
 pub mod store;
 pub mod transfer;
+pub mod watch;
 pub mod web;

@@ -1,6 +1,7 @@
 //! The agent's state in SQLite (WAL), owned by one thread that runs queued closures in order:
 //! transfers, their files, and committed chunks. Numbered migrations in `store/migrations/`.
 
+mod ledger;
 mod transfers;
 
 use std::path::Path;
@@ -8,6 +9,7 @@ use std::sync::mpsc;
 
 use rusqlite::Connection;
 
+pub use ledger::{AutomationRecord, LedgerCounts, LedgerEntry};
 pub use transfers::{ChunkRecord, FileRecord, TransferKind, TransferRecord};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +31,10 @@ pub enum StoreError {
 }
 
 /// Numbered migrations, applied in order; never edit one once it has landed.
-const MIGRATIONS: &[&str] = &[include_str!("store/migrations/0001_transfers.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("store/migrations/0001_transfers.sql"),
+    include_str!("store/migrations/0002_automations.sql"),
+];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 

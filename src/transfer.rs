@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use budget::Budget;
-pub use download::DownloadRequest;
+pub use download::{DownloadRequest, PackageSource};
 pub use retry::RetryPolicy;
 pub use upload::{PortalUploadRequest, TeamUploadRequest, UploadRequest};
 
@@ -201,6 +201,15 @@ struct Inner {
     budget: Budget,
     config: EngineConfig,
     running: Mutex<HashMap<String, Running>>,
+    events: tokio::sync::broadcast::Sender<TransferEvent>,
+}
+
+/// A transfer stopped moving: it ended (complete, idle, error). Sent to whoever subscribed.
+#[derive(Debug, Clone)]
+pub struct TransferEvent {
+    pub id: String,
+    pub kind: TransferKind,
+    pub state: &'static str,
 }
 
 struct Running {
@@ -221,6 +230,7 @@ impl Engine {
                 budget: Budget::new(config.max_connections),
                 config,
                 running: Mutex::new(HashMap::new()),
+                events: tokio::sync::broadcast::channel(4096).0,
             }),
         };
         if engine.inner.config.auto_resume {
@@ -240,9 +250,33 @@ impl Engine {
         &self.inner.store
     }
 
+    /// Every end of a transfer from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<TransferEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// The client of the cloud the engine talks to.
+    pub fn client(&self) -> &cloud::Client {
+        &self.inner.client
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
     /// Records a new download and starts it; returns its id.
     pub async fn create_download(&self, req: DownloadRequest) -> Result<String, TransferError> {
-        let record = download::record(req, &self.inner.config)?;
+        self.create_download_for(req, None).await
+    }
+
+    /// [`Engine::create_download`] on behalf of automation `rule`.
+    pub async fn create_download_for(
+        &self,
+        req: DownloadRequest,
+        rule: Option<&str>,
+    ) -> Result<String, TransferError> {
+        let mut record = download::record(req, &self.inner.config)?;
+        record.rule = rule.map(str::to_owned);
         let id = record.id.clone();
         self.inner.store.insert_transfer(record.clone()).await?;
         tracing::info!(download_id = %id, "download created");
@@ -256,7 +290,29 @@ impl Engine {
         &self,
         req: UploadRequest,
     ) -> Result<(String, Option<String>), TransferError> {
-        let (record, files) = upload::create(&self.inner, req).await?;
+        let files = upload::plan_files(req.paths(), req.chunk_size(), 0)?;
+        self.create_upload_of(req, files, None).await
+    }
+
+    /// An upload of exactly `entries` (as a watch folder found them), on behalf of `rule`.
+    pub async fn create_upload_entries(
+        &self,
+        req: UploadRequest,
+        entries: Vec<crate::files::LocalEntry>,
+        rule: &str,
+    ) -> Result<(String, Option<String>), TransferError> {
+        let files = upload::file_records(entries, req.chunk_size(), 0);
+        self.create_upload_of(req, files, Some(rule)).await
+    }
+
+    async fn create_upload_of(
+        &self,
+        req: UploadRequest,
+        files: Vec<crate::store::FileRecord>,
+        rule: Option<&str>,
+    ) -> Result<(String, Option<String>), TransferError> {
+        let mut record = upload::create(&self.inner, req, &files).await?;
+        record.rule = rule.map(str::to_owned);
         let link = upload::remote_of(&record)?
             .link
             .map(|l| l.expose().to_owned());
@@ -347,7 +403,7 @@ impl Engine {
         let spec: UploadRequest = serde_json::from_value(t.spec.clone())
             .map_err(|e| TransferError::Invalid(e.to_string()))?;
         let first = self.inner.store.files(id).await?.len() as u32;
-        let files = upload::plan_files(&paths, spec_chunk_size(&spec), first)?;
+        let files = upload::plan_files(&paths, spec.chunk_size(), first)?;
         self.inner.store.insert_files(id, files).await?;
         self.inner
             .store
@@ -390,6 +446,11 @@ impl Engine {
                 if let Err(e) = inner.store.set_state(&id, state, error).await {
                     tracing::error!(transfer_id = %id, error = %e, "cannot record the end of a transfer");
                 }
+                let _ = inner.events.send(TransferEvent {
+                    id: id.clone(),
+                    kind,
+                    state,
+                });
             }
             let mut running = inner
                 .running
@@ -654,6 +715,22 @@ impl Engine {
         self.summary(&t, false).await
     }
 
+    /// The ids and states of the transfers an automation made.
+    pub async fn transfers_of(
+        &self,
+        rule: &str,
+    ) -> Result<Vec<(TransferKind, String, String)>, TransferError> {
+        let mut out = Vec::new();
+        for kind in [TransferKind::Download, TransferKind::Upload] {
+            for t in self.inner.store.transfers(kind).await? {
+                if t.rule.as_deref() == Some(rule) {
+                    out.push((kind, t.id, t.state));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Pauses (or resumes) every transfer of a kind that can be; returns their ids.
     pub async fn pause_all(
         &self,
@@ -711,13 +788,6 @@ impl Engine {
             }
         }
         Ok(deleted)
-    }
-}
-
-fn spec_chunk_size(spec: &UploadRequest) -> Option<u64> {
-    match spec {
-        UploadRequest::Team(r) => r.chunk_size,
-        UploadRequest::Portal(r) => r.chunk_size,
     }
 }
 

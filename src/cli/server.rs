@@ -12,41 +12,41 @@ use crate::transfer::EngineConfig;
 
 #[derive(Debug, Subcommand)]
 pub enum ServerCommand {
-    /// Run the agent: its local REST API, and the transfers.
+    /// Run the agent: its local REST API, its automations, and the transfers.
     #[command(
-        after_help = "Example:\n  masv server start --listen 127.0.0.1:8080 --data-dir /var/lib/masv-agent --max-connections 16"
+        after_help = "Example:\n  masv server start --config /etc/masv-agent/agent.toml\n  masv server start --listen 127.0.0.1:8080 --data-dir /var/lib/masv-agent --max-connections 16"
     )]
     Start(StartArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
-    /// Address of the local API (loopback only).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: String,
-    /// Where the agent keeps its database (default: ~/.local/share/masv-agent).
+    /// A configuration file (TOML): [server] settings (flags win), an embedded [hub], and the
+    /// automations, reloaded when the file changes.
+    #[arg(long, env = "MASV_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address of the local API (loopback only) [default: 127.0.0.1:8080].
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Where the agent keeps its database [default: ~/.local/share/masv-agent].
     #[arg(long, env = "MASV_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// The MASV API base URL; point it at a hub (`http://HOST:PORT/v1`) to use one.
-    #[arg(
-        long,
-        env = "MASV_CLOUD_URL",
-        default_value = "https://api.massive.app/v1"
-    )]
-    cloud_url: String,
-    /// Resume the transfers that were running when the agent stopped.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    auto_resume: bool,
-    /// Default chunk size of downloads (e.g. 16MiB).
-    #[arg(long, value_parser = parse_size, default_value = "16MiB")]
-    chunk_size: u64,
-    /// Requests in flight at once, across all transfers.
-    #[arg(long, default_value_t = 16)]
-    max_connections: usize,
-    /// Finalize uploads as soon as their files are sent (false: they wait in idle for
-    /// `masv upload finalize`).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    auto_finalize: bool,
+    /// The MASV API base URL; a hub's is http://HOST:PORT/v1 [default: https://api.massive.app/v1].
+    #[arg(long, env = "MASV_CLOUD_URL")]
+    cloud_url: Option<String>,
+    /// Resume the transfers that were running when the agent stopped [default: true].
+    #[arg(long, action = clap::ArgAction::Set)]
+    auto_resume: Option<bool>,
+    /// Default range size of downloads, e.g. 16MiB [default: 16MiB].
+    #[arg(long, value_parser = parse_size)]
+    chunk_size: Option<u64>,
+    /// Requests in flight at once, across all transfers [default: 16].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Finalize uploads as soon as their files are sent; false: they wait in idle for
+    /// `masv upload finalize` [default: true].
+    #[arg(long, action = clap::ArgAction::Set)]
+    auto_finalize: Option<bool>,
     /// The MASV API key, for team uploads (prefer the environment variable: arguments show in ps).
     #[arg(long, env = "MASV_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -54,33 +54,59 @@ pub struct StartArgs {
 
 pub async fn run(command: ServerCommand) -> anyhow::Result<ExitCode> {
     let ServerCommand::Start(args) = command;
-    anyhow::ensure!(
-        args.max_connections >= 1,
-        "--max-connections must be at least 1"
-    );
-    anyhow::ensure!(
-        args.chunk_size >= 1,
-        "--chunk-size must be more than 0 bytes"
-    );
-    let config = AgentConfig {
-        data_dir: args.data_dir.unwrap_or_else(daemon::default_data_dir),
-        engine: EngineConfig {
-            cloud_url: args.cloud_url,
-            max_connections: args.max_connections,
-            download_chunk_size: args.chunk_size,
-            auto_resume: args.auto_resume,
-            auto_finalize: args.auto_finalize,
-            api_key: args.api_key.map(crate::cloud::dto::Secret::new),
-            ..EngineConfig::default()
-        },
+    let loaded = match &args.config {
+        Some(path) => crate::config::load(path)?,
+        None => Default::default(),
     };
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+    let file = loaded.server.clone();
+    let defaults = EngineConfig::default();
+    let max_connections = args
+        .max_connections
+        .or(file.max_connections)
+        .unwrap_or(defaults.max_connections);
+    let chunk_size = args
+        .chunk_size
+        .or(file.chunk_size)
+        .unwrap_or(defaults.download_chunk_size);
+    anyhow::ensure!(max_connections >= 1, "--max-connections must be at least 1");
+    anyhow::ensure!(chunk_size >= 1, "--chunk-size must be more than 0 bytes");
+    let config = AgentConfig {
+        data_dir: args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(daemon::default_data_dir),
+        engine: EngineConfig {
+            cloud_url: args
+                .cloud_url
+                .or(file.cloud_url)
+                .unwrap_or(defaults.cloud_url),
+            max_connections,
+            download_chunk_size: chunk_size,
+            auto_resume: args
+                .auto_resume
+                .or(file.auto_resume)
+                .unwrap_or(defaults.auto_resume),
+            auto_finalize: args
+                .auto_finalize
+                .or(file.auto_finalize)
+                .unwrap_or(defaults.auto_finalize),
+            api_key: args
+                .api_key
+                .map(crate::cloud::dto::Secret::new)
+                .or(file.api_key),
+            ..defaults
+        },
+        config_path: args.config.clone(),
+        config: loaded,
+    };
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or(([127, 0, 0, 1], 8080).into());
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| {
-            format!(
-                "cannot listen on {}; is another agent running there? (masv download ls)",
-                args.listen
-            )
+            format!("cannot listen on {listen}; is another agent running there? (masv download ls)")
         })?;
     daemon::run(config, listener, super::hub::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

@@ -48,11 +48,14 @@ impl From<String> for Secret {
 
 /// Where a secret comes from in a configuration file: an environment variable, a file (trailing
 /// newline trimmed), or inline.
-#[derive(Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(untagged, deny_unknown_fields)]
 pub enum SecretSource {
+    /// The name of an environment variable holding the secret.
     Env { env: String },
+    /// A file holding the secret (readable by the agent only, ideally).
     File { file: std::path::PathBuf },
+    /// The secret itself (prefer env or file: config files get shared and committed).
     Inline(String),
 }
 

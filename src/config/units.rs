@@ -45,7 +45,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// Parses a duration: `500ms`, `5s`, `2m`, `1h`, `1d`, or a number of seconds.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
     let not_a_duration = || format!("{text:?} is not a duration; write e.g. 500ms, 5s, 2m or 1h");
     let value: f64 = number.parse().map_err(|_| not_a_duration())?;
@@ -71,7 +73,11 @@ mod tests {
         assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
-        assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("not a duration")
+        );
         assert!(parse_duration("5 fortnights").is_err());
     }
 

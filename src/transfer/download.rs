@@ -27,10 +27,12 @@ const WRITE_BUFFER: usize = 1024 * 1024;
 /// Times a chunk may find its URL expired in a row before that counts as a failure.
 const URL_REFRESHES: u32 = 3;
 
-/// `POST /api/v1/downloads` (spec §5).
+/// `POST /api/v1/downloads` (spec §5), plus what automations add: modes, and packages from a
+/// team inbox (which have a token but no link).
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DownloadRequest {
+    #[serde(default)]
     pub url: String,
     pub dst_folder: PathBuf,
     #[serde(default)]
@@ -49,6 +51,24 @@ pub struct DownloadRequest {
     pub user_id: Option<u32>,
     #[serde(default)]
     pub group_id: Option<u32>,
+    /// Mode of the files created (octal 0644 is 420).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_mode: Option<u32>,
+    /// Mode of the folders created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folder_mode: Option<u32>,
+    /// A package known by id and token (from a team inbox) instead of by link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<PackageSource>,
+}
+
+/// A package to download without a link.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageSource {
+    pub package_id: String,
+    pub package_name: String,
+    pub package_token: Secret,
 }
 
 fn yes() -> bool {
@@ -89,7 +109,9 @@ pub(super) fn record(
     req: DownloadRequest,
     config: &EngineConfig,
 ) -> Result<TransferRecord, TransferError> {
-    LinkUrl::parse(&req.url).map_err(TransferError::Invalid)?;
+    if req.package.is_none() {
+        LinkUrl::parse(&req.url).map_err(TransferError::Invalid)?;
+    }
     if !req.dst_folder.is_absolute() {
         return Err(TransferError::Invalid(format!(
             "dst_folder {} must be an absolute path",
@@ -335,13 +357,14 @@ fn open_destination(spec: &DownloadRequest) -> Result<Destination, JobError> {
     Ok(dest)
 }
 
+/// Gives folders the download created their owner and mode.
 fn chown_all(job: &Job, paths: &[PathBuf]) -> Result<(), JobError> {
-    if job.spec.user_id.is_none() && job.spec.group_id.is_none() {
-        return Ok(());
-    }
     for path in paths {
         files::chown(path, job.spec.user_id, job.spec.group_id)
             .map_err(|e| JobError::Failed(e.to_string()))?;
+        if let Some(mode) = job.spec.folder_mode {
+            files::set_mode(path, mode).map_err(|e| JobError::Failed(e.to_string()))?;
+        }
     }
     Ok(())
 }
@@ -353,24 +376,35 @@ async fn plan(
     spec: &DownloadRequest,
     cancel: &CancellationToken,
 ) -> Result<(Remote, Vec<FileRecord>), JobError> {
-    let link = LinkUrl::parse(&spec.url).map_err(JobError::Failed)?;
-    let info = with_retries(inner, cancel, "link lookup", || {
-        inner
-            .client
-            .link(&link.link_id, &link.secret, spec.password.as_ref())
-    })
-    .await?;
+    let remote = match &spec.package {
+        // From a team inbox: the package and a token are known, there is no link.
+        Some(p) => Remote {
+            package_id: p.package_id.clone(),
+            package_name: p.package_name.clone(),
+            package_token: p.package_token.clone(),
+        },
+        None => {
+            let link = LinkUrl::parse(&spec.url).map_err(JobError::Failed)?;
+            let info = with_retries(inner, cancel, "link lookup", || {
+                inner
+                    .client
+                    .link(&link.link_id, &link.secret, spec.password.as_ref())
+            })
+            .await?;
+            Remote {
+                package_id: info.package_id,
+                package_name: info.name,
+                package_token: info.package_token,
+            }
+        }
+    };
+    let info = &remote;
     let listing = with_retries(inner, cancel, "listing the package's files", || {
         inner
             .client
             .package_files(&info.package_id, &info.package_token)
     })
     .await?;
-    let remote = Remote {
-        package_id: info.package_id.clone(),
-        package_name: info.name.clone(),
-        package_token: info.package_token.clone(),
-    };
     let wanted: HashSet<&str> = spec.file_ids.iter().map(String::as_str).collect();
     if let Some(missing) = spec
         .file_ids
@@ -530,9 +564,12 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
         Err(reason) => return fail_file(job, i, reason).await,
     };
     let mtime = file.record.last_modified.map(std::time::SystemTime::from);
-    let (uid, gid) = (job.spec.user_id, job.spec.group_id);
+    let (uid, gid, mode) = (job.spec.user_id, job.spec.group_id, job.spec.file_mode);
     let finished = tokio::task::spawn_blocking(move || {
         part.set_owner(uid, gid)?;
+        if let Some(mode) = mode {
+            part.set_mode(mode)?;
+        }
         part.finish(mtime)
     })
     .await
@@ -623,6 +660,12 @@ async fn download_url(job: &Job, i: usize, refresh: bool) -> Result<DownloadUrl,
 }
 
 async fn refresh_token(job: &Job) -> Result<(), ChunkError> {
+    if job.spec.package.is_some() {
+        return Err(ChunkError::File(
+            "the package token has expired; the inbox automation fetches a new one on its next run"
+                .into(),
+        ));
+    }
     let link = LinkUrl::parse(&job.spec.url).map_err(ChunkError::File)?;
     let info = with_retries(&job.inner, &job.cancel, "link lookup", || {
         job.inner

@@ -28,7 +28,7 @@ use crate::store::{ChunkRecord, FileRecord, TransferKind, TransferRecord};
 /// Part URLs asked for at once.
 const PART_URL_BATCH: u64 = 64;
 /// Read buffer of a part's body stream.
-const READ_BUFFER: usize = 256 * 1024;
+const READ_BUFFER: usize = 1024 * 1024;
 
 /// `POST /api/v1/uploads`: a team upload, to recipients or (with none) behind a link.
 #[derive(Clone, Serialize, Deserialize)]
@@ -96,13 +96,13 @@ pub enum UploadRequest {
 }
 
 impl UploadRequest {
-    fn paths(&self) -> &[PathBuf] {
+    pub(super) fn paths(&self) -> &[PathBuf] {
         match self {
             UploadRequest::Team(r) => &r.paths,
             UploadRequest::Portal(r) => &r.paths,
         }
     }
-    fn chunk_size(&self) -> Option<u64> {
+    pub(super) fn chunk_size(&self) -> Option<u64> {
         match self {
             UploadRequest::Team(r) => r.chunk_size,
             UploadRequest::Portal(r) => r.chunk_size,
@@ -165,11 +165,20 @@ pub(super) fn plan_files(
     }
     let entries =
         files::walk_upload_roots(paths).map_err(|e| TransferError::Invalid(e.to_string()))?;
+    Ok(file_records(entries, chunk_size, first))
+}
+
+/// The files of an upload, from what is to be sent, numbered from `first`.
+pub(super) fn file_records(
+    entries: Vec<LocalEntry>,
+    chunk_size: Option<u64>,
+    first: u32,
+) -> Vec<FileRecord> {
     let spec = PackageSpec::default();
-    Ok(entries
+    entries
         .into_iter()
         .enumerate()
-        .map(|(i, e): (usize, LocalEntry)| FileRecord {
+        .map(|(i, e)| FileRecord {
             idx: first + i as u32,
             remote_id: None,
             kind: if e.directory {
@@ -193,15 +202,15 @@ pub(super) fn plan_files(
                 .expect("file remote serializes"),
             ),
         })
-        .collect())
+        .collect()
 }
 
 /// Creates the package (and the link of a link upload) and the transfer row.
 pub(super) async fn create(
     inner: &Inner,
     req: UploadRequest,
-) -> Result<(TransferRecord, Vec<FileRecord>), TransferError> {
-    let files = plan_files(req.paths(), req.chunk_size(), 0)?;
+    files: &[FileRecord],
+) -> Result<TransferRecord, TransferError> {
     let total: u64 = files.iter().map(|f| f.size).sum();
     let default_name = format!(
         "{} files, {}",
@@ -285,7 +294,7 @@ pub(super) async fn create(
     );
     record.remote = Some(serde_json::to_value(&remote).expect("remote serializes"));
     tracing::info!(upload_id = %record.id, package_id = %remote.package_id, files = files.len(), bytes = total, "upload created");
-    Ok((record, files))
+    Ok(record)
 }
 
 struct FileJob {

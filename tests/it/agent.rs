@@ -142,12 +142,28 @@ impl TestAgent {
 
     /// An agent over `data` (fresh, or left by an earlier agent).
     pub async fn start_on(data: &Path, config: EngineConfig) -> TestAgent {
+        TestAgent::start_configured(data, config, None).await
+    }
+
+    /// An agent running the configuration file `file` (its rules, its hub), watching it.
+    pub async fn start_configured(
+        data: &Path,
+        engine: EngineConfig,
+        file: Option<&Path>,
+    ) -> TestAgent {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
         let addr = listener.local_addr().expect("a bound address");
         let (shutdown, stop) = oneshot::channel::<()>();
+        let config = match file {
+            Some(f) => masv_agent::config::load(f)
+                .unwrap_or_else(|e| panic!("the test's configuration checks:\n{e}")),
+            None => Default::default(),
+        };
         let agent_config = AgentConfig {
             data_dir: data.join("agent"),
-            engine: config,
+            engine,
+            config_path: file.map(Path::to_path_buf),
+            config,
         };
         let task = tokio::spawn(daemon::run(agent_config, listener, async move {
             let _ = stop.await;

@@ -3,11 +3,13 @@
 //!
 //! - `support`: starting hubs, a ready-made world, uploads and downloads through the client.
 //! - `agent`: agents in-process or as a real process, driven through their REST API.
+//! - `automations`: configuration files run by agents: watch folders, link and inbox rules, reloads.
 //! - `hub`: the hub against the typed client, route by route (spec §2–4).
 //! - `download`: downloads end to end: the tree on disk, hostile packages, faults, crashes.
 //! - `upload`: uploads end to end: folders up, links back down, edits mid-send, crashes.
 
 mod agent;
+mod automations;
 mod download;
 mod hub;
 mod support;

@@ -1,0 +1,48 @@
+//! `masv config check|schema`: a configuration file checked without starting anything, and the
+//! JSON Schema editors use to complete keys.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a configuration file: every error as file:line:col, exit 1 if there is any.
+    #[command(after_help = "Example:\n  masv config check /etc/masv-agent/agent.toml")]
+    Check {
+        /// The file (default: $MASV_CONFIG).
+        #[arg(env = "MASV_CONFIG")]
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of the configuration format.
+    #[command(after_help = "Example:\n  masv config schema > schema/masv-agent.schema.json")]
+    Schema,
+}
+
+pub fn run(command: ConfigCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ConfigCommand::Check { file } => match crate::config::load(&file) {
+            Ok(config) => {
+                println!("{}: ok, {} rules", file.display(), config.rules.len());
+                for rule in &config.rules {
+                    println!(
+                        "  {} ({}{})",
+                        rule.name,
+                        rule.kind_name(),
+                        if rule.enabled { "" } else { ", disabled" }
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        ConfigCommand::Schema => {
+            print!("{}", crate::config::schema());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! What people write: the TOML file as serde structs. Unknown keys are errors. The JSON Schema
+//! of these types is what `masv config schema` prints and editors use to complete keys.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::cloud::dto::SecretSource;
+
+/// A masv-agent configuration file: the agent's settings and its automations.
+// Read only through its schema: the loader takes each section on its own so that all errors of
+// a file are found (see `config::sections`).
+#[allow(dead_code)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    /// How the agent runs (the `masv server start` flags win over these).
+    #[serde(default)]
+    pub server: RawServer,
+    /// A MASV-compatible hub run inside the agent: the quickstart, or a self-hosted setup.
+    #[serde(default)]
+    pub hub: Option<RawHub>,
+    /// Watch folders: files settled in them are uploaded as packages.
+    #[serde(default)]
+    pub watch: Vec<RawWatch>,
+    /// Download automations: links, folders of dropped links, portal inboxes.
+    #[serde(default)]
+    pub download: Vec<RawDownload>,
+}
+
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address of the local REST API, e.g. "127.0.0.1:8080" (loopback only).
+    pub listen: Option<String>,
+    /// Where the agent keeps its database.
+    pub data_dir: Option<PathBuf>,
+    /// The MASV API base URL (default https://api.massive.app/v1; a hub's http://HOST:PORT/v1).
+    pub cloud_url: Option<String>,
+    /// The MASV API key, for team uploads and portal inboxes.
+    pub api_key: Option<SecretSource>,
+    /// Resume what was running when the agent stopped (default true).
+    pub auto_resume: Option<bool>,
+    /// Finalize uploads when all their files are sent (default true).
+    pub auto_finalize: Option<bool>,
+    /// Range size of downloads, e.g. "16MiB".
+    pub chunk_size: Option<SizeValue>,
+    /// Requests in flight at once across all transfers (default 16).
+    pub max_connections: Option<usize>,
+    /// A folder of more rule files (`*.toml` holding only [[watch]] and [[download]]).
+    pub rules_dir: Option<PathBuf>,
+}
+
+/// An embedded hub.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHub {
+    /// Address the hub listens on (default "127.0.0.1:9000").
+    pub listen: Option<String>,
+    /// The hub's data folder (default: `hub` inside the agent's data folder).
+    pub data_dir: Option<PathBuf>,
+    /// The team the agent sends as (created when missing; default "Local").
+    pub team: Option<String>,
+    /// The URL others reach the hub at (default http://LISTEN/).
+    pub public_url: Option<String>,
+}
+
+/// A size: bytes, or text like "100MiB".
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+/// A duration: seconds, or text like "5s", "500ms", "2m".
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum DurationValue {
+    Seconds(u64),
+    Text(String),
+}
+
+/// When transfers of a rule may run; outside it they wait, paused.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWindow {
+    /// "mon".."sun", "weekdays", "weekends" or "daily" (default every day).
+    #[serde(default)]
+    pub days: Vec<String>,
+    /// Opens at "HH:MM" (in the rule's timezone).
+    pub start: String,
+    /// Closes at "HH:MM"; before `start` means the window crosses midnight.
+    pub end: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchModeName {
+    /// Filesystem events (inotify).
+    #[default]
+    Events,
+    /// Scanning every `poll_interval`, for network shares that send no events.
+    Poll,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupName {
+    /// One package per file.
+    #[default]
+    File,
+    /// One package per top-level folder dropped in, once all of it has settled.
+    Folder,
+    /// One package per quiet batch: everything that settled until nothing new came for `settle`.
+    Batch,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AfterName {
+    /// Leave sent files where they are (the ledger keeps them from being sent twice).
+    #[default]
+    Keep,
+    /// Delete sent files.
+    Delete,
+    /// Move sent files to `move_to`, keeping their layout.
+    Move,
+}
+
+/// Upload to a portal (no account needed).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawPortalTarget {
+    pub subdomain: String,
+    /// The sender's email address.
+    pub sender: String,
+    pub access_code: Option<SecretSource>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A team upload: to email recipients, or (with none) behind a share link.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawTeamTarget {
+    /// The team's id (default: the embedded hub's team).
+    pub team_id: Option<String>,
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// Password of the package's links.
+    pub password: Option<SecretSource>,
+    /// Downloads allowed per link.
+    pub download_limit: Option<u32>,
+}
+
+/// A watch folder: settled files become packages.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWatch {
+    /// Unique among the rules; shown in logs and the API.
+    pub name: String,
+    /// The folder watched (relative paths start at the config file's folder).
+    pub folder: PathBuf,
+    /// Watch subfolders too (default true).
+    pub recursive: Option<bool>,
+    /// Globs of files to take (default all). A glob without "/" matches the file name at any
+    /// depth; with "/" it matches the path inside the folder.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Globs of files to leave alone.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub mode: WatchModeName,
+    /// With mode = "poll": how often to scan (default "10s").
+    pub poll_interval: Option<DurationValue>,
+    /// The quiet period before a file counts as complete (default "5s").
+    pub settle: Option<DurationValue>,
+    #[serde(default)]
+    pub group: GroupName,
+    /// Package name template: {rule}, {date}, {time}, {folder}, {file}, {count}.
+    pub package_name: Option<String>,
+    pub description: Option<String>,
+    #[serde(default)]
+    pub after: AfterName,
+    /// With after = "move": where sent files go.
+    pub move_to: Option<PathBuf>,
+    /// Sweep the folder on this cron schedule instead of watching it ("*/15 * * * *").
+    pub sweep: Option<String>,
+    /// IANA time zone of `sweep` and `window` (default: the machine's).
+    pub timezone: Option<String>,
+    pub window: Option<RawWindow>,
+    #[serde(default)]
+    pub priority: i64,
+    /// Part size of the uploads, e.g. "100MiB".
+    pub chunk_size: Option<SizeValue>,
+    pub portal: Option<RawPortalTarget>,
+    pub team: Option<RawTeamTarget>,
+    /// For link uploads: write each package's share link here, as `<package>.url`, once sent.
+    pub link_folder: Option<PathBuf>,
+    /// Off: the rule is loaded but does nothing (default true).
+    pub enabled: Option<bool>,
+}
+
+/// The team inbox of portal packages.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawInboxSource {
+    /// The team (default: the embedded hub's team).
+    pub team_id: Option<String>,
+    /// Only packages from this portal (its subdomain or id).
+    pub portal: Option<String>,
+    /// Only packages created from this time on (RFC 3339; default: when the rule first ran).
+    pub since: Option<String>,
+    /// Put each package under a folder named after its portal.
+    #[serde(default)]
+    pub subfolder_per_portal: bool,
+}
+
+/// Who owns what a download creates.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawOwner {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+/// A download automation: exactly one of `link`, `links_folder`, `inbox`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDownload {
+    pub name: String,
+    /// A download link (it holds a secret: prefer { env = "…" } or { file = "…" }).
+    pub link: Option<SecretSource>,
+    /// A folder where dropped `.txt` / `.url` files holding links are downloaded.
+    pub links_folder: Option<PathBuf>,
+    /// Packages arriving in the team inbox (portal downloads).
+    pub inbox: Option<RawInboxSource>,
+    /// Cron schedule to check again (a link: until downloaded once; an inbox: default every
+    /// minute).
+    pub schedule: Option<String>,
+    /// Where packages go.
+    pub destination: PathBuf,
+    /// Put each package in a folder named after it (default true).
+    pub create_package_folder: Option<bool>,
+    /// Password of the link.
+    pub password: Option<SecretSource>,
+    pub owner: Option<RawOwner>,
+    /// Mode of created files, octal like "0640".
+    pub file_mode: Option<String>,
+    /// Mode of created folders, octal like "0750".
+    pub folder_mode: Option<String>,
+    pub timezone: Option<String>,
+    pub window: Option<RawWindow>,
+    #[serde(default)]
+    pub priority: i64,
+    pub chunk_size: Option<SizeValue>,
+    pub enabled: Option<bool>,
+}

@@ -1,0 +1,408 @@
+//! Watched folders → "this file is settled": quiet (no event) for the settle period with the
+//! same size and modification time as when last seen; or, when polling (network shares that send
+//! no events), the same size and time in two scans a settle period apart. Files present at start
+//! are reported too. The notify callback never blocks: events go through a bounded channel, and
+//! when it overflows (or inotify itself does) the whole tree is scanned again instead of guessed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::files::is_ignored;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchMode {
+    /// Filesystem events (inotify).
+    Events,
+    /// A scan every `interval`.
+    Poll { interval: Duration },
+}
+
+/// What to watch.
+#[derive(Clone)]
+pub struct WatchSpec {
+    /// An absolute folder.
+    pub root: PathBuf,
+    pub recursive: bool,
+    pub mode: WatchMode,
+    /// The quiet period.
+    pub settle: Duration,
+    /// Whether a file (path relative to `root`) is wanted.
+    pub filter: Arc<dyn Fn(&Path) -> bool + Send + Sync>,
+}
+
+/// A file that stopped changing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settled {
+    pub path: PathBuf,
+    pub size: u64,
+    pub modified: SystemTime,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("{path} is not a folder; create it or fix the rule's folder")]
+    NotAFolder { path: PathBuf },
+    #[error(
+        "cannot watch {path}: the inotify watch limit is reached; raise it with `sysctl -w fs.inotify.max_user_watches=524288` (and a file in /etc/sysctl.d to keep it), or use mode = \"poll\""
+    )]
+    WatchLimit { path: PathBuf },
+    #[error("cannot watch {path}: {message}")]
+    Notify { path: PathBuf, message: String },
+}
+
+/// Events in flight between the notify thread and the watcher task.
+const EVENT_QUEUE: usize = 8192;
+/// How often candidates are looked at.
+const TICK: Duration = Duration::from_millis(50);
+
+type Stamp = (u64, SystemTime);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    meta.is_file().then(|| {
+        (
+            meta.len(),
+            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        )
+    })
+}
+
+/// Every wanted regular file under the root (symlinks and junk names skipped).
+fn scan(spec: &WatchSpec) -> Vec<(PathBuf, Stamp)> {
+    let mut out = Vec::new();
+    let mut stack = vec![spec.root.clone()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if is_ignored(&entry.file_name().to_string_lossy()) {
+                continue;
+            }
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let path = entry.path();
+            if kind.is_dir() {
+                if spec.recursive {
+                    stack.push(path);
+                }
+            } else if kind.is_file()
+                && wanted(spec, &path)
+                && let Some(s) = stamp(&path)
+            {
+                out.push((path, s));
+            }
+        }
+    }
+    out
+}
+
+fn wanted(spec: &WatchSpec, path: &Path) -> bool {
+    let Ok(rel) = path.strip_prefix(&spec.root) else {
+        return false;
+    };
+    if rel.as_os_str().is_empty() || (!spec.recursive && rel.components().count() > 1) {
+        return false;
+    }
+    !rel.components()
+        .any(|c| is_ignored(&c.as_os_str().to_string_lossy()))
+        && (spec.filter)(rel)
+}
+
+fn check_root(spec: &WatchSpec) -> Result<(), WatchError> {
+    if spec.root.is_dir() {
+        Ok(())
+    } else {
+        Err(WatchError::NotAFolder {
+            path: spec.root.clone(),
+        })
+    }
+}
+
+/// One scan now: the wanted files whose size and time did not change over the settle period.
+pub async fn sweep(spec: &WatchSpec) -> Result<Vec<Settled>, WatchError> {
+    check_root(spec)?;
+    let first_spec = spec.clone();
+    let first = tokio::task::spawn_blocking(move || scan(&first_spec))
+        .await
+        .unwrap_or_default();
+    tokio::time::sleep(spec.settle).await;
+    let again_spec = spec.clone();
+    let again: HashMap<PathBuf, Stamp> = tokio::task::spawn_blocking(move || scan(&again_spec))
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    Ok(first
+        .into_iter()
+        .filter(|(p, s)| again.get(p) == Some(s))
+        .map(|(path, (size, modified))| Settled {
+            path,
+            size,
+            modified,
+        })
+        .collect())
+}
+
+/// A file that changed lately.
+struct Candidate {
+    stamp: Stamp,
+    since: Instant,
+}
+
+/// The watcher's memory: files not settled yet, and what was reported (so a rescan does not
+/// report a file twice unless it changed).
+struct Tracker {
+    spec: WatchSpec,
+    candidates: HashMap<PathBuf, Candidate>,
+    reported: HashMap<PathBuf, Stamp>,
+    /// Events name every change, so a file whose last modification is older than the quiet
+    /// period is settled even if it changed after it was last looked at.
+    by_events: bool,
+}
+
+impl Tracker {
+    /// Something happened to `path` (or it was found by a scan).
+    fn touched(&mut self, path: PathBuf, now: Instant) {
+        // A file being written sends thousands of events: only the first one costs a stat.
+        if let Some(candidate) = self.candidates.get_mut(&path) {
+            candidate.since = now;
+            return;
+        }
+        match stamp(&path) {
+            Some(s) if self.reported.get(&path) == Some(&s) => {
+                self.candidates.remove(&path);
+            }
+            Some(s) => {
+                self.candidates.insert(
+                    path,
+                    Candidate {
+                        stamp: s,
+                        since: now,
+                    },
+                );
+            }
+            None => {
+                self.candidates.remove(&path);
+            }
+        }
+    }
+
+    fn rescan(&mut self, now: Instant) {
+        for (path, s) in scan(&self.spec) {
+            if self.reported.get(&path) != Some(&s) {
+                // A change found by a scan restarts the quiet period, like an event would.
+                let same = self.candidates.get(&path).is_some_and(|c| c.stamp == s);
+                if !same {
+                    self.candidates.insert(
+                        path,
+                        Candidate {
+                            stamp: s,
+                            since: now,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Files quiet for the settle period and unchanged: reported once.
+    fn settled(&mut self, now: Instant) -> Vec<Settled> {
+        let settle = self.spec.settle;
+        let due: Vec<PathBuf> = self
+            .candidates
+            .iter()
+            .filter(|(_, c)| now.duration_since(c.since) >= settle)
+            .map(|(p, _)| p.clone())
+            .collect();
+        let mut out = Vec::new();
+        for path in due {
+            let Some(candidate) = self.candidates.remove(&path) else {
+                continue;
+            };
+            let quiet_since = SystemTime::now() - settle;
+            match stamp(&path) {
+                Some(s) if s == candidate.stamp || (self.by_events && s.1 <= quiet_since) => {
+                    if self.reported.get(&path) == Some(&s) {
+                        continue;
+                    }
+                    self.reported.insert(path.clone(), s);
+                    out.push(Settled {
+                        path,
+                        size: s.0,
+                        modified: s.1,
+                    });
+                }
+                Some(s) => {
+                    self.candidates.insert(
+                        path,
+                        Candidate {
+                            stamp: s,
+                            since: now,
+                        },
+                    );
+                }
+                None => {}
+            }
+        }
+        out
+    }
+}
+
+/// Starts watching; settled files arrive on the receiver until `cancel` fires.
+pub fn watch(
+    spec: WatchSpec,
+    cancel: CancellationToken,
+) -> Result<(mpsc::Receiver<Settled>, JoinHandle<()>), WatchError> {
+    check_root(&spec)?;
+    let (out, settled) = mpsc::channel(1024);
+    let task = match spec.mode {
+        WatchMode::Events => {
+            let (events, incoming) = mpsc::channel::<notify::Result<notify::Event>>(EVENT_QUEUE);
+            let overflow = Arc::new(AtomicBool::new(false));
+            let lost = overflow.clone();
+            let mut watcher = notify::recommended_watcher(move |event| {
+                if events.try_send(event).is_err() {
+                    lost.store(true, Ordering::Relaxed);
+                }
+            })
+            .map_err(|e| notify_error(&spec.root, e))?;
+            let mode = if spec.recursive {
+                RecursiveMode::Recursive
+            } else {
+                RecursiveMode::NonRecursive
+            };
+            watcher
+                .watch(&spec.root, mode)
+                .map_err(|e| notify_error(&spec.root, e))?;
+            tokio::spawn(run_events(spec, watcher, incoming, overflow, out, cancel))
+        }
+        WatchMode::Poll { interval } => tokio::spawn(run_poll(spec, interval, out, cancel)),
+    };
+    Ok((settled, task))
+}
+
+fn notify_error(path: &Path, e: notify::Error) -> WatchError {
+    let limit = matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
+        || matches!(&e.kind, notify::ErrorKind::Io(io) if io.raw_os_error() == Some(28));
+    if limit {
+        WatchError::WatchLimit {
+            path: path.to_path_buf(),
+        }
+    } else {
+        WatchError::Notify {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    }
+}
+
+async fn run_events(
+    spec: WatchSpec,
+    watcher: notify::RecommendedWatcher,
+    mut incoming: mpsc::Receiver<notify::Result<notify::Event>>,
+    overflow: Arc<AtomicBool>,
+    out: mpsc::Sender<Settled>,
+    cancel: CancellationToken,
+) {
+    let _watcher = watcher;
+    let mut tracker = Tracker {
+        spec,
+        candidates: HashMap::new(),
+        reported: HashMap::new(),
+        by_events: true,
+    };
+    tracker.rescan(Instant::now());
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            event = incoming.recv() => {
+                let Some(event) = event else { return };
+                let now = Instant::now();
+                match event {
+                    Ok(event) if event.need_rescan() => overflow.store(true, Ordering::Relaxed),
+                    Ok(event) => {
+                        if matches!(event.kind, EventKind::Access(_)) && !matches!(event.kind, EventKind::Access(notify::event::AccessKind::Close(_))) {
+                            continue;
+                        }
+                        for path in event.paths {
+                            if path.is_dir() {
+                                // A folder moved in brings files no event named.
+                                if tracker.spec.recursive && path != tracker.spec.root {
+                                    overflow.store(true, Ordering::Relaxed);
+                                }
+                            } else if wanted(&tracker.spec, &path) {
+                                tracker.touched(path, now);
+                            } else {
+                                tracker.reported.remove(&path);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(folder = %tracker.spec.root.display(), error = %e, "watch error; rescanning");
+                        overflow.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            _ = ticker.tick() => {
+                let now = Instant::now();
+                if overflow.swap(false, Ordering::Relaxed) {
+                    tracing::debug!(folder = %tracker.spec.root.display(), "events lost; rescanning");
+                    tracker.rescan(now);
+                }
+                for settled in tracker.settled(now) {
+                    if out.send(settled).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn run_poll(
+    spec: WatchSpec,
+    interval: Duration,
+    out: mpsc::Sender<Settled>,
+    cancel: CancellationToken,
+) {
+    let mut tracker = Tracker {
+        spec,
+        candidates: HashMap::new(),
+        reported: HashMap::new(),
+        by_events: false,
+    };
+    let mut ticker = tokio::time::interval(interval.min(tracker.spec.settle).max(TICK));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_scan: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let now = Instant::now();
+        if last_scan.is_none_or(|t| now.duration_since(t) >= interval) {
+            last_scan = Some(now);
+            tracker.rescan(now);
+        }
+        for settled in tracker.settled(now) {
+            if out.send(settled).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

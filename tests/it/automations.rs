@@ -1,0 +1,463 @@
+//! Automations end to end: configuration files run by an agent with an embedded hub, files
+//! dropped in watched folders, links and inboxes downloaded, reloads while running.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::agent::{TestAgent, engine_config};
+use crate::support::{FileSpec, World, pseudo_random_bytes};
+
+const LONG: Duration = Duration::from_secs(90);
+
+/// A folder with a config file in it, and the agent's state.
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn new() -> Site {
+        Site {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn config(&self, text: &str) -> PathBuf {
+        let path = self.path("agent.toml");
+        // Editors replace files: write beside, then rename over.
+        let tmp = self.path(".agent.toml.swp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        path
+    }
+
+    async fn agent(&self, file: &Path) -> TestAgent {
+        // The embedded hub decides the cloud URL; the engine's own is overridden.
+        TestAgent::start_configured(
+            self.dir.path(),
+            engine_config("http://127.0.0.1:9/v1"),
+            Some(file),
+        )
+        .await
+    }
+}
+
+/// The quickstart's chain: an outbox watched, sent as a link package, the link written to a
+/// folder whose rule downloads it.
+fn chain(extra: &str) -> String {
+    format!(
+        r#"
+[hub]
+listen = "127.0.0.1:0"
+team = "Test"
+
+[[watch]]
+name = "outbox"
+folder = "outbox"
+settle = "300ms"
+group = "batch"
+package_name = "{{rule}} {{count}} files"
+link_folder = "links"
+{extra}
+[watch.team]
+
+[[download]]
+name = "links"
+links_folder = "links"
+destination = "inbox"
+"#
+    )
+}
+
+fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the agent has made `n` uploads, all complete.
+async fn wait_for_uploads(agent: &TestAgent, n: usize) {
+    let start = Instant::now();
+    loop {
+        let (_, uploads) = agent.api.get("/uploads").await;
+        let list = uploads.as_array().cloned().unwrap_or_default();
+        if list.len() >= n && list.iter().all(|u| u["state"] == "complete") {
+            assert_eq!(list.len(), n, "{uploads}");
+            return;
+        }
+        assert!(start.elapsed() < LONG, "waiting for {n} uploads: {uploads}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn automations(agent: &TestAgent) -> Value {
+    let (status, answer) = agent.api.get("/automations").await;
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+fn rule<'a>(answer: &'a Value, name: &str) -> &'a Value {
+    answer["automations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no rule {name} in {answer}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_dropped_in_the_outbox_arrive_in_the_inbox_by_way_of_a_link() {
+    let site = Site::new();
+    std::fs::create_dir_all(site.path("outbox")).unwrap();
+    let config = site.config(&chain("after = \"move\"\nmove_to = \"sent\"\n"));
+    let agent = site.agent(&config).await;
+    let big = pseudo_random_bytes(3, 6 * 1024 * 1024 + 1);
+    std::fs::create_dir_all(site.path("outbox/reel 1")).unwrap();
+    std::fs::write(site.path("outbox/reel 1/take1.mov"), &big).unwrap();
+    std::fs::write(site.path("outbox/notes.txt"), b"use take 1").unwrap();
+
+    let inbox = site.path("inbox");
+    wait_until("both files in the inbox", LONG, || {
+        files_under(&inbox)
+            .iter()
+            .filter(|p| p.extension().is_none_or(|x| x != "part"))
+            .count()
+            == 2
+    })
+    .await;
+    let package = inbox.join("outbox 2 files");
+    assert_eq!(
+        std::fs::read(package.join("reel 1/take1.mov")).unwrap(),
+        big
+    );
+    assert_eq!(
+        std::fs::read(package.join("notes.txt")).unwrap(),
+        b"use take 1"
+    );
+    wait_until("the sent files moved out of the outbox", LONG, || {
+        site.path("sent/reel 1/take1.mov").exists()
+    })
+    .await;
+    assert!(
+        files_under(&site.path("outbox")).is_empty(),
+        "{:?}",
+        files_under(&site.path("outbox"))
+    );
+    let links = files_under(&site.path("links"));
+    assert_eq!(links.len(), 1, "{links:?}");
+
+    let status = automations(&agent).await;
+    assert_eq!(status["config_error"], Value::Null);
+    assert_eq!(rule(&status, "outbox")["counts"]["sent"], 2);
+    assert_eq!(rule(&status, "links")["counts"]["sent"], 1);
+    let (_, uploads) = agent.api.get("/uploads").await;
+    assert_eq!(
+        uploads.as_array().unwrap().len(),
+        1,
+        "one package for the batch: {uploads}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ledger_sends_a_file_once_across_restarts_unless_it_changes() {
+    let site = Site::new();
+    std::fs::create_dir_all(site.path("outbox")).unwrap();
+    std::fs::write(site.path("outbox/a.txt"), b"first").unwrap();
+    std::fs::write(site.path("outbox/b.txt"), b"second").unwrap();
+    let config = site.config(&chain("group = \"file\"\n").replace("group = \"batch\"\n", ""));
+    let agent = site.agent(&config).await;
+    wait_for_uploads(&agent, 2).await;
+    agent.stop().await;
+
+    // Present at start-up again: known to the ledger, not sent again; a changed one is.
+    std::fs::write(site.path("outbox/b.txt"), b"second, revised").unwrap();
+    let agent = site.agent(&config).await;
+    wait_for_uploads(&agent, 3).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, uploads) = agent.api.get("/uploads").await;
+    assert_eq!(
+        uploads.as_array().unwrap().len(),
+        3,
+        "a.txt once, b.txt twice: {uploads}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn editing_the_file_changes_the_rules_and_a_broken_file_keeps_the_last_good_ones() {
+    let site = Site::new();
+    for d in ["outbox", "second"] {
+        std::fs::create_dir_all(site.path(d)).unwrap();
+    }
+    let config = site.config(&chain(""));
+    let agent = site.agent(&config).await;
+    assert_eq!(
+        automations(&agent).await["automations"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // A typo: the rules in force stay, and the error is shown.
+    site.config(&chain("").replace("settle = ", "setle = "));
+    let start = Instant::now();
+    loop {
+        let status = automations(&agent).await;
+        if let Some(error) = status["config_error"].as_str() {
+            assert!(
+                error.contains("agent.toml:") && error.contains("setle"),
+                "{error}"
+            );
+            break;
+        }
+        assert!(start.elapsed() < LONG, "the broken file was not noticed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::write(site.path("outbox/still.txt"), b"still watched").unwrap();
+    wait_until("the old rule still works", LONG, || {
+        !files_under(&site.path("links")).is_empty()
+    })
+    .await;
+
+    // Fixed, with a second watch folder.
+    let with_second = chain("")
+        + "\n[[watch]]\nname = \"second\"\nfolder = \"second\"\nsettle = \"300ms\"\nlink_folder = \"links\"\n[watch.team]\n";
+    site.config(&with_second);
+    let start = Instant::now();
+    loop {
+        let status = automations(&agent).await;
+        if status["config_error"].is_null() && status["automations"].as_array().unwrap().len() == 3
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < LONG,
+            "the fixed file was not taken: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::write(site.path("second/new.txt"), b"new rule").unwrap();
+    wait_until("the new rule sends", LONG, || {
+        files_under(&site.path("links")).len() == 2
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_thousand_files_dropped_at_once_are_each_sent_exactly_once() {
+    let site = Site::new();
+    std::fs::create_dir_all(site.path("outbox")).unwrap();
+    let config = site.config(&chain("").replace("settle = \"300ms\"", "settle = \"1s\""));
+    let agent = site.agent(&config).await;
+    for i in 0..10_000 {
+        let dir = site.path(&format!("outbox/d{}", i % 20));
+        if i < 20 {
+            std::fs::create_dir_all(&dir).unwrap();
+        }
+        std::fs::write(dir.join(format!("f{i}.txt")), format!("file {i}")).unwrap();
+    }
+    let start = Instant::now();
+    loop {
+        let status = automations(&agent).await;
+        let counts = &rule(&status, "outbox")["counts"];
+        if counts["sent"] == 10_000 {
+            break;
+        }
+        assert!(counts["failed"] == 0, "{status}");
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "not all sent: {counts}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (_, uploads) = agent.api.get("/uploads").await;
+    let files: u64 = uploads
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["files_total"].as_u64().unwrap())
+        .sum();
+    assert_eq!(files, 10_000, "every file in exactly one package");
+    let (_, downloads) = agent.api.get("/downloads").await;
+    let _ = downloads;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_inbox_rule_fetches_portal_packages_once_into_a_folder_per_portal_with_owner_and_modes()
+{
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test gives files away with chown: run the tests as root (CI does)"
+    );
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let world = World::new().await;
+    let site = Site::new();
+    let config = site.config(&format!(
+        r#"
+[server]
+cloud_url = "{}"
+api_key = "{}"
+
+[[download]]
+name = "portal-inbox"
+destination = "ingest"
+schedule = "@hourly"
+owner = {{ uid = 4242, gid = 4343 }}
+file_mode = "0640"
+folder_mode = "0750"
+[download.inbox]
+team_id = "{}"
+since = "2020-01-01T00:00:00Z"
+subfolder_per_portal = true
+portal = "dailies"
+"#,
+        world.hub.base_url,
+        world.api_key.expose(),
+        world.team_id
+    ));
+    world
+        .portal_upload(
+            &world.open_portal,
+            "Ep 1",
+            vec![FileSpec::file("ep1.mov", b"episode one".to_vec())],
+        )
+        .await;
+    let mut engine = engine_config(&world.hub.base_url);
+    engine.api_key = Some(world.api_key.clone());
+    let agent = TestAgent::start_configured(site.dir.path(), engine, Some(&config)).await;
+    let file = site.path("ingest/dailies/Ep 1/ep1.mov");
+    wait_until("the portal package downloaded", LONG, || file.exists()).await;
+    assert_eq!(std::fs::read(&file).unwrap(), b"episode one");
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.permissions().mode() & 0o777),
+        (4242, 4343, 0o640)
+    );
+    let folder = std::fs::metadata(site.path("ingest/dailies/Ep 1")).unwrap();
+    assert_eq!(
+        (folder.uid(), folder.permissions().mode() & 0o777),
+        (4242, 0o750)
+    );
+
+    // Run again: nothing new is fetched twice; a new package is.
+    world
+        .portal_upload(
+            &world.open_portal,
+            "Ep 2",
+            vec![FileSpec::file("ep2.mov", b"episode two".to_vec())],
+        )
+        .await;
+    let (status, _) = agent
+        .api
+        .post("/automations/portal-inbox/run", serde_json::json!({}))
+        .await;
+    assert_eq!(status, 200);
+    wait_until("the second package", LONG, || {
+        site.path("ingest/dailies/Ep 2/ep2.mov").exists()
+    })
+    .await;
+    let (_, downloads) = agent.api.get("/downloads").await;
+    assert_eq!(downloads.as_array().unwrap().len(), 2, "{downloads}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disabled_rules_and_closed_windows_hold_their_transfers() {
+    let site = Site::new();
+    std::fs::create_dir_all(site.path("outbox")).unwrap();
+    // A window that is never open today: only on the day after tomorrow.
+    let day = (chrono::Local::now() + chrono::Duration::days(2))
+        .format("%a")
+        .to_string()
+        .to_lowercase();
+    let config = site.config(&chain(&format!(
+        "window = {{ days = [\"{day}\"], start = \"00:00\", end = \"00:01\" }}\n"
+    )));
+    let agent = site.agent(&config).await;
+    std::fs::write(site.path("outbox/held.txt"), b"wait for the window").unwrap();
+    let start = Instant::now();
+    loop {
+        let (_, uploads) = agent.api.get("/uploads").await;
+        if let Some(u) = uploads.as_array().unwrap().first() {
+            assert_eq!(
+                u["state"], "paused",
+                "outside its window the upload waits: {u}"
+            );
+            break;
+        }
+        assert!(start.elapsed() < LONG);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = agent
+        .api
+        .post("/automations/outbox/disable", serde_json::json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let status = automations(&agent).await;
+    assert_eq!(rule(&status, "outbox")["state"], "disabled");
+    let (status, missing) = agent
+        .api
+        .post("/automations/nope/run", serde_json::json!({}))
+        .await;
+    assert_eq!(status, 404, "{missing}");
+}
+
+#[test]
+fn config_check_exits_1_and_prints_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[server]\nlisten = \"x\"\n[[watch]]\nname = \"w\"\nfolder = \"/x\"\nsettle = \"soon\"\n[watch.portal]\nsubdomain = \"s\"\nsender = \"a@b.c\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_masv"))
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:2:1: listen") && err.contains("bad.toml:6:1: settle"),
+        "{err}"
+    );
+    let ok = std::process::Command::new(env!("CARGO_BIN_EXE_masv"))
+        .args([
+            "config",
+            "check",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/examples/configs/quickstart.toml"
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
