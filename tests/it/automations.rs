@@ -461,3 +461,124 @@ fn config_check_exits_1_and_prints_every_error() {
         String::from_utf8_lossy(&ok.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_folder_dropped_in_goes_as_one_package_and_is_deleted_once_sent() {
+    let site = Site::new();
+    std::fs::create_dir_all(site.path("outbox")).unwrap();
+    let config = site.config(
+        &chain("after = \"delete\"\n")
+            .replace("group = \"batch\"", "group = \"folder\"")
+            .replace("{rule} {count} files", "{folder}"),
+    );
+    let agent = site.agent(&config).await;
+    let staging = site.path("staging/Show A");
+    std::fs::create_dir_all(staging.join("day1")).unwrap();
+    std::fs::write(staging.join("day1/a.mov"), b"a").unwrap();
+    std::fs::write(staging.join("b.mov"), b"b").unwrap();
+    std::fs::rename(&staging, site.path("outbox/Show A")).unwrap();
+    std::fs::write(site.path("outbox/loose.txt"), b"alone").unwrap();
+    wait_for_uploads(&agent, 2).await;
+    let (_, uploads) = agent.api.get("/uploads").await;
+    let mut names: Vec<(String, u64)> = uploads
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["package_name"].as_str().unwrap().to_owned(),
+                u["files_total"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    names.sort();
+    assert_eq!(names, [("Show A".to_owned(), 2), ("outbox".to_owned(), 1)]);
+    wait_until("sent files deleted", LONG, || {
+        files_under(&site.path("outbox")).is_empty()
+    })
+    .await;
+    assert!(
+        !site.path("outbox/Show A").exists(),
+        "the emptied folder goes too"
+    );
+    wait_until("both packages downloaded", LONG, || {
+        site.path("inbox/Show A/Show A/day1/a.mov").exists()
+            && site.path("inbox/outbox/loose.txt").exists()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduled_link_rule_fetches_its_package_once_and_a_swept_folder_waits_for_run() {
+    let world = World::new().await;
+    let package = world
+        .upload(vec![FileSpec::file("cut.mov", b"the cut".to_vec())])
+        .await;
+    let link = world
+        .share(&package, masv_agent::cloud::dto::CreateLink::default())
+        .await;
+    let url = format!(
+        "http://{}/{}?secret={}",
+        world.hub.addr,
+        link.id,
+        link.download_secret.expose()
+    );
+    let site = Site::new();
+    std::fs::create_dir_all(site.path("drop")).unwrap();
+    let config = site.config(&format!(
+        r#"
+[server]
+api_key = "{key}"
+
+[[download]]
+name = "nightly"
+link = "{url}"
+schedule = "@yearly"
+destination = "incoming"
+
+[[watch]]
+name = "swept"
+folder = "drop"
+sweep = "@yearly"
+settle = "200ms"
+[watch.team]
+team_id = "{team}"
+"#,
+        key = world.api_key.expose(),
+        team = world.team_id
+    ));
+    let mut engine = engine_config(&world.hub.base_url);
+    engine.api_key = Some(world.api_key.clone());
+    let agent = TestAgent::start_configured(site.dir.path(), engine, Some(&config)).await;
+    let file = site.path("incoming/dailies day 1/cut.mov");
+    wait_until("the link's package", LONG, || file.exists()).await;
+    let (status, _) = agent
+        .api
+        .post("/automations/nightly/run", serde_json::json!({}))
+        .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, downloads) = agent.api.get("/downloads").await;
+    assert_eq!(
+        downloads.as_array().unwrap().len(),
+        1,
+        "the same package is not fetched twice: {downloads}"
+    );
+    let status = automations(&agent).await;
+    assert!(
+        rule(&status, "nightly")["next_run"].as_str().is_some(),
+        "{status}"
+    );
+
+    // The swept folder sends nothing until its schedule (next year) or a run.
+    std::fs::write(site.path("drop/report.pdf"), b"report").unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, uploads) = agent.api.get("/uploads").await;
+    assert!(uploads.as_array().unwrap().is_empty(), "{uploads}");
+    let (status, _) = agent
+        .api
+        .post("/automations/swept/run", serde_json::json!({}))
+        .await;
+    assert_eq!(status, 200);
+    wait_for_uploads(&agent, 1).await;
+}
