@@ -125,16 +125,6 @@ async fn unknown_route() -> ErrorAnswer {
     )
 }
 
-fn query_pairs(raw: &Option<String>) -> BTreeMap<String, String> {
-    raw.as_deref()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn query_flag(query: &BTreeMap<String, String>, key: &str) -> Result<bool, ErrorAnswer> {
     match query.get(key).map(String::as_str) {
         None => Ok(false),
@@ -263,7 +253,7 @@ async fn delete_download(
     RawQuery(raw): RawQuery,
     req: Request,
 ) -> Result<Response, Response> {
-    let remove = remove_files_flag(&query_pairs(&raw), req)
+    let remove = remove_files_flag(&crate::web::query_pairs(&raw), req)
         .await
         .map_err(IntoResponse::into_response)?;
     engine
@@ -278,7 +268,7 @@ async fn delete_downloads(
     RawQuery(raw): RawQuery,
     req: Request,
 ) -> Result<Response, Response> {
-    let query = query_pairs(&raw);
+    let query = crate::web::query_pairs(&raw);
     let states = query_states(&query).map_err(IntoResponse::into_response)?;
     let remove = remove_files_flag(&query, req)
         .await
@@ -390,7 +380,8 @@ async fn delete_uploads(
     State(engine): State<Engine>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Response> {
-    let states = query_states(&query_pairs(&raw)).map_err(IntoResponse::into_response)?;
+    let states =
+        query_states(&crate::web::query_pairs(&raw)).map_err(IntoResponse::into_response)?;
     let ids = engine
         .delete_all(TransferKind::Upload, states.as_deref(), false)
         .await

@@ -808,6 +808,62 @@ fn new_record(kind: TransferKind, priority: i64, spec: serde_json::Value) -> Tra
     }
 }
 
+/// Runs `count` workers of a job until they are all done, then tells how its files fared:
+/// `Ok` when none failed, else `Failed("N of M files failed; first: …")`. A worker failing the
+/// whole job (the database, say) stops the others.
+async fn run_workers<Fut>(
+    inner: &Inner,
+    id: &str,
+    cancel: &CancellationToken,
+    count: usize,
+    worker: impl Fn() -> Fut,
+) -> Result<(), JobError>
+where
+    Fut: std::future::Future<Output = Result<(), JobError>> + Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        set.spawn(worker());
+    }
+    let mut stopped = false;
+    let mut fatal = None;
+    while let Some(result) = set.join_next().await {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(JobError::Stopped)) => stopped = true,
+            Ok(Err(JobError::Failed(e))) => {
+                cancel.cancel();
+                fatal.get_or_insert(e);
+            }
+            Err(e) => {
+                cancel.cancel();
+                fatal.get_or_insert(format!("a transfer worker crashed: {e}"));
+            }
+        }
+    }
+    if let Some(e) = fatal {
+        return Err(JobError::Failed(e));
+    }
+    if stopped || cancel.is_cancelled() {
+        return Err(JobError::Stopped);
+    }
+    let files = inner.store.files(id).await?;
+    let failed: Vec<_> = files
+        .iter()
+        .filter(|f| f.state == file_state::ERROR)
+        .collect();
+    match failed.first() {
+        None => Ok(()),
+        Some(first) => Err(JobError::Failed(format!(
+            "{} of {} files failed; first: {}: {}",
+            failed.len(),
+            files.len(),
+            first.local_path,
+            first.error.as_deref().unwrap_or("unknown error")
+        ))),
+    }
+}
+
 /// What a pause does to a request already sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum InFlight {

@@ -63,6 +63,17 @@ pub async fn small_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes
         })
 }
 
+/// The pairs of a raw query string, decoded.
+pub fn query_pairs(raw: &Option<String>) -> std::collections::BTreeMap<String, String> {
+    raw.as_deref()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ErrorAnswer> {
     serde_json::from_slice(bytes)
         .map_err(|e| ErrorAnswer::new(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))

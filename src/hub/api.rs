@@ -115,16 +115,6 @@ async fn unknown_route() -> HubError {
     HubError::NotFound("no such route; the API lives under /v1".into())
 }
 
-fn query_pairs(raw: &Option<String>) -> BTreeMap<String, String> {
-    raw.as_deref()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn query_number(query: &BTreeMap<String, String>, key: &str) -> Result<Option<u64>, HubError> {
     query
         .get(key)
@@ -402,7 +392,7 @@ async fn link_lookup(
     headers: HeaderMap,
 ) -> Result<Json<LinkInfo>, HubError> {
     require_id(&link_id, "link")?;
-    let query = query_pairs(&raw);
+    let query = crate::web::query_pairs(&raw);
     let secret = query.get("secret").cloned().unwrap_or_default();
     let id = link_id.clone();
     let found = state
@@ -624,7 +614,7 @@ async fn part_urls(
     require_id(&package_id, "package")?;
     require_id(&file_id, "file")?;
     authorize(&state, &headers, &package_id, Access::Upload).await?;
-    let query = query_pairs(&raw);
+    let query = crate::web::query_pairs(&raw);
     let start = query_number(&query, "start")?.unwrap_or(0);
     let count = query_number(&query, "count")?.unwrap_or(1);
     let max = state.config.spec.max_chunks_count;
@@ -771,6 +761,9 @@ async fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), HubEr
     options.mode(0o600);
     let mut file = options.open(path).await?;
     tokio::io::AsyncWriteExt::write_all(&mut file, bytes).await?;
+    // A tokio file writes in the background: without this the message may still be empty
+    // when the finalize answers.
+    tokio::io::AsyncWriteExt::flush(&mut file).await?;
     Ok(())
 }
 
@@ -1020,7 +1013,7 @@ async fn team_inbox(
 ) -> Result<Json<Inbox>, HubError> {
     require_id(&team_id, "team")?;
     authorize_team(&state, &headers, &team_id).await?;
-    let query = query_pairs(&raw);
+    let query = crate::web::query_pairs(&raw);
     let since = query
         .get("created_at_start")
         .filter(|v| !v.is_empty())

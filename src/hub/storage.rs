@@ -224,16 +224,6 @@ fn verify(
     Ok(())
 }
 
-fn query_map(raw: &Option<String>) -> BTreeMap<String, String> {
-    raw.as_deref()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn checked_ids(package_id: &str, file_id: &str) -> Result<(), S3Error> {
     if auth::is_id(package_id) && auth::is_id(file_id) {
         Ok(())
@@ -298,7 +288,7 @@ async fn get_object(
         &state,
         &method,
         &object_path(&package_id, &file_id),
-        &query_map(&raw),
+        &crate::web::query_pairs(&raw),
     )?;
     let (pid, fid) = (package_id.clone(), file_id.clone());
     let stored = state
@@ -398,7 +388,7 @@ async fn create_multipart(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, S3Error> {
     checked_ids(&package_id, &file_id)?;
-    let query = query_map(&raw);
+    let query = crate::web::query_pairs(&raw);
     verify(
         &state,
         &Method::POST,
@@ -441,7 +431,7 @@ async fn put_part(
     body: Body,
 ) -> Result<Response, S3Error> {
     checked_ids(&package_id, &file_id)?;
-    let query = query_map(&raw);
+    let query = crate::web::query_pairs(&raw);
     verify(
         &state,
         &Method::PUT,

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::progress::Progress;
 use super::{
     EngineConfig, InFlight, Inner, JobError, TransferError, file_state, new_record, retry_cloud,
-    with_retries,
+    run_workers, with_retries,
 };
 use crate::cloud::CloudError;
 use crate::cloud::dto::{DownloadUrl, FileKind, LinkUrl, PackageFile, Secret};
@@ -286,55 +286,18 @@ pub(super) async fn run(
         }
     }
 
-    let workers = job
-        .inner
-        .config
-        .max_connections
-        .max(1)
-        .min(job.queue.lock().expect("queue lock").len());
-    let mut set = tokio::task::JoinSet::new();
-    for _ in 0..workers {
-        let job = job.clone();
-        set.spawn(async move { worker(job).await });
-    }
-    let mut stopped = false;
-    let mut fatal = None;
-    while let Some(result) = set.join_next().await {
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(JobError::Stopped)) => stopped = true,
-            Ok(Err(JobError::Failed(e))) => {
-                // A failure of the whole job (the database, say): stop the other workers.
-                job.cancel.cancel();
-                fatal.get_or_insert(e);
-            }
-            Err(e) => {
-                job.cancel.cancel();
-                fatal.get_or_insert(format!("a download worker crashed: {e}"));
-            }
-        }
-    }
-    if let Some(e) = fatal {
-        return Err(JobError::Failed(e));
-    }
-    if stopped || job.cancel.is_cancelled() {
-        return Err(JobError::Stopped);
-    }
-    let files = job.inner.store.files(&job.id).await?;
-    let failed: Vec<&FileRecord> = files
-        .iter()
-        .filter(|f| f.state == file_state::ERROR)
-        .collect();
-    match failed.first() {
-        None => Ok(super::state::COMPLETE),
-        Some(first) => Err(JobError::Failed(format!(
-            "{} of {} files failed; first: {}: {}",
-            failed.len(),
-            files.len(),
-            Path::new(&first.path).join(&first.name).display(),
-            first.error.as_deref().unwrap_or("unknown error")
-        ))),
-    }
+    let workers = job.inner.config.max_connections.max(1).min(
+        job.queue
+            .lock()
+            .expect("queue lock is never poisoned")
+            .len(),
+    );
+    let pool = job.clone();
+    run_workers(&job.inner, &job.id, &job.cancel, workers, move || {
+        worker(pool.clone())
+    })
+    .await?;
+    Ok(super::state::COMPLETE)
 }
 
 fn package_root(spec: &DownloadRequest, remote: &Remote) -> PathBuf {

@@ -16,7 +16,10 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 use super::progress::Progress;
-use super::{InFlight, Inner, JobError, TransferError, file_state, new_record, retry_cloud, state};
+use super::{
+    InFlight, Inner, JobError, TransferError, file_state, new_record, retry_cloud, run_workers,
+    state,
+};
 use crate::cloud::CloudError;
 use crate::cloud::dto::{
     AddFile, Blueprint, ChunkExtra, CreateLink, CreatePortalPackage, CreateTeamPackage, FileExtras,
@@ -426,53 +429,17 @@ pub(super) async fn run(
         }
     }
 
-    let workers = job
-        .inner
-        .config
-        .max_connections
-        .max(1)
-        .min(job.queue.lock().expect("queue lock").len());
-    let mut set = tokio::task::JoinSet::new();
-    for _ in 0..workers {
-        let job = job.clone();
-        set.spawn(async move { worker(job).await });
-    }
-    let mut stopped = false;
-    let mut fatal = None;
-    while let Some(result) = set.join_next().await {
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(JobError::Stopped)) => stopped = true,
-            Ok(Err(JobError::Failed(e))) => {
-                job.cancel.cancel();
-                fatal.get_or_insert(e);
-            }
-            Err(e) => {
-                job.cancel.cancel();
-                fatal.get_or_insert(format!("an upload worker crashed: {e}"));
-            }
-        }
-    }
-    if let Some(e) = fatal {
-        return Err(JobError::Failed(e));
-    }
-    if stopped || job.cancel.is_cancelled() {
-        return Err(JobError::Stopped);
-    }
-    let files = job.inner.store.files(&job.id).await?;
-    let failed: Vec<&FileRecord> = files
-        .iter()
-        .filter(|f| f.state == file_state::ERROR)
-        .collect();
-    if let Some(first) = failed.first() {
-        return Err(JobError::Failed(format!(
-            "{} of {} files failed; first: {}: {}",
-            failed.len(),
-            files.len(),
-            first.local_path,
-            first.error.as_deref().unwrap_or("unknown error")
-        )));
-    }
+    let workers = job.inner.config.max_connections.max(1).min(
+        job.queue
+            .lock()
+            .expect("queue lock is never poisoned")
+            .len(),
+    );
+    let pool = job.clone();
+    run_workers(&job.inner, &job.id, &job.cancel, workers, move || {
+        worker(pool.clone())
+    })
+    .await?;
     tracing::info!(upload_id = %job.id, package_id = %job.remote.package_id, "all files sent");
     if job.inner.config.auto_finalize {
         job.inner
