@@ -7,6 +7,8 @@ mod config;
 mod download;
 mod hub;
 mod server;
+mod transfers;
+mod upload;
 
 use std::process::ExitCode;
 
@@ -33,6 +35,9 @@ enum Command {
     Server(server::ServerCommand),
     /// Download Packages through a running agent (start, ls, status, pause, resume, rm).
     Download(download::DownloadArgs),
+    /// Upload files and folders through a running agent (start email|link|portal, ls, status,
+    /// pause, resume, finalize, link, rm).
+    Upload(upload::UploadArgs),
     /// The automations of a running agent (ls, status, run, enable, disable).
     Automation(automation::AutomationArgs),
     /// Check a configuration file, or print its JSON Schema.
@@ -56,6 +61,7 @@ pub fn main() -> ExitCode {
             Command::Hub(command) => hub::run(command).await,
             Command::Server(command) => server::run(command).await,
             Command::Download(args) => download::run(args).await,
+            Command::Upload(args) => upload::run(args).await,
             Command::Automation(args) => automation::run(args).await,
             Command::Config(command) => config::run(command),
         }
