@@ -428,7 +428,7 @@ fn bandwidth(
             .iter()
             .find(|(k, _)| k.get_ref().as_ref() == "schedule")
             .and_then(|(_, v)| match v.get_ref() {
-                DeValue::Array(items) => items.iter().nth(i).cloned(),
+                DeValue::Array(items) => items.get(i).cloned(),
                 _ => None,
             }),
         _ => None,
