@@ -512,6 +512,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn crossing_a_schedule_boundary_changes_the_buckets_under_their_takers() {
+        let raw: RawBandwidth = serde_json::from_value(serde_json::json!({
+            "download": "4MiB",
+            "timezone": "UTC",
+            "schedule": [{"days": ["weekdays"], "start": "09:00", "end": "18:00", "upload": "1MiB"}],
+        }))
+        .unwrap();
+        let bandwidth = Bandwidth::start(BandwidthSettings::check(raw).unwrap());
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let next = bandwidth.apply(at("2026-11-23T17:59:00Z"));
+        assert_eq!(
+            bandwidth.upload.limit(),
+            Some(1 << 20),
+            "monday, office hours"
+        );
+        assert_eq!(
+            bandwidth.download.limit(),
+            Some(4 << 20),
+            "the default download"
+        );
+        assert_eq!(next, Some(at("2026-11-23T18:00:00Z")));
+        let next = bandwidth.apply(at("2026-11-23T18:00:00Z"));
+        assert_eq!(bandwidth.upload.limit(), None, "evening: no upload limit");
+        assert_eq!(bandwidth.download.limit(), Some(4 << 20));
+        assert_eq!(next, Some(at("2026-11-24T09:00:00Z")));
+        bandwidth.stop();
+    }
+
+    #[tokio::test]
     async fn the_gate_lets_in_by_priority_then_age_and_a_leaver_frees_its_place() {
         let gate = Gate::new();
         gate.set_cap(Some(1));
