@@ -3,6 +3,7 @@
 
 mod agent;
 mod automation;
+mod bandwidth;
 mod config;
 mod download;
 mod hub;
@@ -35,6 +36,8 @@ enum Command {
     Download(download::DownloadArgs),
     /// The automations of a running agent (ls, status, run, enable, disable).
     Automation(automation::AutomationArgs),
+    /// Rate limits and FIFO caps of a running agent (show, set).
+    Bandwidth(bandwidth::BandwidthArgs),
     /// Check a configuration file, or print its JSON Schema.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -57,6 +60,7 @@ pub fn main() -> ExitCode {
             Command::Server(command) => server::run(command).await,
             Command::Download(args) => download::run(args).await,
             Command::Automation(args) => automation::run(args).await,
+            Command::Bandwidth(args) => bandwidth::run(args).await,
             Command::Config(command) => config::run(command),
         }
     });

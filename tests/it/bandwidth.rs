@@ -122,8 +122,7 @@ async fn the_limit_is_shared_fairly_by_downloads_running_at_once() {
         request["chunk_size"] = json!("256KiB");
         ids.push(agent.api.download(request).await);
     }
-    let mut first_done = None;
-    let other_at_that_time = loop {
+    let (first_done, other_at_that_time) = loop {
         let mut done = Vec::new();
         for id in &ids {
             let (_, d) = agent.api.get(&format!("/downloads/{id}")).await;
@@ -131,13 +130,14 @@ async fn the_limit_is_shared_fairly_by_downloads_running_at_once() {
             done.push(d);
         }
         if let Some(i) = done.iter().position(|d| d["state"] == "complete") {
-            first_done = Some(started.elapsed());
-            break done[1 - i]["bytes_done"].as_u64().unwrap();
+            break (
+                started.elapsed(),
+                done[1 - i]["bytes_done"].as_u64().unwrap(),
+            );
         }
         assert!(started.elapsed() < LONG, "stuck: {done:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let first_done = first_done.unwrap();
     for id in &ids {
         agent
             .api
