@@ -251,7 +251,10 @@ impl Engine {
         };
         if engine.inner.config.auto_resume {
             for kind in [TransferKind::Download, TransferKind::Upload] {
-                for t in engine.inner.store.transfers(kind).await? {
+                let mut transfers = engine.inner.store.transfers(kind).await?;
+                // Oldest first from the store; FIFO mode lets the first ones in.
+                transfers.sort_by_key(|t| std::cmp::Reverse(t.priority));
+                for t in transfers {
                     if t.state == state::TRANSFERRING {
                         tracing::info!(transfer_id = %t.id, kind = kind.as_str(), "resuming");
                         engine.spawn(&t);
@@ -435,14 +438,14 @@ impl Engine {
         let progress = Arc::new(Mutex::new(None));
         let inner = self.inner.clone();
         let (id, job_cancel, job_progress) = (record.id.clone(), cancel.clone(), progress.clone());
-        let (kind, priority, created) = (record.kind, record.priority, record.created_at);
+        let kind = record.kind;
+        // FIFO mode: a place in line now, in the order jobs are spawned.
+        let ticket = inner
+            .bandwidth
+            .enqueue(kind, &id, record.priority, record.created_at);
         let task = tokio::spawn(async move {
-            // FIFO mode: wait for a place; paused or deleted meanwhile, whoever did it records it.
-            let Some(_slot) = inner
-                .bandwidth
-                .admit(kind, &id, priority, created, &job_cancel)
-                .await
-            else {
+            // Paused or deleted while waiting: whoever did it has recorded the state.
+            let Some(_slot) = ticket.admitted(&job_cancel).await else {
                 return;
             };
             let result = match kind {

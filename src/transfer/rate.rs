@@ -169,18 +169,47 @@ impl Drop for Slot {
     }
 }
 
+/// A transfer's place at its gate, taken when its job is spawned (so transfers spawned one after
+/// the other line up in that order), awaited when the job starts.
+pub(super) enum Ticket {
+    In(Slot),
+    Queued {
+        wait: oneshot::Receiver<Slot>,
+        queued: Queued,
+    },
+}
+
 /// Takes a transfer out of the queue when it stops waiting (paused, deleted, shut down).
-struct Queued<'a> {
-    gate: &'a Arc<Gate>,
+pub(super) struct Queued {
+    gate: Arc<Gate>,
     key: Option<QueueKey>,
 }
 
-impl Drop for Queued<'_> {
+impl Drop for Queued {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
             let mut inner = self.gate.inner.lock().expect("gate lock is never poisoned");
             inner.queue.remove(&key);
         }
+    }
+}
+
+impl Ticket {
+    /// Waits for the place; `None` when `cancel` fires first.
+    pub(super) async fn admitted(self, cancel: &CancellationToken) -> Option<Slot> {
+        let (wait, mut queued) = match self {
+            Ticket::In(slot) => return Some(slot),
+            Ticket::Queued { wait, queued } => (wait, queued),
+        };
+        let slot = tokio::select! {
+            slot = wait => slot.ok(),
+            _ = cancel.cancelled() => None,
+        };
+        if slot.is_some() {
+            // Taken off the queue by `fill`: nothing to remove.
+            queued.key = None;
+        }
+        slot
     }
 }
 
@@ -195,42 +224,27 @@ impl Gate {
         })
     }
 
-    /// Waits for a place; `None` when `cancel` fires first.
-    async fn admit(
-        self: &Arc<Self>,
-        id: &str,
-        priority: i64,
-        created: DateTime<Utc>,
-        cancel: &CancellationToken,
-    ) -> Option<Slot> {
+    /// Takes a place: in at once when the cap allows and nobody waits, else in the queue.
+    fn enqueue(self: &Arc<Self>, id: &str, priority: i64, created: DateTime<Utc>) -> Ticket {
         let key = (std::cmp::Reverse(priority), created, id.to_owned());
-        let wait = {
-            let mut inner = self.inner.lock().expect("gate lock is never poisoned");
-            if inner.queue.is_empty() && inner.cap.is_none_or(|cap| inner.active < cap) {
-                inner.active += 1;
-                return Some(Slot {
-                    gate: Some(self.clone()),
-                });
-            }
-            let (wake, wait) = oneshot::channel();
-            inner.queue.insert(key.clone(), wake);
-            Gate::fill(self, &mut inner);
-            wait
-        };
-        let mut queued = Queued {
-            gate: self,
-            key: Some(key),
-        };
-        tracing::info!(transfer_id = %id, "queued: FIFO mode caps the transfers active at once");
-        let slot = tokio::select! {
-            slot = wait => slot.ok(),
-            _ = cancel.cancelled() => None,
-        };
-        if slot.is_some() {
-            // Taken off the queue by `fill`: nothing to remove.
-            queued.key = None;
+        let mut inner = self.inner.lock().expect("gate lock is never poisoned");
+        if inner.queue.is_empty() && inner.cap.is_none_or(|cap| inner.active < cap) {
+            inner.active += 1;
+            return Ticket::In(Slot {
+                gate: Some(self.clone()),
+            });
         }
-        slot
+        let (wake, wait) = oneshot::channel();
+        inner.queue.insert(key.clone(), wake);
+        Gate::fill(self, &mut inner);
+        tracing::info!(transfer_id = %id, "queued: FIFO mode caps the transfers active at once");
+        Ticket::Queued {
+            wait,
+            queued: Queued {
+                gate: self.clone(),
+                key: Some(key),
+            },
+        }
     }
 
     /// Lets waiters in while the cap allows.
@@ -412,16 +426,16 @@ impl Bandwidth {
         }
     }
 
-    /// Waits for the FIFO gate of `kind` (at once without a cap); `None` when cancelled first.
-    pub(super) async fn admit(
+    /// A place at the FIFO gate of `kind` (in at once without a cap), to await with
+    /// [`Ticket::admitted`].
+    pub(super) fn enqueue(
         &self,
         kind: TransferKind,
         id: &str,
         priority: i64,
         created: DateTime<Utc>,
-        cancel: &CancellationToken,
-    ) -> Option<Slot> {
-        self.gate(kind).admit(id, priority, created, cancel).await
+    ) -> Ticket {
+        self.gate(kind).enqueue(id, priority, created)
     }
 
     /// The 1-based place of a transfer waiting at its gate.
@@ -546,14 +560,19 @@ mod tests {
         gate.set_cap(Some(1));
         let cancel = CancellationToken::new();
         let t0 = Utc::now();
-        let first = gate.admit("first", 0, t0, &cancel).await.unwrap();
+        let first = gate
+            .enqueue("first", 0, t0)
+            .admitted(&cancel)
+            .await
+            .unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for (id, priority, age) in [("old", 0, 1), ("young", 0, 2), ("urgent", 5, 3)] {
             let (gate, cancel, order) = (gate.clone(), cancel.clone(), order.clone());
             let created = t0 + chrono::Duration::seconds(age);
             tasks.push(tokio::spawn(async move {
-                let _slot = gate.admit(id, priority, created, &cancel).await.unwrap();
+                let ticket = gate.enqueue(id, priority, created);
+                let _slot = ticket.admitted(&cancel).await.unwrap();
                 order.lock().unwrap().push(id);
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }));
@@ -564,9 +583,10 @@ mod tests {
         assert_eq!(gate.position("young"), Some(3));
         // One that gives up (paused while queued) leaves no trace.
         let quitter = CancellationToken::new();
-        let gave_up = gate.admit("quitter", 9, t0, &quitter);
+        let gave_up = gate.enqueue("quitter", 9, t0);
+        assert_eq!(gate.position("quitter"), Some(1));
         quitter.cancel();
-        assert!(gave_up.await.is_none());
+        assert!(gave_up.admitted(&quitter).await.is_none());
         assert_eq!(gate.counts().queued, 3);
         drop(first);
         for t in tasks {
@@ -576,10 +596,11 @@ mod tests {
         let counts = gate.counts();
         assert_eq!((counts.active, counts.queued), (0, 0));
         // Raising the cap lets the waiting in at once.
-        let a = gate.admit("a", 0, t0, &cancel).await.unwrap();
+        let a = gate.enqueue("a", 0, t0).admitted(&cancel).await.unwrap();
         let b = {
             let (gate, cancel) = (gate.clone(), cancel.clone());
-            tokio::spawn(async move { gate.admit("b", 0, t0, &cancel).await.is_some() })
+            let ticket = gate.enqueue("b", 0, t0);
+            tokio::spawn(async move { ticket.admitted(&cancel).await.is_some() })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         gate.set_cap(None);

@@ -216,27 +216,30 @@ async fn a_limit_changed_through_the_api_takes_effect_mid_transfer() {
         .api
         .wait_for_bytes("downloads", &id, MIB as u64, Duration::from_secs(10))
         .await;
-    // Lowered to 128 KiB/s: in the next two seconds far less than the 2 MiB that 1 MiB/s
-    // would bring (a buffer per connection may still pass as the limit changes).
+    // Lowered to 256 KiB/s: in the next three seconds far less than the 3 MiB that 1 MiB/s
+    // would bring. (Bytes count once taken from the bucket, and HTTP hands them over in reads
+    // of up to ~400 KiB per connection: at low rates progress moves in steps, the average
+    // holds.)
     let (status, view) = agent
         .api
-        .patch("/bandwidth", json!({"download": "128KiB"}))
+        .patch("/bandwidth", json!({"download": "256KiB"}))
         .await;
     assert_eq!(status, 200, "{view}");
-    assert_eq!(view["now"]["download"], 128 * 1024, "{view}");
+    assert_eq!(view["now"]["download"], 256 * 1024, "{view}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, before) = agent.api.get(&format!("/downloads/{id}")).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let (_, after) = agent.api.get(&format!("/downloads/{id}")).await;
     let gained = bytes_done(&after) - bytes_done(&before);
+    eprintln!("3 s at 256 KiB/s after 1 MiB/s: {gained} bytes");
     assert!(
-        gained < 768 * 1024,
-        "{gained} bytes in 2 s at 128 KiB/s: {after}"
+        gained < 3 * MIB as u64 / 2,
+        "{gained} bytes in 3 s at 256 KiB/s: {after}"
     );
     assert!(gained > 0, "a lower limit is not a pause: {after}");
     assert_eq!(after["state"], "transferring", "{after}");
 
-    // Lifted: the rest (more than 4 MiB, half a minute at 128 KiB/s) comes at once.
+    // Lifted: the rest (more than 5 MiB, 20 s at 256 KiB/s) comes at once.
     let (status, view) = agent
         .api
         .patch("/bandwidth", json!({"download": null}))
