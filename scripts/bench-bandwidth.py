@@ -41,12 +41,15 @@ def die(message):
 def rate(text):
     """Bytes per second of "20MiB" or "400Mbit" (the agent parses these itself too)."""
     t = text.strip()
-    if t.lower().endswith("mbit"):
-        return int(float(t[:-4]) * 1e6 / 8)
+    for unit, factor in {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}.items():
+        if t.lower().endswith(unit):
+            return int(float(t[:-4]) * factor / 8)
     units = {"KiB": 1024, "MiB": MIB, "GiB": 1024 * MIB}
     for unit, factor in units.items():
         if t.endswith(unit):
             return int(float(t[: -len(unit)]) * factor)
+    if not t.isdigit():
+        die(f"{text!r} is not a rate; write e.g. 20MiB, 400Mbit or bytes per second")
     return int(t)
 
 
