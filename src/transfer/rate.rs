@@ -74,13 +74,17 @@ impl Bucket {
     /// there is no limit, when the limit changes (the new one counts from then on), or when
     /// `cancel` fires.
     async fn take(&self, bytes: usize, cancel: &CancellationToken) {
-        let limit = self.limit.load(Ordering::Relaxed);
-        if limit == 0 {
+        if self.limit.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let rate = limit as f64;
         let (wait, changed) = {
             let mut t = self.tokens.lock().expect("bucket lock is never poisoned");
+            // Read again under the lock, which `set` holds: either this take sees the new limit,
+            // or its `changed` below exists before `set` notifies.
+            let rate = match self.limit.load(Ordering::Relaxed) {
+                0 => return,
+                limit => limit as f64,
+            };
             let now = Instant::now();
             let burst = (rate * BURST).max(MIN_BURST);
             t.balance = (t.balance + now.duration_since(t.at).as_secs_f64() * rate).min(burst);
@@ -130,9 +134,9 @@ impl Bucket {
 
     fn set(&self, limit: Option<u64>) {
         let new = limit.unwrap_or(0);
+        let mut t = self.tokens.lock().expect("bucket lock is never poisoned");
         if self.limit.swap(new, Ordering::Relaxed) != new {
             // A fresh start at the new rate: no debt owed to the old one, no burst either.
-            let mut t = self.tokens.lock().expect("bucket lock is never poisoned");
             t.balance = 0.0;
             t.at = Instant::now();
             self.changed.notify_waiters();
@@ -292,16 +296,10 @@ pub(super) struct Bandwidth {
     download: Arc<Bucket>,
     uploads: Arc<Gate>,
     downloads: Arc<Gate>,
-    settings: Mutex<Followed>,
+    settings: Mutex<BandwidthSettings>,
     /// Wakes the schedule follower when the settings change.
     replaced: Notify,
     stop: CancellationToken,
-}
-
-struct Followed {
-    settings: BandwidthSettings,
-    /// The schedule rule in force (0-based), for logging changes.
-    rule: Option<usize>,
 }
 
 /// `GET /api/v1/bandwidth`.
@@ -340,10 +338,7 @@ impl Bandwidth {
             download: Arc::new(Bucket::new()),
             uploads: Gate::new(),
             downloads: Gate::new(),
-            settings: Mutex::new(Followed {
-                settings: BandwidthSettings::default(),
-                rule: None,
-            }),
+            settings: Mutex::new(BandwidthSettings::default()),
             replaced: Notify::new(),
             stop: CancellationToken::new(),
         });
@@ -360,13 +355,13 @@ impl Bandwidth {
     /// New settings, in force at once: limits and caps change under running transfers.
     pub(super) fn replace(&self, settings: BandwidthSettings) {
         {
-            let mut followed = self
+            let mut current = self
                 .settings
                 .lock()
                 .expect("settings lock is never poisoned");
             self.uploads.set_cap(settings.max_active_uploads());
             self.downloads.set_cap(settings.max_active_downloads());
-            followed.settings = settings;
+            *current = settings;
         }
         self.apply(Utc::now());
         self.replaced.notify_waiters();
@@ -376,17 +371,16 @@ impl Bandwidth {
         self.settings
             .lock()
             .expect("settings lock is never poisoned")
-            .settings
             .clone()
     }
 
     /// Sets the buckets to the limits in force at `now`; returns the next boundary.
     fn apply(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let mut followed = self
+        let settings = self
             .settings
             .lock()
             .expect("settings lock is never poisoned");
-        let (limits, rule) = followed.settings.limits_at(now);
+        let (limits, rule) = settings.limits_at(now);
         if limits.upload != self.upload.limit() || limits.download != self.download.limit() {
             tracing::info!(
                 upload = ?limits.upload,
@@ -397,8 +391,7 @@ impl Bandwidth {
         }
         self.upload.set(limits.upload);
         self.download.set(limits.download);
-        followed.rule = rule;
-        followed.settings.next_change(now)
+        settings.next_change(now)
     }
 
     /// Changes the limits at the schedule's boundaries.

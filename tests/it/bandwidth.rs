@@ -68,6 +68,23 @@ async fn upload(api: &Api, world: &World, path: &Path) -> String {
     created["link"].as_str().expect("a link upload").to_owned()
 }
 
+/// 6 MiB moved at about 2 MiB/s (`slow`) and without a limit (`unlimited`).
+fn assert_paced(unlimited: Duration, slow: Duration) {
+    eprintln!("6 MiB: unlimited {unlimited:?}, limited {slow:?}");
+    assert!(
+        slow >= Duration::from_millis(2500),
+        "6 MiB at 2 MiB/s took only {slow:?}"
+    );
+    assert!(
+        slow < Duration::from_secs(6),
+        "the limit is a ceiling, not a crawl: {slow:?}"
+    );
+    assert!(
+        unlimited * 2 < slow,
+        "unlimited ({unlimited:?}) is much faster than limited ({slow:?})"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_download_limited_to_2_mib_per_second_moves_6_mib_in_no_less_than_2_5_s() {
     let world = World::new().await;
@@ -86,19 +103,7 @@ async fn a_download_limited_to_2_mib_per_second_moves_6_mib_in_no_less_than_2_5_
     assert_eq!(view["now"]["upload"], Value::Null, "{view}");
     let (_, slow) = timed(download(&agent.api, &url, limited.path())).await;
 
-    eprintln!("6 MiB: unlimited {unlimited:?}, limited {slow:?}");
-    assert!(
-        slow >= Duration::from_millis(2500),
-        "6 MiB at 2 MiB/s took only {slow:?}"
-    );
-    assert!(
-        slow < Duration::from_secs(6),
-        "the limit is a ceiling, not a crawl: {slow:?}"
-    );
-    assert!(
-        unlimited * 2 < slow,
-        "unlimited ({unlimited:?}) is much faster than limited ({slow:?})"
-    );
+    assert_paced(unlimited, slow);
     for dst in [&free, &limited] {
         let got = std::fs::read(dst.path().join("dailies day 1/reel.mov")).unwrap();
         assert!(got == bytes, "the bytes arrive intact");
@@ -180,19 +185,7 @@ async fn an_upload_limited_to_2_mib_per_second_moves_6_mib_in_no_less_than_2_5_s
     assert_eq!(view["now"]["upload"], Value::Null, "{view}");
     let (_, unlimited) = timed(upload(&agent.api, &world, &src.path().join("free.mov"))).await;
 
-    eprintln!("6 MiB: unlimited {unlimited:?}, limited {slow:?}");
-    assert!(
-        slow >= Duration::from_millis(2500),
-        "6 MiB at 2 MiB/s took only {slow:?}"
-    );
-    assert!(
-        slow < Duration::from_secs(6),
-        "the limit is a ceiling, not a crawl: {slow:?}"
-    );
-    assert!(
-        unlimited * 2 < slow,
-        "unlimited ({unlimited:?}) is much faster than limited ({slow:?})"
-    );
+    assert_paced(unlimited, slow);
     let back = tempfile::tempdir().unwrap();
     let done = download(&agent.api, &link, back.path()).await;
     let name = done["package_name"].as_str().unwrap();
