@@ -446,3 +446,57 @@ async fn bad_bandwidth_settings_are_refused_with_what_to_write_and_change_nothin
         json!({"upload": null, "download": null, "rule": null, "next_change": null})
     );
 }
+
+/// `masv ARGS` (the real binary) against `agent`: exit code, stdout, stderr.
+async fn masv(agent: &TestAgent, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_masv"));
+    command.args(args).args(["--agent-url", &agent.api.base]);
+    let out = tokio::task::spawn_blocking(move || command.output().expect("masv runs"))
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn masv_bandwidth_set_changes_only_what_it_names_and_show_tells_it() {
+    let mut config = engine_config("http://127.0.0.1:9/v1");
+    config.bandwidth = settings(json!({"upload": "200Mbit", "max_active_uploads": 2}));
+    let agent = TestAgent::start(config).await;
+
+    let (code, out, err) = masv(
+        &agent,
+        &[
+            "bandwidth",
+            "set",
+            "--download",
+            "5MiB",
+            "--max-active-uploads",
+            "none",
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("download    5.0 MiB/s  5MiB"), "{out}");
+    let (_, view) = agent.api.get("/bandwidth").await;
+    assert_eq!(
+        view["settings"],
+        json!({"upload": "200Mbit", "download": "5MiB"}),
+        "{view}"
+    );
+
+    let (code, out, _) = masv(&agent, &["bandwidth", "show"]).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("upload     23.8 MiB/s  200Mbit"), "{out}");
+    assert!(out.contains("In force: the default limits"), "{out}");
+
+    let (code, _, err) = masv(&agent, &["bandwidth", "set", "--upload", "fast"]).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("upload: \"fast\" is not a rate"), "{err}");
+    let (code, _, err) = masv(&agent, &["bandwidth", "set"]).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("nothing to set"), "{err}");
+}
