@@ -17,7 +17,7 @@ use crate::store::TransferKind;
 use crate::transfer::{
     DownloadRequest, Engine, PortalUploadRequest, TeamUploadRequest, TransferError, UploadRequest,
 };
-use crate::web::{ErrorAnswer, parse_json, small_body};
+use crate::web::{ErrorAnswer, JsonBody, parse_json, small_body};
 
 impl IntoResponse for TransferError {
     fn into_response(self) -> Response {
@@ -84,6 +84,10 @@ pub fn router(engine: Engine, automations: Automations) -> Router {
         .route("/automations/{name}/run", post(run_automation))
         .route("/automations/{name}/enable", post(enable_automation))
         .route("/automations/{name}/disable", post(disable_automation))
+        .route(
+            "/bandwidth",
+            get(bandwidth).put(put_bandwidth).patch(patch_bandwidth),
+        )
         .route(
             "/downloads",
             post(create_download)
@@ -428,4 +432,77 @@ async fn disable_automation(
 ) -> Result<Response, AutomationError> {
     automations.set_enabled(&name, false).await?;
     Ok(Json(json!({ "name": name, "enabled": false })).into_response())
+}
+
+async fn bandwidth(State(engine): State<Engine>) -> Response {
+    Json(engine.bandwidth()).into_response()
+}
+
+/// Checks new bandwidth settings (the `[bandwidth]` section as JSON) and puts them in force.
+fn set_bandwidth(engine: &Engine, settings: serde_json::Value) -> Result<Response, ErrorAnswer> {
+    let bad = |message: String| ErrorAnswer::new(StatusCode::BAD_REQUEST, message);
+    let raw: crate::config::RawBandwidth =
+        serde_json::from_value(settings).map_err(|e| bad(format!("bandwidth settings: {e}")))?;
+    let settings = crate::config::BandwidthSettings::check(raw).map_err(|problems| {
+        let all: Vec<String> = problems.into_iter().map(|p| p.message).collect();
+        bad(all.join("; "))
+    })?;
+    Ok(Json(engine.set_bandwidth(settings)).into_response())
+}
+
+/// `PUT /bandwidth`: replaces every setting (what the body leaves out is unlimited or uncapped).
+async fn put_bandwidth(
+    State(engine): State<Engine>,
+    JsonBody(settings): JsonBody<serde_json::Value>,
+) -> Result<Response, ErrorAnswer> {
+    set_bandwidth(&engine, settings)
+}
+
+/// `PATCH /bandwidth`: a JSON merge patch (RFC 7396) over the settings in force: the keys given
+/// change, `null` removes a key (no limit, no cap), the others stay.
+async fn patch_bandwidth(
+    State(engine): State<Engine>,
+    JsonBody(patch): JsonBody<serde_json::Value>,
+) -> Result<Response, ErrorAnswer> {
+    let mut settings = serde_json::to_value(engine.bandwidth_settings().raw())
+        .expect("bandwidth settings serialize");
+    merge_patch(&mut settings, patch);
+    set_bandwidth(&engine, settings)
+}
+
+/// RFC 7396.
+fn merge_patch(target: &mut serde_json::Value, patch: serde_json::Value) {
+    let serde_json::Value::Object(patch) = patch else {
+        *target = patch;
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let map = target.as_object_mut().expect("made an object above");
+    for (key, value) in patch {
+        if value.is_null() {
+            map.remove(&key);
+        } else {
+            merge_patch(map.entry(key).or_insert(serde_json::Value::Null), value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_merge_patch_changes_what_it_names_and_removes_nulls() {
+        let mut settings = json!({"upload": "10MiB", "download": "1Gbit", "schedule": [{"start": "09:00", "end": "17:00"}]});
+        merge_patch(
+            &mut settings,
+            json!({"upload": null, "max_active_downloads": 1, "schedule": []}),
+        );
+        assert_eq!(
+            settings,
+            json!({"download": "1Gbit", "max_active_downloads": 1, "schedule": []})
+        );
+    }
 }

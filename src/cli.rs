@@ -3,6 +3,7 @@
 
 mod agent;
 mod automation;
+mod bandwidth;
 mod config;
 mod download;
 mod hub;
@@ -40,6 +41,8 @@ enum Command {
     Upload(upload::UploadArgs),
     /// The automations of a running agent (ls, status, run, enable, disable).
     Automation(automation::AutomationArgs),
+    /// Rate limits and FIFO caps of a running agent (show, set).
+    Bandwidth(bandwidth::BandwidthArgs),
     /// Check a configuration file, or print its JSON Schema.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -63,6 +66,7 @@ pub fn main() -> ExitCode {
             Command::Download(args) => download::run(args).await,
             Command::Upload(args) => upload::run(args).await,
             Command::Automation(args) => automation::run(args).await,
+            Command::Bandwidth(args) => bandwidth::run(args).await,
             Command::Config(command) => config::run(command),
         }
     });

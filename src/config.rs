@@ -3,6 +3,7 @@
 //! `file:line:col: what is wrong and what to do`, and a file's errors are reported all at once.
 //! `examples/configs/` shows the format; `schema/masv-agent.schema.json` is its JSON Schema.
 
+mod bandwidth;
 mod raw;
 mod rules;
 mod units;
@@ -18,11 +19,12 @@ use serde::Deserialize;
 use serde::de::IntoDeserializer;
 use toml::de::{DeTable, DeValue};
 
-pub use raw::{AfterName, GroupName};
+pub use bandwidth::{BandwidthProblem, BandwidthSettings, Limits};
+pub use raw::{AfterName, GroupName, RateValue, RawBandwidth, RawLimitRule};
 pub use rules::{
     After, DownloadRule, DownloadSource, Glob, Rule, RuleKind, Scan, UploadTarget, WatchRule,
 };
-pub use units::{parse_duration, parse_size};
+pub use units::{parse_duration, parse_rate, parse_size};
 
 use crate::cloud::dto::{Secret, SecretSource};
 use raw::{RawDownload, RawFile, RawHub, RawServer, RawWatch, SizeValue};
@@ -33,6 +35,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub hub: Option<HubConfig>,
     pub rules: Vec<Rule>,
+    /// `[bandwidth]`: rate limits, their schedule, FIFO caps (the default limits nothing).
+    pub bandwidth: BandwidthSettings,
 }
 
 /// `[server]`: what `masv server start` flags also set (flags win over the file).
@@ -248,6 +252,7 @@ fn fingerprint(text: &str) -> u64 {
 struct Sections {
     server: Option<RawServer>,
     hub: Option<RawHub>,
+    bandwidth: Option<BandwidthSettings>,
     watch: Vec<(RawWatch, Range<usize>)>,
     download: Vec<(RawDownload, Range<usize>)>,
 }
@@ -266,6 +271,7 @@ fn sections(at: &mut Located<'_>, text: &str) -> Option<Sections> {
     let mut out = Sections {
         server: None,
         hub: None,
+        bandwidth: None,
         watch: Vec::new(),
         download: Vec::new(),
     };
@@ -273,6 +279,7 @@ fn sections(at: &mut Located<'_>, text: &str) -> Option<Sections> {
         match key.get_ref().as_ref() {
             "server" => out.server = at.table(value),
             "hub" => out.hub = at.table(value),
+            "bandwidth" => out.bandwidth = bandwidth(at, value),
             name @ ("watch" | "download") => {
                 let DeValue::Array(items) = value.get_ref() else {
                     at.error(
@@ -294,7 +301,9 @@ fn sections(at: &mut Located<'_>, text: &str) -> Option<Sections> {
             }
             other => at.error(
                 key.span().start,
-                format!("unknown section `{other}`; expected server, hub, watch or download"),
+                format!(
+                    "unknown section `{other}`; expected server, hub, bandwidth, watch or download"
+                ),
             ),
         }
     }
@@ -322,8 +331,14 @@ pub fn parse_with(path: &Path, text: &str, secrets: &SecretReader) -> Result<Con
     let hub = sections.hub.and_then(|h| hub(h, &base, &mut at, text));
     let has_key = server.api_key.is_some() || hub.is_some();
     let rules = check_rules(&mut at, &base, has_key, sections.watch, sections.download);
+    let bandwidth = sections.bandwidth.unwrap_or_default();
     if at.errors.is_empty() {
-        Ok(Config { server, hub, rules })
+        Ok(Config {
+            server,
+            hub,
+            rules,
+            bandwidth,
+        })
     } else {
         at.errors.sort_by_key(|e| (e.line, e.column));
         Err(ConfigErrors(at.errors))
@@ -346,8 +361,8 @@ fn parse_rules_file(
     let Some(sections) = sections(&mut at, text) else {
         return Err(ConfigErrors(at.errors));
     };
-    if sections.server.is_some() || sections.hub.is_some() {
-        at.error(0, "a rules_dir file holds only [[watch]] and [[download]] rules; [server] and [hub] belong in the main file");
+    if sections.server.is_some() || sections.hub.is_some() || sections.bandwidth.is_some() {
+        at.error(0, "a rules_dir file holds only [[watch]] and [[download]] rules; [server], [hub] and [bandwidth] belong in the main file");
     }
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let rules = check_rules(&mut at, &base, has_key, sections.watch, sections.download);
@@ -389,6 +404,43 @@ fn check_rules(
         rules.push(check.download(&raw, print));
     }
     rules
+}
+
+/// Checks `[bandwidth]`; each problem is reported at its key (in its schedule rule).
+fn bandwidth(
+    at: &mut Located<'_>,
+    value: &toml::Spanned<DeValue<'_>>,
+) -> Option<BandwidthSettings> {
+    let raw: RawBandwidth = at.table(value)?;
+    let problems = match BandwidthSettings::check(raw) {
+        Ok(settings) => return Some(settings),
+        Err(problems) => problems,
+    };
+    let key_in = |table: &toml::Spanned<DeValue<'_>>, key: &str| match table.get_ref() {
+        DeValue::Table(t) => t
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == key)
+            .map(|(k, _)| k.span().start),
+        _ => None,
+    };
+    let rule_of = |i: usize| match value.get_ref() {
+        DeValue::Table(t) => t
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == "schedule")
+            .and_then(|(_, v)| match v.get_ref() {
+                DeValue::Array(items) => items.get(i).cloned(),
+                _ => None,
+            }),
+        _ => None,
+    };
+    for p in problems {
+        let offset = match p.rule.and_then(rule_of) {
+            Some(rule) => key_in(&rule, p.key).unwrap_or(rule.span().start),
+            None => key_in(value, p.key).unwrap_or(value.span().start),
+        };
+        at.error(offset, p.message);
+    }
+    None
 }
 
 fn key_error(at: &mut Located<'_>, text: &str, key: &str, message: String) {

@@ -90,7 +90,10 @@ pub async fn run(
     if let Some(path) = config.config_path.clone() {
         let (automations, stop) = (automations.clone(), stop.clone());
         let rules_dir = config.config.server.rules_dir.clone();
-        tokio::spawn(async move { reload_on_change(path, rules_dir, automations, stop).await });
+        let bandwidth = (engine.clone(), config.config.bandwidth.clone());
+        tokio::spawn(async move {
+            reload_on_change(path, rules_dir, automations, bandwidth, stop).await
+        });
     }
     tracing::info!(%addr, data = %config.data_dir.display(), cloud = %config.engine.cloud_url, rules = config.config.rules.len(), "agent serving");
     let served = axum::serve(
@@ -177,12 +180,16 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Reloads the rules when the configuration file or a rules file changes, or on SIGHUP. A file
 /// that does not check keeps the rules in force; the error shows in the log and the API.
+/// `[bandwidth]` is put in force again only when its text changed (replacing what the API set
+/// meanwhile); `bandwidth` is the engine and the section as last loaded.
 async fn reload_on_change(
     path: PathBuf,
     rules_dir: Option<PathBuf>,
     automations: Automations,
+    bandwidth: (Engine, config::BandwidthSettings),
     stop: CancellationToken,
 ) {
+    let (engine, mut loaded_bandwidth) = bandwidth;
     let (tx, mut changed) = tokio::sync::mpsc::channel::<()>(16);
     // Editors replace files (write elsewhere, rename over): watch the folders, not the files.
     let mut folders = vec![
@@ -246,6 +253,11 @@ async fn reload_on_change(
             Ok(config) => {
                 tracing::info!(path = %path.display(), rules = config.rules.len(), "configuration reloaded");
                 automations.apply(config.rules);
+                if config.bandwidth != loaded_bandwidth {
+                    tracing::info!(path = %path.display(), "[bandwidth] changed: new limits in force");
+                    engine.set_bandwidth(config.bandwidth.clone());
+                    loaded_bandwidth = config.bandwidth;
+                }
             }
             Err(e) => {
                 tracing::error!(path = %path.display(), "the configuration has errors; the last good rules stay in force:\n{e}");

@@ -6,6 +6,7 @@
 mod budget;
 mod download;
 mod progress;
+mod rate;
 mod retry;
 mod upload;
 
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use budget::Budget;
 pub use download::{DownloadRequest, PackageSource};
+pub use rate::{BandwidthView, Flow, InForce};
 pub use retry::RetryPolicy;
 pub use upload::{PortalUploadRequest, TeamUploadRequest, UploadRequest};
 
@@ -46,6 +48,8 @@ pub struct EngineConfig {
     /// cloud URL's origin for anything else (a hub answers links at its root).
     pub link_base: Option<String>,
     pub retry: RetryPolicy,
+    /// Rate limits, their schedule and the FIFO caps at start (changeable while running).
+    pub bandwidth: crate::config::BandwidthSettings,
 }
 
 impl EngineConfig {
@@ -88,6 +92,7 @@ impl Default for EngineConfig {
             api_key: None,
             link_base: None,
             retry: RetryPolicy::default(),
+            bandwidth: Default::default(),
         }
     }
 }
@@ -170,6 +175,9 @@ pub struct TransferSummary {
     pub bytes_per_second: u64,
     pub files_total: u64,
     pub files_done: u64,
+    /// FIFO mode: the transfer waits for a place (1 is next); it stays `transferring`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<usize>,
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
@@ -199,9 +207,16 @@ struct Inner {
     store: Store,
     client: cloud::Client,
     budget: Budget,
+    bandwidth: Arc<rate::Bandwidth>,
     config: EngineConfig,
     running: Mutex<HashMap<String, Running>>,
     events: tokio::sync::broadcast::Sender<TransferEvent>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.bandwidth.stop();
+    }
 }
 
 /// A transfer stopped moving: it ended (complete, idle, error). Sent to whoever subscribed.
@@ -228,6 +243,7 @@ impl Engine {
                 store,
                 client,
                 budget: Budget::new(config.max_connections),
+                bandwidth: rate::Bandwidth::start(config.bandwidth.clone()),
                 config,
                 running: Mutex::new(HashMap::new()),
                 events: tokio::sync::broadcast::channel(4096).0,
@@ -235,7 +251,10 @@ impl Engine {
         };
         if engine.inner.config.auto_resume {
             for kind in [TransferKind::Download, TransferKind::Upload] {
-                for t in engine.inner.store.transfers(kind).await? {
+                let mut transfers = engine.inner.store.transfers(kind).await?;
+                // Oldest first from the store; FIFO mode lets the first ones in.
+                transfers.sort_by_key(|t| std::cmp::Reverse(t.priority));
+                for t in transfers {
                     if t.state == state::TRANSFERRING {
                         tracing::info!(transfer_id = %t.id, kind = kind.as_str(), "resuming");
                         engine.spawn(&t);
@@ -420,7 +439,15 @@ impl Engine {
         let inner = self.inner.clone();
         let (id, job_cancel, job_progress) = (record.id.clone(), cancel.clone(), progress.clone());
         let kind = record.kind;
+        // FIFO mode: a place in line now, in the order jobs are spawned.
+        let ticket = inner
+            .bandwidth
+            .enqueue(kind, &id, record.priority, record.created_at);
         let task = tokio::spawn(async move {
+            // Paused or deleted while waiting: whoever did it has recorded the state.
+            let Some(_slot) = ticket.admitted(&job_cancel).await else {
+                return;
+            };
             let result = match kind {
                 TransferKind::Download => {
                     download::run(inner.clone(), &id, job_cancel, job_progress).await
@@ -491,8 +518,25 @@ impl Engine {
         }
     }
 
+    /// The bandwidth limits in force, their settings, and the FIFO queues.
+    pub fn bandwidth(&self) -> BandwidthView {
+        self.inner.bandwidth.view()
+    }
+
+    /// The bandwidth settings in force (as the file or the API last set them).
+    pub fn bandwidth_settings(&self) -> crate::config::BandwidthSettings {
+        self.inner.bandwidth.settings()
+    }
+
+    /// New bandwidth settings, in force at once under running transfers.
+    pub fn set_bandwidth(&self, settings: crate::config::BandwidthSettings) -> BandwidthView {
+        self.inner.bandwidth.replace(settings);
+        self.inner.bandwidth.view()
+    }
+
     /// Stops every job; their states stay as they are, so the next start resumes them.
     pub async fn shutdown(&self) {
+        self.inner.bandwidth.stop();
         let all: Vec<Running> = self
             .inner
             .running
@@ -620,6 +664,7 @@ impl Engine {
                 .iter()
                 .filter(|v| v.state == file_state::COMPLETE)
                 .count() as u64,
+            queue_position: self.inner.bandwidth.queue_position(t.kind, &t.id),
             error: t.error.clone(),
             rule: t.rule.clone(),
             files: with_files.then_some(views),

@@ -185,6 +185,11 @@ impl AgentClient {
         self.call(Method::POST, segments, &[], Some(&body)).await
     }
 
+    /// A PATCH with a JSON body (`/bandwidth`).
+    pub async fn patch(&self, segments: &[&str], body: &Value) -> Result<Value, AgentError> {
+        self.call(Method::PATCH, segments, &[], Some(body)).await
+    }
+
     /// A POST without a body (`/pause`, `/resume`).
     pub async fn post_empty(&self, segments: &[&str]) -> Result<Value, AgentError> {
         self.call(Method::POST, segments, &[], None).await
@@ -327,9 +332,19 @@ pub struct Progress {
     #[serde(deserialize_with = "null_as_default")]
     pub files_total: u64,
     pub error: Option<String>,
+    /// FIFO mode: the place of a `transferring` transfer still waiting for its turn.
+    pub queue_position: Option<u64>,
 }
 
 impl Progress {
+    /// The state as tables show it: a transfer waiting in FIFO mode reads `queued (N)`.
+    pub fn shown_state(&self) -> String {
+        match self.queue_position {
+            Some(n) if self.state == "transferring" => format!("queued ({n})"),
+            _ => self.state.clone(),
+        }
+    }
+
     /// Whole percent done, when the total is known.
     pub fn percent(&self) -> Option<u64> {
         percent(self.bytes_done, self.bytes_total)
@@ -346,7 +361,7 @@ impl Progress {
 
     /// `transferring 45% 1.2 GiB of 2.6 GiB, 12.3 MiB/s, ETA 2m 05s, 1 of 3 files`.
     pub fn text(&self) -> String {
-        let mut text = self.state.clone();
+        let mut text = self.shown_state();
         if let Some(percent) = self.percent() {
             let _ = write!(text, " {percent}%");
         }
@@ -648,6 +663,7 @@ mod tests {
             files_done: 1,
             files_total: 3,
             error: None,
+            queue_position: None,
         };
         assert_eq!(
             progress.text(),

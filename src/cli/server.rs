@@ -94,6 +94,7 @@ pub async fn run(command: ServerCommand) -> anyhow::Result<ExitCode> {
                 .api_key
                 .map(crate::cloud::dto::Secret::new)
                 .or(file.api_key),
+            bandwidth: loaded.bandwidth.clone(),
             ..defaults
         },
         config_path: args.config.clone(),

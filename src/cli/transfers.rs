@@ -183,7 +183,7 @@ pub fn list_table(transfers: &[Summary]) -> String {
             let p = &t.progress;
             vec![
                 t.id.clone(),
-                p.state.clone(),
+                p.shown_state(),
                 p.percent().map_or("-".into(), |pc| format!("{pc}%")),
                 if p.bytes_total > 0 {
                     agent::human_bytes(p.bytes_total)
@@ -233,7 +233,7 @@ pub fn detail_text(noun: Noun, detail: &Detail) -> String {
     let p = &d.progress;
     let title = noun.title();
     let mut lines: Vec<(&str, String)> = vec![(&title, d.id.clone())];
-    lines.push(("State", p.state.clone()));
+    lines.push(("State", p.shown_state()));
     if let Some(error) = &p.error {
         lines.push(("Error", error.clone()));
     }
@@ -449,7 +449,9 @@ mod tests {
              "updated_at": "2026-11-22T21:00:00.000Z", "bytes_done": 1536, "bytes_total": 3072,
              "bytes_per_second": 1024, "files_total": 3, "files_done": 1, "error": null},
             {"upload_id": "0b", "state": "error", "package_name": null, "kind": "link",
-             "bytes_done": 0, "bytes_total": 0, "bytes_per_second": 0, "error": "Link expired"}
+             "bytes_done": 0, "bytes_total": 0, "bytes_per_second": 0, "error": "Link expired"},
+            {"download_id": "0c", "state": "transferring", "package_name": "Next",
+             "bytes_done": 0, "bytes_total": 1024, "bytes_per_second": 0, "queue_position": 2}
         ]))
         .unwrap();
         assert_eq!(
@@ -458,6 +460,7 @@ mod tests {
 ID                                    STATE         PROGRESS     SIZE      SPEED  NAME
 f98b1e92-1c67-48e4-9b9c-f2bb27a33375  transferring       50%  3.0 KiB  1.0 KiB/s  Dailies
 0b                                    error                -        -          -  -
+0c                                    queued (2)          0%  1.0 KiB      0 B/s  Next
 "
         );
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cloud::dto::SecretSource;
 
@@ -28,6 +28,63 @@ pub struct RawFile {
     /// Download automations: links, folders of dropped links, portal inboxes.
     #[serde(default)]
     pub download: Vec<RawDownload>,
+    /// Rate limits (with a weekly schedule) and caps on the transfers active at once.
+    #[serde(default)]
+    pub bandwidth: Option<RawBandwidth>,
+}
+
+/// `[bandwidth]`: global rate limits shared by every transfer, a weekly schedule of other limits,
+/// and FIFO caps. Also the body of `PUT /api/v1/bandwidth` (as JSON).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawBandwidth {
+    /// Upload limit outside every schedule rule: "200Mbit", "25MiB" (per second), bytes per
+    /// second, or "unlimited" (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<RateValue>,
+    /// Download limit outside every schedule rule, written like `upload`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download: Option<RateValue>,
+    /// IANA time zone of the schedule's times (default: the machine's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// Limits by day and hour; the first rule that holds the moment applies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<RawLimitRule>,
+    /// FIFO mode: at most this many uploads move bytes at once; the others wait, queued, in
+    /// order of priority then creation (default: no cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_active_uploads: Option<usize>,
+    /// FIFO mode for downloads, as `max_active_uploads`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_active_downloads: Option<usize>,
+}
+
+/// A rate: bytes per second, or text like "200Mbit", "25MiB", "25MiB/s", "unlimited".
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RateValue {
+    BytesPerSecond(u64),
+    Text(String),
+}
+
+/// Other limits on some days, between two times.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimitRule {
+    /// "mon".."sun", "weekdays", "weekends" or "daily" (default every day).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub days: Vec<String>,
+    /// From "HH:MM" (in the bandwidth timezone).
+    pub start: String,
+    /// Until "HH:MM"; before `start` means the rule crosses midnight.
+    pub end: String,
+    /// Upload limit while the rule holds (default: the section's `upload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<RateValue>,
+    /// Download limit while the rule holds (default: the section's `download`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download: Option<RateValue>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]

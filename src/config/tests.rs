@@ -134,3 +134,52 @@ fn the_committed_schema_is_the_generated_one() {
         "schema/masv-agent.schema.json is out of date: run `cargo run -- config schema > schema/masv-agent.schema.json`"
     );
 }
+
+#[test]
+fn a_bandwidth_section_is_read_and_its_errors_point_at_their_keys() {
+    let config = parse(
+        Path::new("agent.toml"),
+        r#"
+[bandwidth]
+upload = "200Mbit"
+download = 1048576
+timezone = "UTC"
+max_active_downloads = 2
+
+[[bandwidth.schedule]]
+days = ["weekdays"]
+start = "09:00"
+end = "18:00"
+upload = "50Mbit"
+"#,
+    )
+    .unwrap();
+    let b = &config.bandwidth;
+    assert_eq!(b.max_active_downloads(), Some(2));
+    assert_eq!(b.max_active_uploads(), None);
+    let monday_ten = chrono::DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let (limits, rule) = b.limits_at(monday_ten);
+    assert_eq!(rule, Some(0));
+    assert_eq!(limits.upload, Some(6_250_000));
+    assert_eq!(limits.download, Some(1 << 20), "the rule keeps the default");
+
+    let text = errors_of(
+        "[server]\nlisten = \"127.0.0.1:8080\"\n\n[bandwidth]\nupload = \"fast\"\nmax_active_uploads = 0\nschedule = [\n  { start = \"09:00\", end = \"18:00\" },\n  { days = [\"someday\"], start = \"09:00\", end = \"18:00\", download = \"lots\" },\n]\n",
+    );
+    for expected in [
+        "agent.toml:5:1: upload: \"fast\" is not a rate",
+        "agent.toml:6:1: max_active_uploads: must be at least 1",
+        "agent.toml:9:3: schedule rule 2: \"someday\" is not a day",
+        "agent.toml:9:57: schedule rule 2: download: \"lots\" is not a rate",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert_eq!(text.lines().count(), 4, "{text}");
+    let text = errors_of("[bandwidth]\nuplaod = \"1MiB\"\n");
+    assert!(
+        text.contains("agent.toml:2:1: unknown field `uplaod`"),
+        "{text}"
+    );
+}

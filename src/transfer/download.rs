@@ -736,6 +736,7 @@ async fn fetch_range(
                         message: "storage sent more bytes than the range asked for".into(),
                     }));
                 }
+                super::rate::take_download(&job.inner, bytes.len(), &job.cancel).await;
                 received += bytes.len() as u64;
                 job.progress.add(chunk.file, bytes.len() as u64);
                 buffer.extend_from_slice(&bytes);

@@ -733,6 +733,7 @@ async fn part_body(job: &Job, part: &Part) -> Result<reqwest::Body, PartError> {
         .await
         .map_err(|e| PartError::File(format!("{path}: {e}")))?;
     let stream = tokio_util::io::ReaderStream::with_capacity(source.take(part.len), READ_BUFFER);
+    let stream = super::rate::throttle_upload(&job.inner, stream, &job.cancel);
     Ok(reqwest::Body::wrap_stream(stream))
 }
 

@@ -74,6 +74,16 @@ impl Api {
             .await
     }
 
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(&body))
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(self.http.patch(format!("{}{path}", self.base)).json(&body))
+            .await
+    }
+
     pub async fn delete(&self, path: &str) -> (u16, Value) {
         self.send(self.http.delete(format!("{}{path}", self.base)))
             .await
@@ -159,6 +169,11 @@ impl TestAgent {
                 .unwrap_or_else(|e| panic!("the test's configuration checks:\n{e}")),
             None => Default::default(),
         };
+        // As `masv server start` does: the file's [bandwidth] is the engine's at start.
+        let mut engine = engine;
+        if file.is_some() {
+            engine.bandwidth = config.bandwidth.clone();
+        }
         let agent_config = AgentConfig {
             data_dir: data.join("agent"),
             engine,

@@ -4,6 +4,8 @@
 //! - `support`: starting hubs, a ready-made world, uploads and downloads through the client.
 //! - `agent`: agents in-process or as a real process, driven through their REST API.
 //! - `cli`: the real `masv` command line against an agent and a hub.
+//! - `bandwidth`: rate limits and FIFO caps felt by real transfers, changed through the API and
+//!   the configuration file.
 //! - `automations`: configuration files run by agents: watch folders, link and inbox rules, reloads.
 //! - `hub`: the hub against the typed client, route by route (spec §2–4).
 //! - `download`: downloads end to end: the tree on disk, hostile packages, faults, crashes.
@@ -11,6 +13,7 @@
 
 mod agent;
 mod automations;
+mod bandwidth;
 mod cli;
 mod download;
 mod hub;
