@@ -596,6 +596,7 @@ mod tests {
         match Cli::try_parse_from(line) {
             Ok(Cli {
                 command: Command::Download(args),
+                ..
             }) => args,
             Ok(other) => panic!("not a download command: {other:?}"),
             Err(e) => panic!("{line:?} does not parse: {e}"),
