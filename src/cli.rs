@@ -120,7 +120,9 @@ fn init_logging(format: LogFormat, level: Option<&str>) {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(&directives)
             .unwrap_or_else(|e| {
-                eprintln!("warning: RUST_LOG={directives:?} is not understood ({e}); logging at info");
+                eprintln!(
+                    "warning: RUST_LOG={directives:?} is not understood ({e}); logging at info"
+                );
                 EnvFilter::new("info")
             }),
         // `[server] log_level` was checked with the configuration.

@@ -521,7 +521,9 @@ fn server(raw: RawServer, base: &Path, at: &mut Located<'_>, text: &str) -> Serv
                     at,
                     text,
                     "log_level",
-                    format!("log_level = {l:?}: {e}; write e.g. \"info\" or \"warn,masv_agent=debug\""),
+                    format!(
+                        "log_level = {l:?}: {e}; write e.g. \"info\" or \"warn,masv_agent=debug\""
+                    ),
                 );
                 None
             }
@@ -532,7 +534,12 @@ fn server(raw: RawServer, base: &Path, at: &mut Located<'_>, text: &str) -> Serv
         DurationValue::Text(t) => match parse_duration(&t) {
             Ok(d) => Some(d),
             Err(e) => {
-                key_error(at, text, "shutdown_timeout", format!("shutdown_timeout: {e}"));
+                key_error(
+                    at,
+                    text,
+                    "shutdown_timeout",
+                    format!("shutdown_timeout: {e}"),
+                );
                 None
             }
         },

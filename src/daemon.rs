@@ -104,7 +104,12 @@ pub async fn run(
     }
     let notifier = Arc::new(systemd::Notifier::from_env());
     if let Some(every) = notifier.watchdog_interval() {
-        tokio::spawn(watchdog(notifier.clone(), engine.store().clone(), every, stop.clone()));
+        tokio::spawn(watchdog(
+            notifier.clone(),
+            engine.store().clone(),
+            every,
+            stop.clone(),
+        ));
     }
     tracing::info!(%addr, data = %config.data_dir.display(), cloud = %config.engine.cloud_url, rules = config.config.rules.len(), "agent serving");
     notifier.notify(&format!("READY=1\nSTATUS=serving on {addr}"));
@@ -123,7 +128,10 @@ pub async fn run(
         .server
         .shutdown_timeout
         .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
-    tracing::info!(?deadline, "stopping: no new work; letting the chunks in flight finish");
+    tracing::info!(
+        ?deadline,
+        "stopping: no new work; letting the chunks in flight finish"
+    );
     automations.stop();
     engine.shutdown(deadline).await;
     // Last: the embedded hub may be serving the chunks that were finishing.
@@ -148,8 +156,12 @@ async fn watchdog(
         let alive = tokio::time::timeout(every, store.call(|c| Ok(c.execute_batch("SELECT 1")?)));
         match alive.await {
             Ok(Ok(())) => notifier.notify("WATCHDOG=1"),
-            Ok(Err(e)) => tracing::error!(error = %e, "the database does not answer; not pinging the watchdog"),
-            Err(_) => tracing::error!("the database did not answer in time; not pinging the watchdog"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the database does not answer; not pinging the watchdog")
+            }
+            Err(_) => {
+                tracing::error!("the database did not answer in time; not pinging the watchdog")
+            }
         }
     }
 }

@@ -2,9 +2,9 @@
 //! clap command tree, so they never drift from the commands. `docs/man/` holds the generated
 //! pages; a test checks they are what `masv man --out` writes today.
 
-use std::path::PathBuf;
 #[cfg(test)]
 use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -26,7 +26,11 @@ pub struct ManArgs {
 
 pub fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
     let mut command = super::Cli::command();
-    clap_complete::generate(args.shell, &mut command, "masv", &mut std::io::stdout());
+    // Into a buffer first: clap_complete panics when its writer fails (`| head`).
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "masv", &mut script);
+    std::io::Write::write_all(&mut std::io::stdout(), &script)
+        .context("cannot write the completion script to stdout")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -101,7 +105,11 @@ mod tests {
     #[test]
     fn every_command_shows_an_example_of_itself_in_its_help() {
         let commands = all_commands();
-        assert!(commands.len() > 30, "the tree was walked: {}", commands.len());
+        assert!(
+            commands.len() > 30,
+            "the tree was walked: {}",
+            commands.len()
+        );
         let mut missing = Vec::new();
         for (path, mut command) in commands {
             let help = command.render_long_help().to_string();
@@ -155,7 +163,7 @@ mod tests {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut crate::cli::Cli::command(), "masv", &mut out);
             let text = String::from_utf8(out).unwrap();
-            for word in ["download", "automation", "completions", "--log-format"] {
+            for word in ["download", "automation", "completions", "log-format"] {
                 assert!(text.contains(word), "{shell:?} completions lack {word}");
             }
         }

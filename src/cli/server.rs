@@ -60,7 +60,10 @@ pub struct StartArgs {
     api_key: Option<String>,
 }
 
-pub async fn run(command: ServerCommand, log_format: Option<LogFormat>) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    command: ServerCommand,
+    log_format: Option<LogFormat>,
+) -> anyhow::Result<ExitCode> {
     let ServerCommand::Start(args) = command;
     let mut loaded = match &args.config {
         Some(path) => crate::config::load(path),
