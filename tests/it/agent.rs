@@ -267,9 +267,12 @@ impl ProcessAgent {
 
     /// SIGTERM, as systemd stops a service.
     pub fn sigterm(&self) {
+        self.signal(rustix::process::Signal::TERM);
+    }
+
+    pub fn signal(&self, signal: rustix::process::Signal) {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("a child's pid");
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM)
-            .expect("the agent takes a signal");
+        rustix::process::kill_process(pid, signal).expect("the agent takes a signal");
     }
 
     /// Waits for the agent to exit by itself; panics after `limit`.

@@ -178,7 +178,8 @@ async fn sigterm_mid_download_lets_chunks_in_flight_finish_exits_0_and_the_next_
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn json_logs_at_the_configured_level_carry_the_transfer_id_and_rule_name() {
+async fn json_logs_at_the_configured_level_carry_the_transfer_id_and_rule_name_and_sighup_reloads()
+{
     let world = World::new().await;
     let package = world
         .upload(vec![FileSpec::file("cut.mov", b"the cut".to_vec())])
@@ -193,7 +194,7 @@ async fn json_logs_at_the_configured_level_carry_the_transfer_id_and_rule_name()
             r#"
 [server]
 log_format = "json"
-log_level = "warn,masv_agent::transfer=info"
+log_level = "warn,masv_agent::transfer=info,masv_agent::daemon=info"
 
 [[download]]
 name = "vendor-link"
@@ -227,6 +228,18 @@ destination = "incoming"
         .api
         .wait_for("downloads", &id, &["complete"], LONG)
         .await;
+    // SIGHUP reloads the rules; the agent goes on.
+    agent.signal(rustix::process::Signal::HUP);
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("configuration reloaded")
+    {
+        assert!(start.elapsed() < LONG, "SIGHUP did not reload the rules");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _) = agent.api.get("/downloads").await;
+    assert_eq!(status, 200, "the agent survives SIGHUP");
     agent.sigterm();
     assert_eq!(agent.exit_status(LONG).await.code(), Some(0));
 
@@ -248,9 +261,10 @@ destination = "incoming"
     assert_eq!(ended["span"]["transfer_id"], id.as_str(), "{ended}");
     assert_eq!(ended["span"]["rule"], "vendor-link", "{ended}");
     assert_eq!(ended["level"], "INFO");
+    assert!(with("SIGHUP: reloading the configuration")["level"] == "INFO");
     assert!(
-        !lines.iter().any(|l| l["message"] == "agent serving"),
-        "log_level keeps the daemon's info events out:\n{text}"
+        !lines.iter().any(|l| l["message"] == "automation started"),
+        "log_level keeps the rules' info events out:\n{text}"
     );
 }
 
