@@ -13,18 +13,9 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, UnixDatagram};
 
 use crate::agent::{Api, ProcessAgent, TestAgent, download_request, engine_config, hub_bytes_sent};
-use crate::support::{DataDir, FileSpec, HubOptions, MIB, TestHub, World, pseudo_random_bytes};
+use crate::support::{FileSpec, HubOptions, MIB, TestHub, World, pseudo_random_bytes};
 
 const LONG: Duration = Duration::from_secs(90);
-
-/// A link URL of `link` on the hub at `addr`.
-fn link_url(addr: std::net::SocketAddr, link: &masv_agent::cloud::dto::Link) -> String {
-    format!(
-        "http://{addr}/{}?secret={}",
-        link.id,
-        link.download_secret.expose()
-    )
-}
 
 /// The next notify datagram that contains `wanted`, skipping others; panics after 20 s.
 async fn notified(socket: &UnixDatagram, wanted: &str, seen: &mut Vec<String>) {
@@ -82,22 +73,12 @@ async fn sigterm_mid_download_lets_chunks_in_flight_finish_exits_0_and_the_next_
     // Every storage request waits 1.5 s before its bytes come: at any moment the 4 chunks in
     // flight are almost surely all waiting, and finishing them takes a visible while.
     let delay = Duration::from_millis(1500);
-    let hub = TestHub::start_with(
-        DataDir::new(),
-        HubOptions::faults(Faults {
-            delay,
-            ..Faults::default()
-        }),
-    )
-    .await;
-    let world = World::on(hub);
+    let world = World::slow(delay).await;
     let (size, chunk) = (16 * MIB, MIB as u64);
     let bytes = pseudo_random_bytes(61, size);
-    let package = world
-        .upload(vec![FileSpec::file("master.mxf", bytes.clone())])
+    let (_, url) = world
+        .shared(vec![FileSpec::file("master.mxf", bytes.clone())])
         .await;
-    let link = world.share(&package, CreateLink::default()).await;
-    let url = link_url(world.hub.addr, &link);
     let data = tempfile::tempdir().unwrap();
     let dst = tempfile::tempdir().unwrap();
     let flags = |timeout: &'static str| {
@@ -181,11 +162,9 @@ async fn sigterm_mid_download_lets_chunks_in_flight_finish_exits_0_and_the_next_
 async fn json_logs_at_the_configured_level_carry_the_transfer_id_and_rule_name_and_sighup_reloads()
 {
     let world = World::new().await;
-    let package = world
-        .upload(vec![FileSpec::file("cut.mov", b"the cut".to_vec())])
+    let (_, url) = world
+        .shared(vec![FileSpec::file("cut.mov", b"the cut".to_vec())])
         .await;
-    let link = world.share(&package, CreateLink::default()).await;
-    let url = link_url(world.hub.addr, &link);
     let site = tempfile::tempdir().unwrap();
     let config = site.path().join("agent.toml");
     std::fs::write(
@@ -326,7 +305,7 @@ async fn real_transfers_move_the_metrics_and_healthz_answers() {
     assert_eq!(before("masv_agent_queue_depth"), 0);
 
     // Small chunks: 37 storage requests, so some of them fail.
-    let mut request = download_request(&link_url(flaky.addr, &link), &site.path().join("in"));
+    let mut request = download_request(&flaky.link_url(&link), &site.path().join("in"));
     request["chunk_size"] = json!(256 * 1024);
     let id = agent.api.download(request).await;
     let done = agent
@@ -388,22 +367,13 @@ async fn real_transfers_move_the_metrics_and_healthz_answers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn queue_depth_counts_requests_waiting_for_a_connection() {
-    let hub = TestHub::start_with(
-        DataDir::new(),
-        HubOptions::faults(Faults {
-            delay: Duration::from_millis(100),
-            ..Faults::default()
-        }),
-    )
-    .await;
-    let world = World::on(hub);
-    let package = world
-        .upload(vec![FileSpec::file(
+    let world = World::slow(Duration::from_millis(100)).await;
+    let (_, url) = world
+        .shared(vec![FileSpec::file(
             "a.mov",
             pseudo_random_bytes(64, 8 * MIB),
         )])
         .await;
-    let link = world.share(&package, CreateLink::default()).await;
     let mut engine = engine_config(&world.hub.base_url);
     engine.max_connections = 1;
     let agent = TestAgent::start(engine).await;
@@ -411,14 +381,13 @@ async fn queue_depth_counts_requests_waiting_for_a_connection() {
     // Two downloads, one connection: one worker of each asks, one of them waits.
     let mut ids = Vec::new();
     for folder in ["one", "two"] {
-        let mut request =
-            download_request(&link_url(world.hub.addr, &link), &dst.path().join(folder));
+        let mut request = download_request(&url, &dst.path().join(folder));
         request["chunk_size"] = json!(MIB);
         ids.push(agent.api.download(request).await);
     }
-    let url = agent.api.base.replace("/api/v1", "/metrics");
+    let metrics = agent.api.base.replace("/api/v1", "/metrics");
     let depth = || async {
-        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
         text.lines()
             .find_map(|l| l.strip_prefix("masv_agent_queue_depth "))
             .unwrap()
