@@ -228,11 +228,31 @@ impl ProcessAgent {
         extra: &[&str],
         configure: impl FnOnce(&mut Command),
     ) -> ProcessAgent {
+        ProcessAgent::start_wrapped(&[], data, cloud_url, extra, configure).await
+    }
+
+    /// [`ProcessAgent::start_with`], run by `wrapper` (e.g. `setpriv` with its options), which
+    /// is given the masv binary and its arguments.
+    pub async fn start_wrapped(
+        wrapper: &[&str],
+        data: &Path,
+        cloud_url: &str,
+        extra: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> ProcessAgent {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_masv"));
+        let masv = env!("CARGO_BIN_EXE_masv");
+        let mut command = match wrapper.split_first() {
+            Some((program, options)) => {
+                let mut c = Command::new(program);
+                c.args(options).arg(masv);
+                c
+            }
+            None => Command::new(masv),
+        };
         command
             .args(["server", "start", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")

@@ -560,3 +560,104 @@ async fn off_loopback_the_api_needs_a_token_and_every_request_must_carry_it() {
     let _ = stop.send(());
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unprivileged_agent_gives_files_an_owner_with_the_capabilities_of_the_chown_drop_in() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test runs the agent as nobody with capabilities (setpriv): run the tests as root (CI does)"
+    );
+    // What examples/systemd/chown.conf grants, as setpriv spells it.
+    let dropin = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/systemd/chown.conf"
+    ))
+    .unwrap();
+    let caps: Vec<String> = dropin
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("the drop-in grants ambient capabilities")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    let caps = caps.join(",");
+    let world = World::new().await;
+    let (_, url) = world
+        .shared(vec![
+            FileSpec::file("a.mov", pseudo_random_bytes(65, 3 * MIB)).at("day1"),
+            FileSpec::directory("empty"),
+        ])
+        .await;
+    let area = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(area.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let nobody = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+
+    // As nobody with (inheritable, ambient, bounding) capabilities `caps`, or none.
+    let run = |caps: String, dst: &'static str| {
+        let area = area.path().to_path_buf();
+        let url = url.clone();
+        let hub = world.hub.base_url.clone();
+        async move {
+            let mut wrapper = vec!["setpriv"];
+            wrapper.extend(nobody);
+            let (inh, ambient, bounding) = if caps.is_empty() {
+                (
+                    "--inh-caps=-all".to_owned(),
+                    None,
+                    "--bounding-set=-all".to_owned(),
+                )
+            } else {
+                (
+                    format!("--inh-caps=-all,{caps}"),
+                    Some(format!("--ambient-caps={caps}")),
+                    format!("--bounding-set=-all,{caps}"),
+                )
+            };
+            wrapper.push(&inh);
+            if let Some(ambient) = &ambient {
+                wrapper.push(ambient);
+            }
+            wrapper.push(&bounding);
+            let data = area.join(format!("state-{dst}"));
+            std::fs::create_dir(&data).unwrap();
+            std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+            let agent = ProcessAgent::start_wrapped(&wrapper, &data, &hub, &[], |_| {}).await;
+            let mut req = download_request(&url, &area.join(dst));
+            req["user_id"] = json!(12345);
+            req["group_id"] = json!(23456);
+            req["file_mode"] = json!(0o640);
+            req["folder_mode"] = json!(0o750);
+            let id = agent.api.download(req).await;
+            agent
+                .api
+                .wait_for("downloads", &id, &["complete", "error"], LONG)
+                .await
+        }
+    };
+
+    let refused = run(String::new(), "without").await;
+    assert_eq!(refused["state"], "error", "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("CAP_CHOWN"),
+        "the error says what to grant: {refused}"
+    );
+
+    let done = run(caps.clone(), "with").await;
+    assert_eq!(done["state"], "complete", "with {caps}: {done}");
+    let dst = area.path().join("with");
+    for (rel, mode) in [
+        ("dailies day 1", 0o750),
+        ("dailies day 1/day1", 0o750),
+        ("dailies day 1/empty", 0o750),
+        ("dailies day 1/day1/a.mov", 0o640),
+    ] {
+        let meta = std::fs::symlink_metadata(dst.join(rel)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (12345, 23456), "{rel}");
+        assert_eq!(meta.mode() & 0o777, mode, "{rel}");
+    }
+    assert_eq!(
+        std::fs::read(dst.join("dailies day 1/day1/a.mov")).unwrap(),
+        pseudo_random_bytes(65, 3 * MIB)
+    );
+}
