@@ -497,16 +497,6 @@ fn server(raw: RawServer, base: &Path, at: &mut Located<'_>, text: &str) -> Serv
         }
     });
     let api_token = raw.api_token.and_then(|k| match (at.secrets)(&k) {
-        Ok(secret) if secret.expose().trim().is_empty() => {
-            key_error(
-                at,
-                text,
-                "api_token",
-                "api_token is empty; give it a long random value (e.g. `openssl rand -hex 32`)"
-                    .into(),
-            );
-            None
-        }
         Ok(secret) => Some(secret),
         Err(e) => {
             key_error(at, text, "api_token", format!("api_token: {e}"));
