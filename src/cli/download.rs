@@ -769,26 +769,6 @@ mod tests {
     }
 
     #[test]
-    fn every_subcommand_has_an_example_in_its_help() {
-        use clap::CommandFactory;
-        let cli = Cli::command();
-        let download = cli
-            .find_subcommand("download")
-            .expect("masv download exists");
-        for sub in download.get_subcommands() {
-            let help = sub
-                .get_after_help()
-                .map(|h| h.to_string())
-                .unwrap_or_default();
-            assert!(
-                help.contains("masv download"),
-                "{} has no example",
-                sub.get_name()
-            );
-        }
-    }
-
-    #[test]
     fn the_list_shows_one_row_per_download() {
         let downloads: Vec<DownloadSummary> = serde_json::from_value(json!([
             {"download_id": "f98b1e92-1c67-48e4-9b9c-f2bb27a33375", "state": "transferring",
