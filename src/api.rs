@@ -177,11 +177,7 @@ async fn metrics(State(engine): State<Engine>) -> Result<Response, TransferError
 
 /// `GET /healthz`: 200 once the agent serves and its database answers, else 503.
 async fn healthz(State(engine): State<Engine>) -> Response {
-    match engine
-        .store()
-        .call(|conn| Ok(conn.execute_batch("SELECT 1")?))
-        .await
-    {
+    match engine.store().ping().await {
         Ok(()) => Json(json!({ "status": "ok" })).into_response(),
         Err(e) => ErrorAnswer::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -153,8 +153,7 @@ async fn watchdog(
             _ = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let alive = tokio::time::timeout(every, store.call(|c| Ok(c.execute_batch("SELECT 1")?)));
-        match alive.await {
+        match tokio::time::timeout(every, store.ping()).await {
             Ok(Ok(())) => notifier.notify("WATCHDOG=1"),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "the database does not answer; not pinging the watchdog")

@@ -102,6 +102,11 @@ impl Store {
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
+
+    /// Whether the database thread answers and SQLite can run a query (health checks).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.call(|conn| Ok(conn.execute_batch("SELECT 1")?)).await
+    }
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

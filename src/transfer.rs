@@ -460,10 +460,7 @@ impl Engine {
         let inner = self.inner.clone();
         let (id, job_cancel, job_progress) = (record.id.clone(), cancel.clone(), progress.clone());
         let kind = record.kind;
-        // Every event of the job, its workers' included, carries the transfer and its rule.
-        let span = tracing::info_span!("transfer", transfer_id = %record.id, kind = kind.as_str(), rule = record.rule.as_deref());
-        let task = tokio::spawn(
-            async move {
+        let job = async move {
             let result = match kind {
                 TransferKind::Download => {
                     download::run(inner.clone(), &id, job_cancel, job_progress).await
@@ -505,9 +502,12 @@ impl Engine {
             {
                 running.remove(&id);
             }
-        }
-            .instrument(span),
-        );
+        };
+        // Every event of the job, its workers' included, carries the transfer and its rule.
+        let rule = record.rule.as_deref();
+        let span =
+            tracing::info_span!("transfer", transfer_id = %record.id, kind = kind.as_str(), rule);
+        let task = tokio::spawn(job.instrument(span));
         self.inner
             .running
             .lock()
