@@ -147,8 +147,9 @@ async fn bearer_only(expected: [u8; 32], req: Request, next: Next) -> Response {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| token_digest(t.trim()));
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| token_digest(t.trim()));
     if given == Some(expected) {
         return next.run(req).await;
     }
