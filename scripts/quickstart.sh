@@ -42,7 +42,7 @@ if [ -z "$package" ] || ! (cd "$package" && echo "$sums" | sha256sum --check --q
   exit 1
 fi
 echo
-"$masv" upload ls 2>/dev/null || true
+"$masv" upload ls
 "$masv" download ls
 "$masv" automation ls
 echo

@@ -9,6 +9,8 @@ mod docs;
 mod download;
 mod hub;
 mod server;
+mod transfers;
+mod upload;
 
 use std::process::ExitCode;
 
@@ -58,6 +60,12 @@ enum Command {
         after_help = "Examples:\n  masv download start --url 'https://get.massive.io/LINK_ID?secret=SECRET' --destination /srv/in\n  masv download ls --json"
     )]
     Download(download::DownloadArgs),
+    /// Upload files and folders through a running agent (start email|link|portal, ls, status,
+    /// pause, resume, finalize, link, rm).
+    #[command(
+        after_help = "Examples:\n  masv upload start link --team-id TEAM_ID /srv/out/day1\n  masv upload ls --json"
+    )]
+    Upload(upload::UploadArgs),
     /// The automations of a running agent (ls, status, run, enable, disable).
     #[command(after_help = "Examples:\n  masv automation ls\n  masv automation run nightly-link")]
     Automation(automation::AutomationArgs),
@@ -99,6 +107,7 @@ pub fn main() -> ExitCode {
             Command::Hub(command) => hub::run(command).await,
             Command::Server(command) => server::run(command, log_format).await,
             Command::Download(args) => download::run(args).await,
+            Command::Upload(args) => upload::run(args).await,
             Command::Automation(args) => automation::run(args).await,
             Command::Config(command) => config::run(command),
             Command::Completions(args) => docs::completions(args),

@@ -3,6 +3,7 @@
 //!
 //! - `support`: starting hubs, a ready-made world, uploads and downloads through the client.
 //! - `agent`: agents in-process or as a real process, driven through their REST API.
+//! - `cli`: the real `masv` command line against an agent and a hub.
 //! - `automations`: configuration files run by agents: watch folders, link and inbox rules, reloads.
 //! - `hub`: the hub against the typed client, route by route (spec §2–4).
 //! - `download`: downloads end to end: the tree on disk, hostile packages, faults, crashes.
@@ -11,6 +12,7 @@
 
 mod agent;
 mod automations;
+mod cli;
 mod download;
 mod hub;
 mod service;
