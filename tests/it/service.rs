@@ -99,8 +99,9 @@ async fn sigterm_mid_download_lets_chunks_in_flight_finish_exits_0_and_the_next_
         .api
         .wait_for_bytes("downloads", &id, 4 * chunk, LONG)
         .await;
-    // The workers have taken the next 4 chunks, whose requests now wait out the delay.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The workers have taken the next 4 chunks, whose requests now wait out the delay (the
+    // wave after them cannot start before 1.5 s).
+    tokio::time::sleep(Duration::from_millis(700)).await;
     let (_, detail) = agent.api.get(&format!("/downloads/{id}")).await;
     let done_at_sigterm = detail["bytes_done"].as_u64().unwrap();
     let api = agent.api.clone();
