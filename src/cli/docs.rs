@@ -71,7 +71,11 @@ fn add_pages(
     clap_mangen::Man::new(page)
         .render(&mut roff)
         .with_context(|| format!("cannot render the man page of {name}"))?;
-    pages.push((format!("{name}.1"), roff));
+    // clap_mangen titles the after-help "EXTRA"; here it always holds the examples.
+    let roff = String::from_utf8(roff)
+        .context("the man page is not UTF-8")?
+        .replace("\n.SH EXTRA\n", "\n.SH EXAMPLES\n");
+    pages.push((format!("{name}.1"), roff.into_bytes()));
     for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
         add_pages(sub, &format!("{name}-{}", sub.get_name()), pages)?;
     }
@@ -130,7 +134,15 @@ mod tests {
     #[test]
     fn the_man_pages_in_docs_are_what_the_cli_generates() {
         let pages = man_pages().unwrap();
-        assert!(pages.iter().any(|(n, _)| n == "masv-server-start.1"));
+        let start = pages
+            .iter()
+            .find(|(n, _)| n == "masv-server-start.1")
+            .expect("a page per command");
+        let start = String::from_utf8_lossy(&start.1);
+        assert!(
+            start.contains("\n.SH EXAMPLES\nExample:\n  masv server start \\-\\-config"),
+            "{start}"
+        );
         let mut stale = Vec::new();
         for (name, page) in &pages {
             if std::fs::read(man_dir().join(name)).ok().as_ref() != Some(page) {
