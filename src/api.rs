@@ -1,10 +1,13 @@
 //! The agent's local REST API under `/api/v1` (spec §5, docs/agent-api.md): an axum `Router`
-//! over the transfer engine, testable without a socket.
+//! over the transfer engine, testable without a socket. Also `GET /metrics` (Prometheus text)
+//! and `GET /healthz`. With an API token every request must carry `Authorization: Bearer …`.
+//! No CORS headers are ever sent, so browsers keep other sites' pages away from it.
 
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -12,6 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::cloud::CloudError;
+use crate::cloud::dto::Secret;
 use crate::rules::{AutomationError, Automations};
 use crate::store::TransferKind;
 use crate::transfer::{
@@ -76,8 +80,9 @@ impl IntoResponse for AutomationError {
     }
 }
 
-/// The routes, over the engine and the automations.
-pub fn router(engine: Engine, automations: Automations) -> Router {
+/// The routes, over the engine and the automations; with `token`, every request must carry it
+/// as `Authorization: Bearer TOKEN`.
+pub fn router(engine: Engine, automations: Automations, token: Option<Secret>) -> Router {
     let v1 = Router::new()
         .route("/automations", get(list_automations))
         .route("/automations/{name}", get(automation))
@@ -116,10 +121,75 @@ pub fn router(engine: Engine, automations: Automations) -> Router {
         .route("/uploads/{id}/files", post(add_upload_files))
         .fallback(unknown_route)
         .with_state(ApiState {
-            engine,
+            engine: engine.clone(),
             automations,
         });
-    Router::new().nest("/api/v1", v1).fallback(unknown_route)
+    let router = Router::new()
+        .nest("/api/v1", v1)
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .fallback(unknown_route)
+        .with_state(engine);
+    match token {
+        Some(token) => router.layer(axum::middleware::from_fn(move |req, next| {
+            let expected = token_digest(token.expose());
+            bearer_only(expected, req, next)
+        })),
+        None => router,
+    }
+}
+
+fn token_digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// Lets a request through only with the right bearer token (compared as digests, so the time
+/// taken says nothing about the token).
+async fn bearer_only(expected: [u8; 32], req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| token_digest(t.trim()));
+    if given == Some(expected) {
+        return next.run(req).await;
+    }
+    let message = if given.is_none() {
+        "this agent needs its API token: send Authorization: Bearer TOKEN (masv commands take --api-token or MASV_API_TOKEN)"
+    } else {
+        "wrong API token; use the api_token of the agent's [server] configuration"
+    };
+    let mut answer = ErrorAnswer::new(StatusCode::UNAUTHORIZED, message).into_response();
+    answer.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    answer
+}
+
+/// `GET /metrics`: the engine's counters and gauges in the Prometheus text format.
+async fn metrics(State(engine): State<Engine>) -> Result<Response, TransferError> {
+    let gauges = engine.gauges().await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        engine.metrics().render(&gauges),
+    )
+        .into_response())
+}
+
+/// `GET /healthz`: 200 once the agent serves and its database answers, else 503.
+async fn healthz(State(engine): State<Engine>) -> Response {
+    match engine.store().ping().await {
+        Ok(()) => Json(json!({ "status": "ok" })).into_response(),
+        Err(e) => ErrorAnswer::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the agent's database does not answer: {e}"),
+        )
+        .into_response(),
+    }
 }
 
 async fn unknown_route() -> ErrorAnswer {

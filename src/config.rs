@@ -20,14 +20,14 @@ use serde::de::IntoDeserializer;
 use toml::de::{DeTable, DeValue};
 
 pub use bandwidth::{BandwidthProblem, BandwidthSettings, Limits};
-pub use raw::{AfterName, GroupName, RateValue, RawBandwidth, RawLimitRule};
+pub use raw::{AfterName, GroupName, LogFormat, RateValue, RawBandwidth, RawLimitRule};
 pub use rules::{
     After, DownloadRule, DownloadSource, Glob, Rule, RuleKind, Scan, UploadTarget, WatchRule,
 };
 pub use units::{parse_duration, parse_rate, parse_size};
 
 use crate::cloud::dto::{Secret, SecretSource};
-use raw::{RawDownload, RawFile, RawHub, RawServer, RawWatch, SizeValue};
+use raw::{DurationValue, RawDownload, RawFile, RawHub, RawServer, RawWatch, SizeValue};
 
 /// A validated configuration.
 #[derive(Debug, Clone, Default)]
@@ -51,6 +51,11 @@ pub struct ServerConfig {
     pub chunk_size: Option<u64>,
     pub max_connections: Option<usize>,
     pub rules_dir: Option<PathBuf>,
+    pub api_token: Option<Secret>,
+    pub log_format: Option<LogFormat>,
+    /// An `EnvFilter` directive, checked.
+    pub log_level: Option<String>,
+    pub shutdown_timeout: Option<std::time::Duration>,
 }
 
 /// `[hub]`: a hub embedded in the agent.
@@ -310,6 +315,34 @@ fn sections(at: &mut Located<'_>, text: &str) -> Option<Sections> {
     Some(out)
 }
 
+/// Only `[server] api_token` of a configuration file, what `masv` commands need to talk to the
+/// agent: the rest of the file and its other secrets are not read.
+pub fn load_api_token(path: &Path) -> Result<Option<Secret>, ConfigErrors> {
+    let text = read(path)?;
+    let mut at = Located {
+        path,
+        text: &text,
+        errors: Vec::new(),
+        secrets: &real_secrets,
+    };
+    let Some(sections) = sections(&mut at, &text) else {
+        return Err(ConfigErrors(at.errors));
+    };
+    let source = sections.server.and_then(|s| s.api_token);
+    let token = source.and_then(|source| match source.resolve() {
+        Ok(token) => Some(token),
+        Err(e) => {
+            key_error(&mut at, &text, "api_token", format!("api_token: {e}"));
+            None
+        }
+    });
+    if at.errors.is_empty() {
+        Ok(token)
+    } else {
+        Err(ConfigErrors(at.errors))
+    }
+}
+
 /// Validates the configuration `text` read from `path` (named in errors).
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
     parse_with(path, text, &real_secrets)
@@ -515,8 +548,50 @@ fn server(raw: RawServer, base: &Path, at: &mut Located<'_>, text: &str) -> Serv
             Some(m)
         }
     });
+    let api_token = raw.api_token.and_then(|k| match (at.secrets)(&k) {
+        Ok(secret) => Some(secret),
+        Err(e) => {
+            key_error(at, text, "api_token", format!("api_token: {e}"));
+            None
+        }
+    });
+    let log_level = raw.log_level.and_then(|l| {
+        match tracing_subscriber::EnvFilter::builder().parse(&l) {
+            Ok(_) => Some(l),
+            Err(e) => {
+                key_error(
+                    at,
+                    text,
+                    "log_level",
+                    format!(
+                        "log_level = {l:?}: {e}; write e.g. \"info\" or \"warn,masv_agent=debug\""
+                    ),
+                );
+                None
+            }
+        }
+    });
+    let shutdown_timeout = raw.shutdown_timeout.and_then(|d| match d {
+        DurationValue::Seconds(s) => Some(std::time::Duration::from_secs(s)),
+        DurationValue::Text(t) => match parse_duration(&t) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                key_error(
+                    at,
+                    text,
+                    "shutdown_timeout",
+                    format!("shutdown_timeout: {e}"),
+                );
+                None
+            }
+        },
+    });
     let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
     ServerConfig {
+        api_token,
+        log_format: raw.log_format,
+        log_level,
+        shutdown_timeout,
         listen,
         data_dir: raw.data_dir.map(resolve),
         cloud_url,

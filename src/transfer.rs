@@ -12,11 +12,13 @@ mod upload;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub use budget::Budget;
 pub use download::{DownloadRequest, PackageSource};
@@ -26,6 +28,7 @@ pub use upload::{PortalUploadRequest, TeamUploadRequest, UploadRequest};
 
 use crate::cloud::dto::Secret;
 use crate::cloud::{self, CloudError};
+use crate::metrics::{Gauges, Metrics};
 use crate::store::{Store, StoreError, TransferKind, TransferRecord};
 use progress::Progress;
 
@@ -211,6 +214,9 @@ struct Inner {
     config: EngineConfig,
     running: Mutex<HashMap<String, Running>>,
     events: tokio::sync::broadcast::Sender<TransferEvent>,
+    metrics: Metrics,
+    /// Cancelled at shutdown: workers take no new chunk or part, those in flight finish.
+    draining: CancellationToken,
 }
 
 impl Drop for Inner {
@@ -247,6 +253,8 @@ impl Engine {
                 config,
                 running: Mutex::new(HashMap::new()),
                 events: tokio::sync::broadcast::channel(4096).0,
+                metrics: Metrics::default(),
+                draining: CancellationToken::new(),
             }),
         };
         if engine.inner.config.auto_resume {
@@ -283,6 +291,37 @@ impl Engine {
         &self.inner.config
     }
 
+    /// The counters of this engine (and of the watch folders feeding it).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// What `/metrics` reads at scrape time: transfers by kind and state (every state, zeros
+    /// included), and requests waiting for a connection.
+    pub async fn gauges(&self) -> Result<Gauges, TransferError> {
+        let counted = self.inner.store.count_by_state().await?;
+        let mut transfers = Vec::new();
+        for kind in [TransferKind::Download, TransferKind::Upload] {
+            for st in [
+                state::TRANSFERRING,
+                state::PAUSED,
+                state::IDLE,
+                state::COMPLETE,
+                state::ERROR,
+            ] {
+                let n = counted
+                    .iter()
+                    .find(|(k, s, _)| k == kind.as_str() && s == st)
+                    .map_or(0, |(_, _, n)| *n);
+                transfers.push((kind.as_str().to_owned(), st.to_owned(), n));
+            }
+        }
+        Ok(Gauges {
+            transfers,
+            queue_depth: self.inner.budget.waiting() as u64,
+        })
+    }
+
     /// Records a new download and starts it; returns its id.
     pub async fn create_download(&self, req: DownloadRequest) -> Result<String, TransferError> {
         self.create_download_for(req, None).await
@@ -298,7 +337,7 @@ impl Engine {
         record.rule = rule.map(str::to_owned);
         let id = record.id.clone();
         self.inner.store.insert_transfer(record.clone()).await?;
-        tracing::info!(download_id = %id, "download created");
+        tracing::info!(transfer_id = %id, kind = "download", rule, "download created");
         self.spawn(&record);
         Ok(id)
     }
@@ -337,6 +376,7 @@ impl Engine {
             .map(|l| l.expose().to_owned());
         self.inner.store.insert_transfer(record.clone()).await?;
         self.inner.store.insert_files(&record.id, files).await?;
+        tracing::info!(transfer_id = %record.id, kind = "upload", rule, "upload created");
         self.spawn(&record);
         Ok((record.id, link))
     }
@@ -443,7 +483,7 @@ impl Engine {
         let ticket = inner
             .bandwidth
             .enqueue(kind, &id, record.priority, record.created_at);
-        let task = tokio::spawn(async move {
+        let job = async move {
             // Paused or deleted while waiting: whoever did it has recorded the state.
             let Some(_slot) = ticket.admitted(&job_cancel).await else {
                 return;
@@ -489,7 +529,12 @@ impl Engine {
             {
                 running.remove(&id);
             }
-        });
+        };
+        // Every event of the job, its workers' included, carries the transfer and its rule.
+        let rule = record.rule.as_deref();
+        let span =
+            tracing::info_span!("transfer", transfer_id = %record.id, kind = kind.as_str(), rule);
+        let task = tokio::spawn(job.instrument(span));
         self.inner
             .running
             .lock()
@@ -534,9 +579,12 @@ impl Engine {
         self.inner.bandwidth.view()
     }
 
-    /// Stops every job; their states stay as they are, so the next start resumes them.
-    pub async fn shutdown(&self) {
+    /// Stops every job at a safe point: no new chunk or part starts, and those in flight get
+    /// until `deadline` to finish and be committed; then whatever is left is cut off. States
+    /// stay as they are, so the next start resumes the jobs.
+    pub async fn shutdown(&self, deadline: Duration) {
         self.inner.bandwidth.stop();
+        self.inner.draining.cancel();
         let all: Vec<Running> = self
             .inner
             .running
@@ -545,11 +593,17 @@ impl Engine {
             .drain()
             .map(|(_, r)| r)
             .collect();
-        for r in &all {
-            r.cancel.cancel();
-        }
-        for r in all {
-            let _ = r.task.await;
+        let cancels: Vec<CancellationToken> = all.iter().map(|r| r.cancel.clone()).collect();
+        let mut tasks = futures_util::future::join_all(all.into_iter().map(|r| r.task));
+        if tokio::time::timeout(deadline, &mut tasks).await.is_err() {
+            tracing::warn!(
+                ?deadline,
+                "chunks still in flight at the shutdown deadline are cut off; the next start fetches them again"
+            );
+            for cancel in &cancels {
+                cancel.cancel();
+            }
+            tasks.await;
         }
     }
 
@@ -868,7 +922,7 @@ where
 {
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..count {
-        set.spawn(worker());
+        set.spawn(worker().in_current_span());
     }
     let mut stopped = false;
     let mut fatal = None;
@@ -946,6 +1000,8 @@ where
             Err(_) if cancel.is_cancelled() => return Err(None),
             Err(e) if e.is_transient() && attempt < inner.config.retry.max_retries => {
                 attempt += 1;
+                inner.metrics.cloud_error(&e);
+                inner.metrics.retry();
                 let delay = inner.config.retry.delay(attempt, e.retry_after());
                 tracing::debug!(step = what, attempt, error = %e, "transient failure; retrying");
                 tokio::select! {
@@ -953,7 +1009,10 @@ where
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
-            Err(e) => return Err(Some(e)),
+            Err(e) => {
+                inner.metrics.cloud_error(&e);
+                return Err(Some(e));
+            }
         }
     }
 }

@@ -47,6 +47,10 @@ pub struct AgentArgs {
         value_parser = parse_secret
     )]
     pub api_token: Option<Secret>,
+    /// The agent's configuration file, to read its [server] api_token from when no token is
+    /// given.
+    #[arg(long, env = "MASV_CONFIG", global = true)]
+    pub config: Option<std::path::PathBuf>,
     /// Print the agent's JSON answer (pretty) instead of text, for scripts.
     #[arg(long, global = true)]
     pub json: bool,
@@ -112,8 +116,16 @@ pub struct AgentClient {
 }
 
 impl AgentClient {
+    /// A client of the agent `args` name, with the token given, else the one in `--config`.
     pub fn new(args: &AgentArgs) -> anyhow::Result<AgentClient> {
-        AgentClient::with_url(&args.agent_url, args.api_token.clone())
+        let token = match (&args.api_token, &args.config) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(path)) => crate::config::load_api_token(path).map_err(|e| {
+                anyhow::anyhow!("reading the agent's API token from its configuration:\n{e}")
+            })?,
+            (None, None) => None,
+        };
+        AgentClient::with_url(&args.agent_url, token)
     }
 
     pub fn with_url(agent_url: &str, token: Option<Secret>) -> anyhow::Result<AgentClient> {

@@ -90,8 +90,21 @@ pub struct RawLimitRule {
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
-    /// Address of the local REST API, e.g. "127.0.0.1:8080" (loopback only).
+    /// Address of the local REST API, e.g. "127.0.0.1:8080". Any address but loopback needs
+    /// `api_token`.
     pub listen: Option<String>,
+    /// The token every request to the local API must carry (`Authorization: Bearer …`);
+    /// required when `listen` is not a loopback address.
+    pub api_token: Option<SecretSource>,
+    /// How logs are written to stderr: "text" (readable, the default) or "json" (one object a
+    /// line, for collectors). `--log-format` wins.
+    pub log_format: Option<LogFormat>,
+    /// Log levels as RUST_LOG takes them, e.g. "info" or "info,masv_agent::transfer=debug"
+    /// (default "info"); RUST_LOG wins.
+    pub log_level: Option<String>,
+    /// How long chunks and parts in flight may take to finish at shutdown (SIGTERM) before they
+    /// are cut off, e.g. "20s" (default 20s).
+    pub shutdown_timeout: Option<DurationValue>,
     /// Where the agent keeps its database.
     pub data_dir: Option<PathBuf>,
     /// The MASV API base URL (default https://api.massive.app/v1; a hub's http://HOST:PORT/v1).
@@ -122,6 +135,29 @@ pub struct RawHub {
     pub team: Option<String>,
     /// The URL others reach the hub at (default http://LISTEN/).
     pub public_url: Option<String>,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<LogFormat, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("log format {other:?}: use text or json")),
+        }
+    }
 }
 
 /// A size: bytes, or text like "100MiB".

@@ -183,3 +183,65 @@ upload = "50Mbit"
         "{text}"
     );
 }
+
+#[test]
+fn service_settings_are_read_and_bad_ones_named_at_their_line() {
+    let config = parse(
+        Path::new("agent.toml"),
+        r#"
+[server]
+listen = "0.0.0.0:8080"
+api_token = { env = "CARGO_PKG_NAME" }
+log_format = "json"
+log_level = "info,masv_agent::transfer=debug"
+shutdown_timeout = "45s"
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.server.api_token.unwrap().expose(), "masv-agent");
+    assert_eq!(config.server.log_format, Some(LogFormat::Json));
+    assert_eq!(
+        config.server.log_level.as_deref(),
+        Some("info,masv_agent::transfer=debug")
+    );
+    assert_eq!(
+        config.server.shutdown_timeout,
+        Some(std::time::Duration::from_secs(45))
+    );
+
+    let text = errors_of(
+        "[server]\napi_token = \"\"\nlog_level = \"info,=[\"\nshutdown_timeout = \"soon\"\n",
+    );
+    for expected in [
+        "agent.toml:2:1: api_token: the secret from Inline(<redacted>) is empty",
+        "agent.toml:3:1: log_level = \"info,=[\"",
+        "agent.toml:4:1: shutdown_timeout",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    let text = errors_of("[server]\nlog_format = \"xml\"\n");
+    assert!(
+        text.contains("agent.toml:2:") && text.contains("text") && text.contains("json"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_cli_reads_only_the_api_token_of_a_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    // A rule whose secret the CLI user cannot read does not stop the token from being read.
+    std::fs::write(
+        &path,
+        "[server]\napi_token = \"t0k\"\napi_key = { env = \"MASV_TEST_UNSET_VARIABLE\" }\n\n[[download]]\nname = \"d\"\nlink = { env = \"MASV_TEST_UNSET_VARIABLE\" }\ndestination = \"/in\"\n",
+    )
+    .unwrap();
+    assert_eq!(load_api_token(&path).unwrap().unwrap().expose(), "t0k");
+    std::fs::write(
+        &path,
+        "[server]\napi_token = { file = \"/nonexistent/token\" }\n",
+    )
+    .unwrap();
+    let error = load_api_token(&path).unwrap_err().to_string();
+    assert!(error.contains("agent.toml:2:1: api_token"), "{error}");
+}

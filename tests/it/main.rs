@@ -9,6 +9,7 @@
 //! - `automations`: configuration files run by agents: watch folders, link and inbox rules, reloads.
 //! - `hub`: the hub against the typed client, route by route (spec §2–4).
 //! - `download`: downloads end to end: the tree on disk, hostile packages, faults, crashes.
+//! - `service`: the agent as a service: systemd notify, SIGTERM, logs, metrics, the API token.
 //! - `upload`: uploads end to end: folders up, links back down, edits mid-send, crashes.
 
 mod agent;
@@ -17,5 +18,6 @@ mod bandwidth;
 mod cli;
 mod download;
 mod hub;
+mod service;
 mod support;
 mod upload;
