@@ -137,6 +137,13 @@ def peak_rss_of(pid):
     die(f"no VmHWM in /proc/{pid}/status")
 
 
+def cpu_of(pid):
+    """CPU seconds (user + system) a live process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Hub:
     def __init__(self, work):
         self.dir = work / "hub"
@@ -192,7 +199,15 @@ class Agent:
         wait_http(f"{self.api}/downloads", self.proc, "the agent", self.log)
 
     def run(self, kind, body):
-        """Starts a transfer and waits for its end: (seconds, answer of the start, peak RSS)."""
+        """Starts a transfer and waits for its end: its run (seconds, peak RSS, CPU) and the
+        answer to the request that started it."""
+        profile = os.environ.get("BENCH_PERF")
+        if profile:
+            # BENCH_PERF=FILE: a CPU profile of the agent during the transfer, for `perf report`.
+            perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "-g",
+                                     "-o", profile, "-p", str(self.proc.pid)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
         started = time.time()
         answer = http("POST", f"{self.api}/{kind}", body)
         tid = answer.get("download_id") or answer.get("upload_id") or answer.get("id")
@@ -209,15 +224,19 @@ class Agent:
                 die(f"the agent died; see {self.log}")
         ended = datetime.fromisoformat(status["updated_at"].replace("Z", "+00:00")).timestamp()
         rss = peak_rss_of(self.proc.pid)
+        cpu = cpu_of(self.proc.pid)
+        if profile:
+            perf.send_signal(signal.SIGINT)
+            perf.wait()
         self.close()
-        return ended - started, answer, rss
+        return {"s": ended - started, "rss": rss, "cpu": cpu}, answer
 
     def close(self):
         stop(self.proc)
 
 
 def timed(cmd, log):
-    """Runs a tool under /usr/bin/time -v: (seconds, peak RSS)."""
+    """Runs a tool under /usr/bin/time -v: its seconds, peak RSS and CPU seconds."""
     report = log.with_suffix(".time")
     started = time.monotonic()
     with open(log, "w") as out:
@@ -226,10 +245,13 @@ def timed(cmd, log):
     seconds = time.monotonic() - started
     if r.returncode != 0:
         die(f"{cmd[0]} failed ({r.returncode}); see {log}")
-    for line in report.read_text().splitlines():
-        if "Maximum resident set size" in line:
-            return seconds, int(line.split(":")[1]) * 1024
-    die(f"no peak RSS in {report}")
+    fields = dict(line.strip().rsplit(": ", 1) for line in report.read_text().splitlines()
+                  if ": " in line)
+    try:
+        return {"s": seconds, "rss": int(fields["Maximum resident set size (kbytes)"]) * 1024,
+                "cpu": float(fields["User time (seconds)"]) + float(fields["System time (seconds)"])}
+    except (KeyError, ValueError):
+        die(f"no peak RSS or CPU time in {report}")
 
 
 def fsync_tree(root):
@@ -302,39 +324,48 @@ def make_data(work, case, args):
 
 
 def upload_with_agent(work, hub, src, name):
-    """Puts src on the hub as a link package with an agent: the share link and the seconds taken."""
+    """Puts src on the hub as a link package with an agent; returns the share link."""
     agent = Agent(work, hub, "setup")
-    seconds, answer, _ = agent.run("uploads", {
+    _, answer = agent.run("uploads", {
         "team_id": TEAM_ID, "paths": [str(p) for p in sorted(src.iterdir())],
         "package_name": name})
-    return answer["link"], seconds
+    return answer["link"]
 
 
 def median_row(name, runs, total):
-    seconds = statistics.median(r[0] for r in runs)
-    rss = max(r[1] for r in runs)
-    return {"tool": name, "seconds": seconds, "mibs": total / MIB / seconds, "rss": rss,
-            "all": [round(r[0], 2) for r in runs]}
+    def median(key):
+        return statistics.median(r[key] for r in runs)
+    return {"tool": name, "s": median("s"), "mibs": total / MIB / median("s"),
+            "rss": max(r["rss"] for r in runs), "cpu": median("cpu"),
+            "server": median("server"), "all": [round(r["s"], 2) for r in runs]}
 
 
 def print_table(title, rows, ours):
+    """Ratio: their median time over ours (above 1.0 the agent is faster)."""
     print(f"\n{title}")
-    print(f"{'tool':<34} {'median s':>9} {'MiB/s':>8} {'peak RSS':>10} {'ratio':>6}   runs (s)")
+    print(f"| {'tool':<36} | {'s':>6} | {'MiB/s':>6} | {'peak RSS':>8} | {'CPU s':>5} "
+          f"| {'server CPU s':>12} | {'ratio':>5} | runs (s)")
+    print(f"|{'-' * 38}|{'-' * 8}|{'-' * 8}|{'-' * 10}|{'-' * 7}|{'-' * 14}|{'-' * 7}|---")
     for row in rows:
-        ratio = row["seconds"] / ours["seconds"]
-        print(f"{row['tool']:<34} {row['seconds']:>9.2f} {row['mibs']:>8.0f} "
-              f"{row['rss'] / MIB:>7.0f} MiB {ratio:>6.2f}   {row['all']}")
+        ratio = row["s"] / ours["s"]
+        print(f"| {row['tool']:<36} | {row['s']:>6.2f} | {row['mibs']:>6.0f} "
+              f"| {row['rss'] / MIB:>4.0f} MiB | {row['cpu']:>5.2f} | {row['server']:>12.2f} "
+              f"| {ratio:>5.2f} | {row['all']}")
 
 
-def rounds(args, contenders):
-    """Runs every contender args.rounds times, alternating the order: {name: [(s, rss), ...]}."""
+def rounds(args, contenders, server):
+    """Runs every contender args.rounds times, alternating the order: {name: [run, ...]}.
+    `server()` is the pid of the server a contender talks to (its CPU is measured too)."""
     results = {name: [] for name, _ in contenders}
     for r in range(args.rounds):
         order = contenders if r % 2 == 0 else list(reversed(contenders))
         for name, run in order:
             os.sync()  # start every run with no dirty pages left by the one before
-            results[name].append(run())
-            print(f"  round {r + 1}: {name}: {results[name][-1][0]:.2f} s", flush=True)
+            before = cpu_of(server.pid)
+            result = run()
+            result.setdefault("server", cpu_of(server.pid) - before)
+            results[name].append(result)
+            print(f"  round {r + 1}: {name}: {result['s']:.2f} s", flush=True)
     return results
 
 
@@ -345,7 +376,7 @@ def bench_download(args, work):
         total = sum((src / rel).stat().st_size for rel in manifest)
         hub = Hub(work)
         try:
-            link, _ = upload_with_agent(work, hub, src, f"bench {case}")
+            link = upload_with_agent(work, hub, src, f"bench {case}")
             urls = hub.package_urls(link)
             out = work / "out"
             synced = {}
@@ -357,19 +388,19 @@ def bench_download(args, work):
 
             def ours():
                 agent = Agent(work, hub, "download")
-                seconds, _, rss = agent.run("downloads", {
+                result, _ = agent.run("downloads", {
                     "url": link, "dst_folder": str(fresh()), "create_package_folder": False})
                 verify_tree(out, manifest, "masv")
-                return seconds, rss
+                return result
 
             def theirs(name, cmd):
                 def run():
                     fresh()
-                    seconds, rss = timed(cmd(), work / f"{name.split()[0]}.log")
+                    result = timed(cmd(), work / f"{name.split()[0]}.log")
                     sync = fsync_tree(out)
                     verify_tree(out, manifest, name)
-                    synced.setdefault(name, []).append((seconds + sync, rss))
-                    return seconds, rss
+                    synced.setdefault(name, []).append(dict(result, s=result["s"] + sync))
+                    return result
                 return run
 
             aria_common = ["--console-log-level=warn", "--summary-interval=0",
@@ -389,11 +420,14 @@ def bench_download(args, work):
                     for rel, url in urls))
                 contenders.append(("aria2c -j16 -i LIST", theirs("aria2c -j16 -i LIST", lambda: [
                     "aria2c", "-j16", *aria_common, "-i", listing])))
-            results = rounds(args, contenders)
+            results = rounds(args, contenders, hub.proc)
         finally:
             hub.close()
         rows = [median_row(n, r, total) for n, r in results.items()]
-        rows += [median_row(f"{n} +sync", r, total) for n, r in synced.items()]
+        for name, runs in synced.items():
+            for run, timed_run in zip(runs, results[name]):
+                run["server"] = timed_run["server"]
+            rows.append(median_row(f"{name} +sync", runs, total))
         print_table(f"download, {case}: {len(manifest)} file(s), {total / MIB:.0f} MiB", rows,
                     rows[0])
 
@@ -409,7 +443,7 @@ def bench_upload(args, work):
 
             def ours():
                 agent = Agent(work, hub, "upload")
-                seconds, answer, rss = agent.run("uploads", {
+                result, answer = agent.run("uploads", {
                     "team_id": TEAM_ID, "paths": [str(p) for p in sorted(src.iterdir())],
                     "package_name": f"bench {case}"})
                 check = work / "check"
@@ -419,7 +453,7 @@ def bench_upload(args, work):
                     with urllib.request.urlopen(url) as r, open(check / rel, "wb") as f:
                         shutil.copyfileobj(r, f, 4 * MIB)
                 verify_tree(check, manifest, "masv")
-                return seconds, rss
+                return result
 
             def curl_put():
                 # One PUT of the file's bytes as part 1 of a multipart upload on the hub.
@@ -438,8 +472,8 @@ def bench_upload(args, work):
                 part = hub.api("POST", f"/packages/{pid}/files/{fid}?start=0&count=1",
                                {"upload_id": upload_id}, token=token)[0]["url"]
                 log = work / "curl.log"
-                seconds, rss = timed(["curl", "-fsS", "-D", work / "curl.headers", "-o",
-                                      "/dev/null", "-T", src / rel, part], log)
+                result = timed(["curl", "-fsS", "-D", work / "curl.headers", "-o",
+                                "/dev/null", "-T", src / rel, part], log)
                 etag = [line.split(":", 1)[1].strip().strip('"')
                         for line in (work / "curl.headers").read_text().splitlines()
                         if line.lower().startswith("etag:")]
@@ -449,7 +483,7 @@ def bench_upload(args, work):
                         md5.update(chunk)
                 if etag != [md5.hexdigest()]:
                     die(f"curl -T: the hub's ETag {etag} is not the file's MD5")
-                return seconds, rss
+                return result
 
             def rclone(transfers):
                 def run():
@@ -463,14 +497,15 @@ def bench_upload(args, work):
                         stdout=subprocess.DEVNULL, stderr=open(log, "w"))
                     try:
                         wait_http(f"http://127.0.0.1:{port}/", server, "rclone serve webdav", log)
-                        seconds, rss = timed([
+                        result = timed([
                             "rclone", "copy", src, ":webdav:", "--webdav-url",
                             f"http://127.0.0.1:{port}", "--transfers", str(transfers)],
                             work / "rclone.log")
+                        result["server"] = cpu_of(server.pid)
                     finally:
                         stop(server)
                     verify_tree(webdav_dir, manifest, "rclone")
-                    return seconds, rss
+                    return result
                 return run
 
             contenders = [("masv", ours)]
@@ -478,7 +513,7 @@ def bench_upload(args, work):
                 contenders.append(("curl -T (one PUT to the hub)", curl_put))
             contenders.append(("rclone copy (webdav, 4 transfers)", rclone(4)))
             contenders.append(("rclone copy (webdav, 16 transfers)", rclone(16)))
-            results = rounds(args, contenders)
+            results = rounds(args, contenders, hub.proc)
         finally:
             hub.close()
         rows = [median_row(n, r, total) for n, r in results.items()]

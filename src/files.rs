@@ -8,14 +8,14 @@ mod walk;
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io;
+use std::io::{self, IoSlice};
+use std::num::NonZeroU64;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use rustix::fs::{AtFlags, FallocateFlags, Mode, OFlags};
+use rustix::fs::{Advice, AtFlags, FallocateFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 pub use names::{Platform, clean_name, clean_name_for, package_relative_path};
@@ -259,8 +259,38 @@ pub struct PartFile {
 }
 
 impl PartFile {
-    pub fn write_all_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        self.file.write_all_at(buf, offset)
+    /// Writes `bufs` one after the other from `offset`, gathered by `pwritev`: buffers as the
+    /// network handed them over are written without first being copied together.
+    pub fn write_all_at(&self, mut offset: u64, bufs: &[impl AsRef<[u8]>]) -> io::Result<()> {
+        /// Linux's IOV_MAX: the most buffers one `pwritev` takes.
+        const MAX_SLICES: usize = 1024;
+        let mut slices: Vec<IoSlice<'_>> = bufs
+            .iter()
+            .map(|b| IoSlice::new(b.as_ref()))
+            .filter(|b| !b.is_empty())
+            .collect();
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            let batch = &slices[..slices.len().min(MAX_SLICES)];
+            match rustix::io::pwritev(&*self.file, batch, offset) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    offset += n as u64;
+                    IoSlice::advance_slices(&mut slices, n);
+                }
+                Err(Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts writing a finished range out to disk without waiting for it, so the sync in
+    /// [`PartFile::finish`] finds little left to do and dirty pages do not pile up.
+    pub fn start_writeback(&self, offset: u64, len: u64) {
+        // DONTNEED starts writeback of the range's dirty pages (and drops its clean ones, which
+        // the agent never reads back). Only advice: a failure changes nothing but timing.
+        let _ = rustix::fs::fadvise(&*self.file, offset, NonZeroU64::new(len), Advice::DontNeed);
     }
 
     pub fn sync(&self) -> io::Result<()> {

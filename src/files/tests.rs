@@ -103,7 +103,11 @@ fn part_files_take_parallel_writes_resume_without_truncating_and_finish() {
     std::thread::scope(|s| {
         for i in 0..4u8 {
             let part = part.clone();
-            s.spawn(move || part.write_all_at(u64::from(i) * 1024, &[i; 1024]).unwrap());
+            s.spawn(move || {
+                let half = [i; 512];
+                part.write_all_at(u64::from(i) * 1024, &[&half[..], &half[..]])
+                    .unwrap()
+            });
         }
     });
     drop(part);
@@ -135,4 +139,20 @@ fn chown_gives_files_away_as_root_and_says_why_otherwise() {
         assert!(err.to_string().contains("CAP_CHOWN"));
     }
     assert!(available_space(root.path()).unwrap() > 0);
+}
+
+#[test]
+fn gathered_writes_land_in_order_past_the_kernels_buffer_limit() {
+    let root = tempfile::tempdir().unwrap();
+    let dest = Destination::open(root.path()).unwrap();
+    // 3000 buffers (more than one pwritev takes), of lengths 0 to 6, each filled with its index.
+    let bufs: Vec<Vec<u8>> = (0..3000u32).map(|i| vec![i as u8; (i % 7) as usize]).collect();
+    let expected: Vec<u8> = bufs.concat();
+    let part = dest.part_file(Path::new("g.bin"), 10 + expected.len() as u64).unwrap();
+    part.write_all_at(10, &bufs).unwrap();
+    part.start_writeback(0, 10 + expected.len() as u64);
+    let done = part.finish(None).unwrap();
+    let bytes = std::fs::read(done).unwrap();
+    assert_eq!(&bytes[..10], &[0; 10]);
+    assert_eq!(&bytes[10..], &expected[..]);
 }

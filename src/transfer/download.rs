@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OnceCell, RwLock};
@@ -721,7 +722,9 @@ async fn fetch_range(
         r = job.inner.client.get_range(url, Some((chunk.start, end))) => r.map_err(FetchError::Cloud)?,
     };
     let mut body = response.bytes_stream();
-    let mut buffer: Vec<u8> = Vec::with_capacity(WRITE_BUFFER);
+    // Buffers as received, written together once WRITE_BUFFER bytes are in: no copying.
+    let mut buffer: Vec<Bytes> = Vec::new();
+    let mut buffered = 0usize;
     let mut offset = chunk.start;
     let mut received = 0u64;
     let outcome = loop {
@@ -738,10 +741,12 @@ async fn fetch_range(
                 }
                 received += bytes.len() as u64;
                 job.progress.add(chunk.file, bytes.len() as u64);
-                buffer.extend_from_slice(&bytes);
-                if buffer.len() >= WRITE_BUFFER {
+                buffered += bytes.len();
+                buffer.push(bytes);
+                if buffered >= WRITE_BUFFER {
                     buffer = write_at(part, offset, buffer).await?;
-                    offset += buffer.len() as u64;
+                    offset += buffered as u64;
+                    buffered = 0;
                     buffer.clear();
                 }
             }
@@ -766,16 +771,27 @@ async fn fetch_range(
         job.progress.undo(chunk.file, received);
         return Err(e);
     }
-    if !buffer.is_empty() {
-        write_at(part, offset, buffer)
-            .await
-            .inspect_err(|_| job.progress.undo(chunk.file, received))?;
-    }
-    Ok(())
+    // The last write of the range also starts its writeback, so the file's final sync does
+    // not have the whole file to write out at once.
+    let part = part.clone();
+    let range = (chunk.start, chunk.len);
+    tokio::task::spawn_blocking(move || {
+        part.write_all_at(offset, &buffer)?;
+        part.start_writeback(range.0, range.1);
+        Ok::<_, std::io::Error>(())
+    })
+    .await
+    .map_err(|e| FetchError::Disk(e.to_string()))?
+    .map_err(|e| FetchError::Disk(e.to_string()))
+    .inspect_err(|_| job.progress.undo(chunk.file, received))
 }
 
 /// Writes `buffer` at `offset` off the runtime; gives the buffer back for reuse.
-async fn write_at(part: &PartFile, offset: u64, buffer: Vec<u8>) -> Result<Vec<u8>, FetchError> {
+async fn write_at(
+    part: &PartFile,
+    offset: u64,
+    buffer: Vec<Bytes>,
+) -> Result<Vec<Bytes>, FetchError> {
     let part = part.clone();
     tokio::task::spawn_blocking(move || part.write_all_at(offset, &buffer).map(|()| buffer))
         .await
