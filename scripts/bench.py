@@ -294,8 +294,9 @@ def make_data(work, case, args):
         spec = {"size": args.size}
     else:
         spec = {"files": args.files, "file_size": args.file_size}
-    src = work / f"src-{case}"
-    stamp = work / f"src-{case}.json"
+    name = "-".join(f"{k}{v}" for k, v in spec.items())
+    src = work / f"src-{case}-{name}"
+    stamp = work / f"src-{case}-{name}.json"
     if stamp.exists() and json.loads(stamp.read_text())["spec"] == spec:
         return src, json.loads(stamp.read_text())["manifest"]
     shutil.rmtree(src, ignore_errors=True)

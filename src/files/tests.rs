@@ -103,11 +103,7 @@ fn part_files_take_parallel_writes_resume_without_truncating_and_finish() {
     std::thread::scope(|s| {
         for i in 0..4u8 {
             let part = part.clone();
-            s.spawn(move || {
-                let half = [i; 512];
-                part.write_all_at(u64::from(i) * 1024, &[&half[..], &half[..]])
-                    .unwrap()
-            });
+            s.spawn(move || part.write_all_at(u64::from(i) * 1024, &[i; 1024]).unwrap());
         }
     });
     drop(part);
@@ -142,17 +138,37 @@ fn chown_gives_files_away_as_root_and_says_why_otherwise() {
 }
 
 #[test]
-fn gathered_writes_land_in_order_past_the_kernels_buffer_limit() {
+fn range_writers_land_every_byte_in_place_aligned_or_not() {
     let root = tempfile::tempdir().unwrap();
     let dest = Destination::open(root.path()).unwrap();
-    // 3000 buffers (more than one pwritev takes), of lengths 0 to 6, each filled with its index.
-    let bufs: Vec<Vec<u8>> = (0..3000u32).map(|i| vec![i as u8; (i % 7) as usize]).collect();
-    let expected: Vec<u8> = bufs.concat();
-    let part = dest.part_file(Path::new("g.bin"), 10 + expected.len() as u64).unwrap();
-    part.write_all_at(10, &bufs).unwrap();
-    part.start_writeback(0, 10 + expected.len() as u64);
-    let done = part.finish(None).unwrap();
-    let bytes = std::fs::read(done).unwrap();
-    assert_eq!(&bytes[..10], &[0; 10]);
-    assert_eq!(&bytes[10..], &expected[..]);
+    // Pieces of awkward sizes, as the network hands them over.
+    let pieces: Vec<Vec<u8>> = (0..700u32)
+        .map(|i| vec![(i % 251) as u8; (i * 37 % 5000) as usize])
+        .collect();
+    let range: Vec<u8> = pieces.concat();
+    let len = range.len() as u64;
+    // One range at an aligned offset (direct I/O where the disk has it), one at an odd one.
+    let (aligned, odd) = (8192u64, 8192 + len + 123);
+    let part = dest.part_file(Path::new("r.bin"), odd + len + 10).unwrap();
+    for offset in [aligned, odd] {
+        let mut writer = part.range_writer(offset, 64 * 1024);
+        for piece in &pieces {
+            writer.push(piece);
+            if writer.is_full() {
+                writer.flush().unwrap();
+            }
+        }
+        writer.finish().unwrap();
+    }
+    part.start_writeback(0, odd + len);
+    let bytes = std::fs::read(part.finish(None).unwrap()).unwrap();
+    assert_eq!(bytes.len() as u64, odd + len + 10);
+    assert!(bytes[..aligned as usize].iter().all(|b| *b == 0));
+    assert!(
+        bytes[(aligned + len) as usize..odd as usize]
+            .iter()
+            .all(|b| *b == 0)
+    );
+    assert!(bytes[aligned as usize..][..len as usize] == range[..]);
+    assert!(bytes[odd as usize..][..len as usize] == range[..]);
 }

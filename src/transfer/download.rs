@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OnceCell, RwLock};
@@ -20,7 +19,7 @@ use super::{
 };
 use crate::cloud::CloudError;
 use crate::cloud::dto::{DownloadUrl, FileKind, LinkUrl, PackageFile, Secret};
-use crate::files::{self, Destination, PartFile};
+use crate::files::{self, Destination, PartFile, RangeWriter};
 use crate::store::{ChunkRecord, FileRecord, Store, TransferKind, TransferRecord};
 
 /// Bytes gathered from the network before one positional write.
@@ -722,10 +721,7 @@ async fn fetch_range(
         r = job.inner.client.get_range(url, Some((chunk.start, end))) => r.map_err(FetchError::Cloud)?,
     };
     let mut body = response.bytes_stream();
-    // Buffers as received, written together once WRITE_BUFFER bytes are in: no copying.
-    let mut buffer: Vec<Bytes> = Vec::new();
-    let mut buffered = 0usize;
-    let mut offset = chunk.start;
+    let mut writer = part.range_writer(chunk.start, WRITE_BUFFER);
     let mut received = 0u64;
     let outcome = loop {
         let next = tokio::select! {
@@ -741,13 +737,9 @@ async fn fetch_range(
                 }
                 received += bytes.len() as u64;
                 job.progress.add(chunk.file, bytes.len() as u64);
-                buffered += bytes.len();
-                buffer.push(bytes);
-                if buffered >= WRITE_BUFFER {
-                    buffer = write_at(part, offset, buffer).await?;
-                    offset += buffered as u64;
-                    buffered = 0;
-                    buffer.clear();
+                writer.push(&bytes);
+                if writer.is_full() {
+                    writer = flush(writer).await?;
                 }
             }
             Some(Err(e)) => {
@@ -771,12 +763,12 @@ async fn fetch_range(
         job.progress.undo(chunk.file, received);
         return Err(e);
     }
-    // The last write of the range also starts its writeback, so the file's final sync does
-    // not have the whole file to write out at once.
+    // The last write of the range also starts writeback of what went through the page cache,
+    // so the file's final sync does not find it all still to write.
     let part = part.clone();
     let range = (chunk.start, chunk.len);
     tokio::task::spawn_blocking(move || {
-        part.write_all_at(offset, &buffer)?;
+        writer.finish()?;
         part.start_writeback(range.0, range.1);
         Ok::<_, std::io::Error>(())
     })
@@ -786,14 +778,9 @@ async fn fetch_range(
     .inspect_err(|_| job.progress.undo(chunk.file, received))
 }
 
-/// Writes `buffer` at `offset` off the runtime; gives the buffer back for reuse.
-async fn write_at(
-    part: &PartFile,
-    offset: u64,
-    buffer: Vec<Bytes>,
-) -> Result<Vec<Bytes>, FetchError> {
-    let part = part.clone();
-    tokio::task::spawn_blocking(move || part.write_all_at(offset, &buffer).map(|()| buffer))
+/// Writes what `writer` gathered off the runtime; gives it back for more.
+async fn flush(mut writer: RangeWriter) -> Result<RangeWriter, FetchError> {
+    tokio::task::spawn_blocking(move || writer.flush().map(|()| writer))
         .await
         .map_err(|e| FetchError::Disk(e.to_string()))?
         .map_err(|e| FetchError::Disk(e.to_string()))
