@@ -322,7 +322,7 @@ impl RangeWriter {
             return Ok(());
         }
         let direct = match &self.part.direct {
-            Some(direct) if self.offset % DIRECT_ALIGN as u64 == 0 => direct,
+            Some(direct) if self.offset.is_multiple_of(DIRECT_ALIGN as u64) => direct,
             _ => return self.write_buffered(),
         };
         match direct.write_all_at(&self.buffer.bytes()[..blocks], self.offset) {
