@@ -31,7 +31,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -59,9 +58,12 @@ def parse_size(text):
     t = text.strip().upper()
     number = t.rstrip("KMGIB")
     unit = t[len(number):]
-    if unit not in units or not number:
+    try:
+        if unit not in units:
+            raise ValueError(unit)
+        return int(float(number) * units[unit])
+    except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size; write e.g. 2GiB, 512MiB, 4096")
-    return int(float(number) * units[unit])
 
 
 def ensure_tools(commands):
