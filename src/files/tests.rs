@@ -136,3 +136,39 @@ fn chown_gives_files_away_as_root_and_says_why_otherwise() {
     }
     assert!(available_space(root.path()).unwrap() > 0);
 }
+
+#[test]
+fn range_writers_land_every_byte_in_place_aligned_or_not() {
+    let root = tempfile::tempdir().unwrap();
+    let dest = Destination::open(root.path()).unwrap();
+    // Pieces of awkward sizes, as the network hands them over.
+    let pieces: Vec<Vec<u8>> = (0..700u32)
+        .map(|i| vec![(i % 251) as u8; (i * 37 % 5000) as usize])
+        .collect();
+    let range: Vec<u8> = pieces.concat();
+    let len = range.len() as u64;
+    // One range at an aligned offset (direct I/O where the disk has it), one at an odd one.
+    let (aligned, odd) = (8192u64, 8192 + len + 123);
+    let part = dest.part_file(Path::new("r.bin"), odd + len + 10).unwrap();
+    for offset in [aligned, odd] {
+        let mut writer = part.range_writer(offset, 64 * 1024);
+        for piece in &pieces {
+            writer.push(piece);
+            if writer.is_full() {
+                writer.flush().unwrap();
+            }
+        }
+        writer.finish().unwrap();
+    }
+    part.start_writeback(0, odd + len);
+    let bytes = std::fs::read(part.finish(None).unwrap()).unwrap();
+    assert_eq!(bytes.len() as u64, odd + len + 10);
+    assert!(bytes[..aligned as usize].iter().all(|b| *b == 0));
+    assert!(
+        bytes[(aligned + len) as usize..odd as usize]
+            .iter()
+            .all(|b| *b == 0)
+    );
+    assert!(bytes[aligned as usize..][..len as usize] == range[..]);
+    assert!(bytes[odd as usize..][..len as usize] == range[..]);
+}

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{OnceCell, RwLock};
+use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
 use super::progress::Progress;
@@ -19,7 +19,7 @@ use super::{
 };
 use crate::cloud::CloudError;
 use crate::cloud::dto::{DownloadUrl, FileKind, LinkUrl, PackageFile, Secret};
-use crate::files::{self, Destination, PartFile};
+use crate::files::{self, Destination, PartFile, RangeWriter};
 use crate::store::{ChunkRecord, FileRecord, Store, TransferKind, TransferRecord};
 
 /// Bytes gathered from the network before one positional write.
@@ -135,7 +135,9 @@ struct FileJob {
     /// Path under the destination root.
     rel: PathBuf,
     url: tokio::sync::Mutex<Option<DownloadUrl>>,
-    part: OnceCell<PartFile>,
+    /// Open while the file is written, closed once it is finished: a package of thousands of
+    /// files holds descriptors for the few in flight only.
+    part: tokio::sync::Mutex<Option<PartFile>>,
     remaining: AtomicU32,
     failed: AtomicBool,
 }
@@ -244,7 +246,7 @@ pub(super) async fn run(
             record: f,
             rel,
             url: tokio::sync::Mutex::new(None),
-            part: OnceCell::new(),
+            part: tokio::sync::Mutex::new(None),
             remaining: AtomicU32::new(remaining),
             failed: AtomicBool::new(false),
         });
@@ -523,9 +525,11 @@ async fn fail_file(job: &Job, i: usize, reason: String) -> Result<(), JobError> 
 async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
     let file = &job.files[i];
     let part = match part_file(job, i).await {
-        Ok(part) => part.clone(),
+        Ok(part) => part,
         Err(reason) => return fail_file(job, i, reason).await,
     };
+    // Every chunk is written: nothing opens the file again.
+    *file.part.lock().await = None;
     let mtime = file.record.last_modified.map(std::time::SystemTime::from);
     let (uid, gid, mode) = (job.spec.user_id, job.spec.group_id, job.spec.file_mode);
     let finished = tokio::task::spawn_blocking(move || {
@@ -551,30 +555,31 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
 }
 
 /// The file's `.part`, opened (and its folders created) at first use.
-async fn part_file(job: &Job, i: usize) -> Result<&PartFile, String> {
+async fn part_file(job: &Job, i: usize) -> Result<PartFile, String> {
     let file = &job.files[i];
-    file.part
-        .get_or_try_init(|| async {
-            let parent = file.rel.parent().map(Path::to_path_buf).unwrap_or_default();
-            let created = job.dest.create_dirs(&parent).map_err(|e| e.to_string())?;
-            chown_all(job, &created).map_err(|e| match e {
-                JobError::Failed(e) => e,
-                JobError::Stopped => "stopped".into(),
-            })?;
-            let part = job
-                .dest
-                .part_file(&file.rel, file.record.size)
-                .map_err(|e| e.to_string())?;
-            if file.record.state == file_state::PENDING {
-                let _ = job
-                    .inner
-                    .store
-                    .set_file_state(&job.id, i as u32, file_state::TRANSFERRING, None)
-                    .await;
-            }
-            Ok(part)
-        })
-        .await
+    let mut slot = file.part.lock().await;
+    if let Some(part) = slot.as_ref() {
+        return Ok(part.clone());
+    }
+    let parent = file.rel.parent().map(Path::to_path_buf).unwrap_or_default();
+    let created = job.dest.create_dirs(&parent).map_err(|e| e.to_string())?;
+    chown_all(job, &created).map_err(|e| match e {
+        JobError::Failed(e) => e,
+        JobError::Stopped => "stopped".into(),
+    })?;
+    let part = job
+        .dest
+        .part_file(&file.rel, file.record.size)
+        .map_err(|e| e.to_string())?;
+    if file.record.state == file_state::PENDING {
+        let _ = job
+            .inner
+            .store
+            .set_file_state(&job.id, i as u32, file_state::TRANSFERRING, None)
+            .await;
+    }
+    *slot = Some(part.clone());
+    Ok(part)
 }
 
 /// The file's download URL, asked for once and again when it expires.
@@ -655,10 +660,7 @@ async fn refresh_token(job: &Job) -> Result<(), ChunkError> {
 
 /// Fetches one range into place, retrying transient failures.
 async fn fetch_chunk(job: &Job, chunk: &Chunk) -> Result<(), ChunkError> {
-    let part = part_file(job, chunk.file)
-        .await
-        .map_err(ChunkError::File)?
-        .clone();
+    let part = part_file(job, chunk.file).await.map_err(ChunkError::File)?;
     if chunk.len == 0 {
         return Ok(());
     }
@@ -732,8 +734,7 @@ async fn fetch_range(
         r = job.inner.client.get_range(url, Some((chunk.start, end))) => r.map_err(FetchError::Cloud)?,
     };
     let mut body = response.bytes_stream();
-    let mut buffer: Vec<u8> = Vec::with_capacity(WRITE_BUFFER);
-    let mut offset = chunk.start;
+    let mut writer = part.range_writer(chunk.start, WRITE_BUFFER);
     let mut received = 0u64;
     let outcome = loop {
         let next = tokio::select! {
@@ -751,11 +752,9 @@ async fn fetch_range(
                 received += bytes.len() as u64;
                 job.progress.add(chunk.file, bytes.len() as u64);
                 job.inner.metrics.downloaded(bytes.len() as u64);
-                buffer.extend_from_slice(&bytes);
-                if buffer.len() >= WRITE_BUFFER {
-                    buffer = write_at(part, offset, buffer).await?;
-                    offset += buffer.len() as u64;
-                    buffer.clear();
+                writer.push(&bytes);
+                if writer.is_full() {
+                    writer = flush(writer).await?;
                 }
             }
             Some(Err(e)) => {
@@ -779,18 +778,24 @@ async fn fetch_range(
         job.progress.undo(chunk.file, received);
         return Err(e);
     }
-    if !buffer.is_empty() {
-        write_at(part, offset, buffer)
-            .await
-            .inspect_err(|_| job.progress.undo(chunk.file, received))?;
-    }
-    Ok(())
+    // The last write of the range also starts writeback of what went through the page cache,
+    // so the file's final sync does not find it all still to write.
+    let part = part.clone();
+    let range = (chunk.start, chunk.len);
+    tokio::task::spawn_blocking(move || {
+        writer.finish()?;
+        part.start_writeback(range.0, range.1);
+        Ok::<_, std::io::Error>(())
+    })
+    .await
+    .map_err(|e| FetchError::Disk(e.to_string()))?
+    .map_err(|e| FetchError::Disk(e.to_string()))
+    .inspect_err(|_| job.progress.undo(chunk.file, received))
 }
 
-/// Writes `buffer` at `offset` off the runtime; gives the buffer back for reuse.
-async fn write_at(part: &PartFile, offset: u64, buffer: Vec<u8>) -> Result<Vec<u8>, FetchError> {
-    let part = part.clone();
-    tokio::task::spawn_blocking(move || part.write_all_at(offset, &buffer).map(|()| buffer))
+/// Writes what `writer` gathered off the runtime; gives it back for more.
+async fn flush(mut writer: RangeWriter) -> Result<RangeWriter, FetchError> {
+    tokio::task::spawn_blocking(move || writer.flush().map(|()| writer))
         .await
         .map_err(|e| FetchError::Disk(e.to_string()))?
         .map_err(|e| FetchError::Disk(e.to_string()))

@@ -614,3 +614,49 @@ async fn bad_requests_are_refused_with_a_clear_message() {
     let (status, _) = agent.api.get("/downloads/nope").await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_package_of_more_files_than_the_descriptor_limit_downloads_whole() {
+    // Many systems start services with a soft limit of 1024 descriptors; here 256 against 400
+    // files: each file must give its descriptors back once it is finished.
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    setrlimit(
+        Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(256),
+            maximum: limit.maximum,
+        },
+    )
+    .unwrap();
+    let world = World::new().await;
+    let files: Vec<FileSpec> = (0..400u64)
+        .map(|i| {
+            FileSpec::file(
+                &format!("f{i:03}.bin"),
+                pseudo_random_bytes(i, 1000 + i as usize),
+            )
+            .at(&format!("d{}", i % 4))
+        })
+        .collect();
+    let (_, url) = shared(&world, files).await;
+    let agent = TestAgent::start(engine_config(&world.hub.base_url)).await;
+    let dst = tempfile::tempdir().unwrap();
+    let mut req = download_request(&url, dst.path());
+    req["create_package_folder"] = json!(false);
+    let id = agent.api.download(req).await;
+    let done = agent
+        .api
+        .wait_for("downloads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{}", done["error"]);
+    for i in 0..400u64 {
+        let path = dst.path().join(format!("d{}/f{i:03}.bin", i % 4));
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            pseudo_random_bytes(i, 1000 + i as usize),
+            "{}",
+            path.display()
+        );
+    }
+}
