@@ -907,21 +907,22 @@ fn new_record(kind: TransferKind, priority: i64, spec: serde_json::Value) -> Tra
     }
 }
 
-/// Runs `count` workers of a job until they are all done, then tells how its files fared:
+/// Runs a job's workers (one per connection, at most one per `queued` item) until they are
+/// all done, then tells how its files fared:
 /// `Ok` when none failed, else `Failed("N of M files failed; first: …")`. A worker failing the
 /// whole job (the database, say) stops the others.
 async fn run_workers<Fut>(
     inner: &Inner,
     id: &str,
     cancel: &CancellationToken,
-    count: usize,
+    queued: usize,
     worker: impl Fn() -> Fut,
 ) -> Result<(), JobError>
 where
     Fut: std::future::Future<Output = Result<(), JobError>> + Send + 'static,
 {
     let mut set = tokio::task::JoinSet::new();
-    for _ in 0..count {
+    for _ in 0..inner.config.max_connections.max(1).min(queued) {
         set.spawn(worker().in_current_span());
     }
     let mut stopped = false;

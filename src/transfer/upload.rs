@@ -429,14 +429,13 @@ pub(super) async fn run(
         }
     }
 
-    let workers = job.inner.config.max_connections.max(1).min(
-        job.queue
-            .lock()
-            .expect("queue lock is never poisoned")
-            .len(),
-    );
+    let queued = job
+        .queue
+        .lock()
+        .expect("queue lock is never poisoned")
+        .len();
     let pool = job.clone();
-    run_workers(&job.inner, &job.id, &job.cancel, workers, move || {
+    run_workers(&job.inner, &job.id, &job.cancel, queued, move || {
         worker(pool.clone())
     })
     .await?;
