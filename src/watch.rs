@@ -198,7 +198,10 @@ impl Tracker {
                 );
             }
             None => {
+                // Gone (moved away or deleted after sending): forgotten, so that what is
+                // remembered stays bounded by what is in the folder.
                 self.candidates.remove(&path);
+                self.reported.remove(&path);
             }
         }
     }
