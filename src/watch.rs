@@ -62,6 +62,8 @@ pub enum WatchError {
 const EVENT_QUEUE: usize = 8192;
 /// How often candidates are looked at.
 const TICK: Duration = Duration::from_millis(50);
+/// When a folder that appeared is looked at a second time.
+const NEW_FOLDER_LOOK: Duration = Duration::from_millis(500);
 /// How often a tree is scanned again once inotify refused to watch some of its folders.
 const LIMITED_RESCAN: Duration = Duration::from_secs(30);
 
@@ -210,16 +212,22 @@ impl Tracker {
     fn rescan(&mut self, from: &Path, now: Instant) {
         for (path, s) in scan(&self.spec, from) {
             if self.reported.get(&path) != Some(&s) {
-                // A change found by a scan restarts the quiet period, like an event would.
-                let same = self.candidates.get(&path).is_some_and(|c| c.stamp == s);
-                if !same {
-                    self.candidates.insert(
-                        path,
-                        Candidate {
-                            stamp: s,
-                            since: now,
-                        },
-                    );
+                match self.candidates.get_mut(&path) {
+                    Some(c) if c.stamp == s => {}
+                    // With events, a file's last event dates its last change: a scan that
+                    // catches it mid-write must not restart its quiet period (the check at
+                    // the end of it looks again anyway).
+                    Some(c) if self.by_events => c.stamp = s,
+                    // When polling, a change found by a scan restarts the quiet period.
+                    _ => {
+                        self.candidates.insert(
+                            path,
+                            Candidate {
+                                stamp: s,
+                                since: now,
+                            },
+                        );
+                    }
                 }
             }
         }
@@ -367,6 +375,8 @@ async fn run_events(
     let _watcher = watcher;
     // Set once inotify refused a folder: from then on, a rescan now and then finds its files.
     let mut limited: Option<Instant> = None;
+    // Folders that appeared, to be looked at again once their watch is in place.
+    let mut new_folders: Vec<(PathBuf, Instant)> = Vec::new();
     let mut tracker = Tracker {
         spec,
         candidates: HashMap::new(),
@@ -394,9 +404,12 @@ async fn run_events(
                             if path.is_dir() {
                                 // A folder moved in brings files no event named: only that
                                 // folder is scanned (thousands dropped at once are thousands
-                                // of folder events, and the tree may be large).
+                                // of folder events, and the tree may be large). notify adds
+                                // its watch after handing the event on, so files made in
+                                // between are found by a second look once it surely exists.
                                 if tracker.spec.recursive && path != tracker.spec.root {
                                     tracker.rescan(&path, now);
+                                    new_folders.push((path, now));
                                 }
                             } else if wanted(&tracker.spec, &path) {
                                 tracker.touched(path, now);
@@ -429,6 +442,11 @@ async fn run_events(
                 if overflow.swap(false, Ordering::Relaxed) {
                     tracing::debug!(folder = %root.display(), "events lost; rescanning");
                     tracker.rescan(&root, now);
+                    new_folders.clear();
+                }
+                while new_folders.first().is_some_and(|(_, at)| now.duration_since(*at) >= NEW_FOLDER_LOOK) {
+                    let (folder, _) = new_folders.remove(0);
+                    tracker.rescan(&folder, now);
                 }
                 if tracker.report(now, &out).await.is_err() {
                     return;

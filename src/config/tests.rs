@@ -134,3 +134,24 @@ fn the_committed_schema_is_the_generated_one() {
         "schema/masv-agent.schema.json is out of date: run `cargo run -- config schema > schema/masv-agent.schema.json`"
     );
 }
+
+#[test]
+fn relative_paths_start_at_the_config_folder_made_absolute() {
+    // Watch events name absolute paths: a config given as a relative path must not leave its
+    // folders relative to the working folder.
+    let config = parse(
+        Path::new("conf/agent.toml"),
+        "[server]\napi_key = \"k\"\n[[watch]]\nname = \"w\"\nfolder = \"in\"\n[watch.team]\n",
+    )
+    .unwrap();
+    let RuleKind::Watch(watch) = &config.rules[0].kind else {
+        panic!()
+    };
+    assert!(watch.folder.is_absolute(), "{}", watch.folder.display());
+    assert!(
+        watch.folder.ends_with("conf/in")
+            && watch.folder.starts_with(std::env::current_dir().unwrap()),
+        "{}",
+        watch.folder.display()
+    );
+}
