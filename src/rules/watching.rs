@@ -347,6 +347,10 @@ async fn send(
         .create_upload_entries(req, entries, &rule.name)
         .await
         .map_err(|e| e.to_string())?;
+    // At once: the engine starts a job as it creates it.
+    if outside_window(rule) {
+        let _ = ctx.engine.pause(TransferKind::Upload, &id).await;
+    }
     let ledger = group
         .files
         .iter()
@@ -364,9 +368,6 @@ async fn send(
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(rule = %rule.name, upload_id = %id, package = %name, files = group.files.len(), "upload queued");
-    if outside_window(rule) {
-        let _ = ctx.engine.pause(TransferKind::Upload, &id).await;
-    }
     Ok(())
 }
 
