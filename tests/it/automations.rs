@@ -36,6 +36,13 @@ impl Site {
         path
     }
 
+    /// An agent of `world`'s team, on its hub, running `file`.
+    async fn agent_of(&self, world: &World, file: &Path) -> TestAgent {
+        let mut engine = engine_config(&world.hub.base_url);
+        engine.api_key = Some(world.api_key.clone());
+        TestAgent::start_configured(self.dir.path(), engine, Some(file)).await
+    }
+
     async fn agent(&self, file: &Path) -> TestAgent {
         // The embedded hub decides the cloud URL; the engine's own is overridden.
         TestAgent::start_configured(
@@ -349,9 +356,7 @@ portal = "dailies"
             vec![FileSpec::file("ep1.mov", b"episode one".to_vec())],
         )
         .await;
-    let mut engine = engine_config(&world.hub.base_url);
-    engine.api_key = Some(world.api_key.clone());
-    let agent = TestAgent::start_configured(site.dir.path(), engine, Some(&config)).await;
+    let agent = site.agent_of(&world, &config).await;
     let file = site.path("ingest/dailies/Ep 1/ep1.mov");
     wait_until("the portal package downloaded", LONG, || file.exists()).await;
     assert_eq!(std::fs::read(&file).unwrap(), b"episode one");
@@ -550,9 +555,7 @@ team_id = "{team}"
         key = world.api_key.expose(),
         team = world.team_id
     ));
-    let mut engine = engine_config(&world.hub.base_url);
-    engine.api_key = Some(world.api_key.clone());
-    let agent = TestAgent::start_configured(site.dir.path(), engine, Some(&config)).await;
+    let agent = site.agent_of(&world, &config).await;
     let file = site.path("incoming/dailies day 1/cut.mov");
     wait_until("the link's package", LONG, || file.exists()).await;
     let (status, _) = agent
@@ -627,9 +630,7 @@ subfolder_per_portal = true
         subdomain = world.coded_portal.subdomain,
         code = site.path("portal-code").display(),
     ));
-    let mut engine = engine_config(&world.hub.base_url);
-    engine.api_key = Some(world.api_key.clone());
-    let agent = TestAgent::start_configured(site.dir.path(), engine, Some(&config)).await;
+    let agent = site.agent_of(&world, &config).await;
 
     // Written slowly, as over a network share: polled size and time change until the end.
     let scan = pseudo_random_bytes(9, 64 * 1024);
