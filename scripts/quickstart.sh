@@ -42,13 +42,7 @@ if [ -z "$package" ] || ! (cd "$package" && echo "$sums" | sha256sum --check --q
   exit 1
 fi
 echo
-if "$masv" upload ls >/dev/null 2>&1; then
-  "$masv" upload ls
-else
-  echo "(this build has no masv upload command; the uploads, from the agent's REST API:)"
-  curl -s http://127.0.0.1:8080/api/v1/uploads || true
-  echo
-fi
+"$masv" upload ls
 "$masv" download ls
 "$masv" automation ls
 echo

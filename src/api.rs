@@ -1,10 +1,13 @@
 //! The agent's local REST API under `/api/v1` (spec §5, docs/agent-api.md): an axum `Router`
-//! over the transfer engine, testable without a socket.
+//! over the transfer engine, testable without a socket. Also `GET /metrics` (Prometheus text)
+//! and `GET /healthz`. With an API token every request must carry `Authorization: Bearer …`.
+//! No CORS headers are ever sent, so browsers keep other sites' pages away from it.
 
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -12,12 +15,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::cloud::CloudError;
+use crate::cloud::dto::Secret;
 use crate::rules::{AutomationError, Automations};
 use crate::store::TransferKind;
 use crate::transfer::{
     DownloadRequest, Engine, PortalUploadRequest, TeamUploadRequest, TransferError, UploadRequest,
 };
-use crate::web::{ErrorAnswer, parse_json, small_body};
+use crate::web::{ErrorAnswer, JsonBody, parse_json, small_body};
 
 impl IntoResponse for TransferError {
     fn into_response(self) -> Response {
@@ -76,14 +80,19 @@ impl IntoResponse for AutomationError {
     }
 }
 
-/// The routes, over the engine and the automations.
-pub fn router(engine: Engine, automations: Automations) -> Router {
+/// The routes, over the engine and the automations; with `token`, every request must carry it
+/// as `Authorization: Bearer TOKEN`.
+pub fn router(engine: Engine, automations: Automations, token: Option<Secret>) -> Router {
     let v1 = Router::new()
         .route("/automations", get(list_automations))
         .route("/automations/{name}", get(automation))
         .route("/automations/{name}/run", post(run_automation))
         .route("/automations/{name}/enable", post(enable_automation))
         .route("/automations/{name}/disable", post(disable_automation))
+        .route(
+            "/bandwidth",
+            get(bandwidth).put(put_bandwidth).patch(patch_bandwidth),
+        )
         .route(
             "/downloads",
             post(create_download)
@@ -112,10 +121,75 @@ pub fn router(engine: Engine, automations: Automations) -> Router {
         .route("/uploads/{id}/files", post(add_upload_files))
         .fallback(unknown_route)
         .with_state(ApiState {
-            engine,
+            engine: engine.clone(),
             automations,
         });
-    Router::new().nest("/api/v1", v1).fallback(unknown_route)
+    let router = Router::new()
+        .nest("/api/v1", v1)
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .fallback(unknown_route)
+        .with_state(engine);
+    match token {
+        Some(token) => router.layer(axum::middleware::from_fn(move |req, next| {
+            let expected = token_digest(token.expose());
+            bearer_only(expected, req, next)
+        })),
+        None => router,
+    }
+}
+
+fn token_digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// Lets a request through only with the right bearer token (compared as digests, so the time
+/// taken says nothing about the token).
+async fn bearer_only(expected: [u8; 32], req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| token_digest(t.trim()));
+    if given == Some(expected) {
+        return next.run(req).await;
+    }
+    let message = if given.is_none() {
+        "this agent needs its API token: send Authorization: Bearer TOKEN (masv commands take --api-token or MASV_API_TOKEN)"
+    } else {
+        "wrong API token; use the api_token of the agent's [server] configuration"
+    };
+    let mut answer = ErrorAnswer::new(StatusCode::UNAUTHORIZED, message).into_response();
+    answer.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    answer
+}
+
+/// `GET /metrics`: the engine's counters and gauges in the Prometheus text format.
+async fn metrics(State(engine): State<Engine>) -> Result<Response, TransferError> {
+    let gauges = engine.gauges().await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        engine.metrics().render(&gauges),
+    )
+        .into_response())
+}
+
+/// `GET /healthz`: 200 once the agent serves and its database answers, else 503.
+async fn healthz(State(engine): State<Engine>) -> Response {
+    match engine.store().ping().await {
+        Ok(()) => Json(json!({ "status": "ok" })).into_response(),
+        Err(e) => ErrorAnswer::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the agent's database does not answer: {e}"),
+        )
+        .into_response(),
+    }
 }
 
 async fn unknown_route() -> ErrorAnswer {
@@ -428,4 +502,77 @@ async fn disable_automation(
 ) -> Result<Response, AutomationError> {
     automations.set_enabled(&name, false).await?;
     Ok(Json(json!({ "name": name, "enabled": false })).into_response())
+}
+
+async fn bandwidth(State(engine): State<Engine>) -> Response {
+    Json(engine.bandwidth()).into_response()
+}
+
+/// Checks new bandwidth settings (the `[bandwidth]` section as JSON) and puts them in force.
+fn set_bandwidth(engine: &Engine, settings: serde_json::Value) -> Result<Response, ErrorAnswer> {
+    let bad = |message: String| ErrorAnswer::new(StatusCode::BAD_REQUEST, message);
+    let raw: crate::config::RawBandwidth =
+        serde_json::from_value(settings).map_err(|e| bad(format!("bandwidth settings: {e}")))?;
+    let settings = crate::config::BandwidthSettings::check(raw).map_err(|problems| {
+        let all: Vec<String> = problems.into_iter().map(|p| p.message).collect();
+        bad(all.join("; "))
+    })?;
+    Ok(Json(engine.set_bandwidth(settings)).into_response())
+}
+
+/// `PUT /bandwidth`: replaces every setting (what the body leaves out is unlimited or uncapped).
+async fn put_bandwidth(
+    State(engine): State<Engine>,
+    JsonBody(settings): JsonBody<serde_json::Value>,
+) -> Result<Response, ErrorAnswer> {
+    set_bandwidth(&engine, settings)
+}
+
+/// `PATCH /bandwidth`: a JSON merge patch (RFC 7396) over the settings in force: the keys given
+/// change, `null` removes a key (no limit, no cap), the others stay.
+async fn patch_bandwidth(
+    State(engine): State<Engine>,
+    JsonBody(patch): JsonBody<serde_json::Value>,
+) -> Result<Response, ErrorAnswer> {
+    let mut settings = serde_json::to_value(engine.bandwidth_settings().raw())
+        .expect("bandwidth settings serialize");
+    merge_patch(&mut settings, patch);
+    set_bandwidth(&engine, settings)
+}
+
+/// RFC 7396.
+fn merge_patch(target: &mut serde_json::Value, patch: serde_json::Value) {
+    let serde_json::Value::Object(patch) = patch else {
+        *target = patch;
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let map = target.as_object_mut().expect("made an object above");
+    for (key, value) in patch {
+        if value.is_null() {
+            map.remove(&key);
+        } else {
+            merge_patch(map.entry(key).or_insert(serde_json::Value::Null), value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_merge_patch_changes_what_it_names_and_removes_nulls() {
+        let mut settings = json!({"upload": "10MiB", "download": "1Gbit", "schedule": [{"start": "09:00", "end": "17:00"}]});
+        merge_patch(
+            &mut settings,
+            json!({"upload": null, "max_active_downloads": 1, "schedule": []}),
+        );
+        assert_eq!(
+            settings,
+            json!({"download": "1Gbit", "max_active_downloads": 1, "schedule": []})
+        );
+    }
 }

@@ -1,24 +1,43 @@
 //! The `masv` command line (clap). Agent commands talk to a running agent over its REST API,
-//! never to its database; `masv hub …` commands run or administer a hub's data folder.
+//! never to its database; `masv hub …` commands run or administer a hub's data folder. Also
+//! the logging set-up, shell completions and the man pages, all generated from this tree.
 
 mod agent;
 mod automation;
+mod bandwidth;
 mod config;
+mod docs;
 mod download;
 mod hub;
 mod server;
+mod transfers;
+mod upload;
 
 use std::process::ExitCode;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Parser, Subcommand};
+
+use crate::config::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "masv",
     version,
-    about = "A MASV-compatible file-transfer agent and hub"
+    about = "A MASV-compatible file-transfer agent and hub",
+    after_help = "Examples:\n  masv server start --config /etc/masv-agent/agent.toml\n  masv download start --url 'https://get.massive.io/LINK_ID?secret=SECRET' --destination /srv/in --wait\n  masv download ls"
 )]
 pub struct Cli {
+    /// How logs are written to stderr: text (readable) or json (one object a line, for log
+    /// collectors) [default: [server] log_format, else text].
+    #[arg(
+        long,
+        global = true,
+        env = "MASV_LOG_FORMAT",
+        value_parser = clap::builder::PossibleValuesParser::new(["text", "json"])
+            .map(|s| s.parse::<LogFormat>().expect("one of the possible values"))
+    )]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,24 +45,57 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run or administer a MASV-compatible hub.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  masv hub serve --data /var/lib/masv-hub --listen 127.0.0.1:9000\n  masv hub team add --data /var/lib/masv-hub --name 'Post House'"
+    )]
     Hub(hub::HubCommand),
     /// Run the agent.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  masv server start --config /etc/masv-agent/agent.toml"
+    )]
     Server(server::ServerCommand),
     /// Download Packages through a running agent (start, ls, status, pause, resume, rm).
+    #[command(
+        after_help = "Examples:\n  masv download start --url 'https://get.massive.io/LINK_ID?secret=SECRET' --destination /srv/in\n  masv download ls --json"
+    )]
     Download(download::DownloadArgs),
+    /// Upload files and folders through a running agent (start email|link|portal, ls, status,
+    /// pause, resume, finalize, link, rm).
+    #[command(
+        after_help = "Examples:\n  masv upload start link --team-id TEAM_ID /srv/out/day1\n  masv upload ls --json"
+    )]
+    Upload(upload::UploadArgs),
     /// The automations of a running agent (ls, status, run, enable, disable).
+    #[command(after_help = "Examples:\n  masv automation ls\n  masv automation run nightly-link")]
     Automation(automation::AutomationArgs),
+    /// Rate limits and FIFO caps of a running agent (show, set).
+    #[command(
+        after_help = "Examples:\n  masv bandwidth show\n  masv bandwidth set --upload 50Mbit --max-active-downloads 2"
+    )]
+    Bandwidth(bandwidth::BandwidthArgs),
     /// Check a configuration file, or print its JSON Schema.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  masv config check /etc/masv-agent/agent.toml"
+    )]
     Config(config::ConfigCommand),
+    /// Print the completion script of a shell.
+    #[command(
+        after_help = "Examples:\n  masv completions bash > /etc/bash_completion.d/masv\n  masv completions zsh > \"${fpath[1]}/_masv\"\n  masv completions fish > ~/.config/fish/completions/masv.fish"
+    )]
+    Completions(docs::CompletionsArgs),
+    /// Print the man page, or write one page per command into a folder.
+    #[command(
+        after_help = "Examples:\n  masv man | man -l -\n  masv man --out /usr/local/share/man/man1"
+    )]
+    Man(docs::ManArgs),
 }
 
 /// Runs the command line; the exit code says whether it worked.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -51,13 +103,22 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let log_format = cli.log_format;
+    if !matches!(cli.command, Command::Server(_)) {
+        // The agent sets its logging up once it has read its configuration.
+        init_logging(log_format.unwrap_or_default(), None);
+    }
     let result = runtime.block_on(async {
         match cli.command {
             Command::Hub(command) => hub::run(command).await,
-            Command::Server(command) => server::run(command).await,
+            Command::Server(command) => server::run(command, log_format).await,
             Command::Download(args) => download::run(args).await,
+            Command::Upload(args) => upload::run(args).await,
             Command::Automation(args) => automation::run(args).await,
+            Command::Bandwidth(args) => bandwidth::run(args).await,
             Command::Config(command) => config::run(command),
+            Command::Completions(args) => docs::completions(args),
+            Command::Man(args) => docs::man(args),
         }
     });
     match result {
@@ -69,11 +130,32 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+/// Logs to stderr in `format`, at the levels of RUST_LOG, else `level`, else `info`.
+fn init_logging(format: LogFormat, level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(&directives)
+            .unwrap_or_else(|e| {
+                eprintln!(
+                    "warning: RUST_LOG={directives:?} is not understood ({e}); logging at info"
+                );
+                EnvFilter::new("info")
+            }),
+        // `[server] log_level` was checked with the configuration.
+        _ => EnvFilter::new(level.unwrap_or("info")),
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        // The event's fields at the top level, and the transfer span's (transfer_id, kind,
+        // rule) under "span".
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }

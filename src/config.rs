@@ -3,6 +3,7 @@
 //! `file:line:col: what is wrong and what to do`, and a file's errors are reported all at once.
 //! `examples/configs/` shows the format; `schema/masv-agent.schema.json` is its JSON Schema.
 
+mod bandwidth;
 mod raw;
 mod rules;
 mod units;
@@ -18,14 +19,15 @@ use serde::Deserialize;
 use serde::de::IntoDeserializer;
 use toml::de::{DeTable, DeValue};
 
-pub use raw::{AfterName, GroupName};
+pub use bandwidth::{BandwidthProblem, BandwidthSettings, Limits};
+pub use raw::{AfterName, GroupName, LogFormat, RateValue, RawBandwidth, RawLimitRule};
 pub use rules::{
     After, DownloadRule, DownloadSource, Glob, Rule, RuleKind, Scan, UploadTarget, WatchRule,
 };
-pub use units::{parse_duration, parse_size};
+pub use units::{parse_duration, parse_rate, parse_size};
 
 use crate::cloud::dto::{Secret, SecretSource};
-use raw::{RawDownload, RawFile, RawHub, RawServer, RawWatch, SizeValue};
+use raw::{DurationValue, RawDownload, RawFile, RawHub, RawServer, RawWatch, SizeValue};
 
 /// A validated configuration.
 #[derive(Debug, Clone, Default)]
@@ -33,6 +35,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub hub: Option<HubConfig>,
     pub rules: Vec<Rule>,
+    /// `[bandwidth]`: rate limits, their schedule, FIFO caps (the default limits nothing).
+    pub bandwidth: BandwidthSettings,
 }
 
 /// `[server]`: what `masv server start` flags also set (flags win over the file).
@@ -47,6 +51,11 @@ pub struct ServerConfig {
     pub chunk_size: Option<u64>,
     pub max_connections: Option<usize>,
     pub rules_dir: Option<PathBuf>,
+    pub api_token: Option<Secret>,
+    pub log_format: Option<LogFormat>,
+    /// An `EnvFilter` directive, checked.
+    pub log_level: Option<String>,
+    pub shutdown_timeout: Option<std::time::Duration>,
 }
 
 /// `[hub]`: a hub embedded in the agent.
@@ -260,6 +269,7 @@ fn fingerprint(text: &str) -> u64 {
 struct Sections {
     server: Option<RawServer>,
     hub: Option<RawHub>,
+    bandwidth: Option<BandwidthSettings>,
     watch: Vec<(RawWatch, Range<usize>)>,
     download: Vec<(RawDownload, Range<usize>)>,
 }
@@ -278,6 +288,7 @@ fn sections(at: &mut Located<'_>, text: &str) -> Option<Sections> {
     let mut out = Sections {
         server: None,
         hub: None,
+        bandwidth: None,
         watch: Vec::new(),
         download: Vec::new(),
     };
@@ -285,6 +296,7 @@ fn sections(at: &mut Located<'_>, text: &str) -> Option<Sections> {
         match key.get_ref().as_ref() {
             "server" => out.server = at.table(value),
             "hub" => out.hub = at.table(value),
+            "bandwidth" => out.bandwidth = bandwidth(at, value),
             name @ ("watch" | "download") => {
                 let DeValue::Array(items) = value.get_ref() else {
                     at.error(
@@ -306,11 +318,41 @@ fn sections(at: &mut Located<'_>, text: &str) -> Option<Sections> {
             }
             other => at.error(
                 key.span().start,
-                format!("unknown section `{other}`; expected server, hub, watch or download"),
+                format!(
+                    "unknown section `{other}`; expected server, hub, bandwidth, watch or download"
+                ),
             ),
         }
     }
     Some(out)
+}
+
+/// Only `[server] api_token` of a configuration file, what `masv` commands need to talk to the
+/// agent: the rest of the file and its other secrets are not read.
+pub fn load_api_token(path: &Path) -> Result<Option<Secret>, ConfigErrors> {
+    let text = read(path)?;
+    let mut at = Located {
+        path,
+        text: &text,
+        errors: Vec::new(),
+        secrets: &real_secrets,
+    };
+    let Some(sections) = sections(&mut at, &text) else {
+        return Err(ConfigErrors(at.errors));
+    };
+    let source = sections.server.and_then(|s| s.api_token);
+    let token = source.and_then(|source| match source.resolve() {
+        Ok(token) => Some(token),
+        Err(e) => {
+            key_error(&mut at, &text, "api_token", format!("api_token: {e}"));
+            None
+        }
+    });
+    if at.errors.is_empty() {
+        Ok(token)
+    } else {
+        Err(ConfigErrors(at.errors))
+    }
 }
 
 /// Validates the configuration `text` read from `path` (named in errors).
@@ -334,8 +376,14 @@ pub fn parse_with(path: &Path, text: &str, secrets: &SecretReader) -> Result<Con
     let hub = sections.hub.and_then(|h| hub(h, &base, &mut at, text));
     let has_key = server.api_key.is_some() || hub.is_some();
     let rules = check_rules(&mut at, &base, has_key, sections.watch, sections.download);
+    let bandwidth = sections.bandwidth.unwrap_or_default();
     if at.errors.is_empty() {
-        Ok(Config { server, hub, rules })
+        Ok(Config {
+            server,
+            hub,
+            rules,
+            bandwidth,
+        })
     } else {
         at.errors.sort_by_key(|e| (e.line, e.column));
         Err(ConfigErrors(at.errors))
@@ -358,8 +406,8 @@ fn parse_rules_file(
     let Some(sections) = sections(&mut at, text) else {
         return Err(ConfigErrors(at.errors));
     };
-    if sections.server.is_some() || sections.hub.is_some() {
-        at.error(0, "a rules_dir file holds only [[watch]] and [[download]] rules; [server] and [hub] belong in the main file");
+    if sections.server.is_some() || sections.hub.is_some() || sections.bandwidth.is_some() {
+        at.error(0, "a rules_dir file holds only [[watch]] and [[download]] rules; [server], [hub] and [bandwidth] belong in the main file");
     }
     let base = base_of(path);
     let rules = check_rules(&mut at, &base, has_key, sections.watch, sections.download);
@@ -401,6 +449,43 @@ fn check_rules(
         rules.push(check.download(&raw, print));
     }
     rules
+}
+
+/// Checks `[bandwidth]`; each problem is reported at its key (in its schedule rule).
+fn bandwidth(
+    at: &mut Located<'_>,
+    value: &toml::Spanned<DeValue<'_>>,
+) -> Option<BandwidthSettings> {
+    let raw: RawBandwidth = at.table(value)?;
+    let problems = match BandwidthSettings::check(raw) {
+        Ok(settings) => return Some(settings),
+        Err(problems) => problems,
+    };
+    let key_in = |table: &toml::Spanned<DeValue<'_>>, key: &str| match table.get_ref() {
+        DeValue::Table(t) => t
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == key)
+            .map(|(k, _)| k.span().start),
+        _ => None,
+    };
+    let rule_of = |i: usize| match value.get_ref() {
+        DeValue::Table(t) => t
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == "schedule")
+            .and_then(|(_, v)| match v.get_ref() {
+                DeValue::Array(items) => items.get(i).cloned(),
+                _ => None,
+            }),
+        _ => None,
+    };
+    for p in problems {
+        let offset = match p.rule.and_then(rule_of) {
+            Some(rule) => key_in(&rule, p.key).unwrap_or(rule.span().start),
+            None => key_in(value, p.key).unwrap_or(value.span().start),
+        };
+        at.error(offset, p.message);
+    }
+    None
 }
 
 fn key_error(at: &mut Located<'_>, text: &str, key: &str, message: String) {
@@ -475,8 +560,50 @@ fn server(raw: RawServer, base: &Path, at: &mut Located<'_>, text: &str) -> Serv
             Some(m)
         }
     });
+    let api_token = raw.api_token.and_then(|k| match (at.secrets)(&k) {
+        Ok(secret) => Some(secret),
+        Err(e) => {
+            key_error(at, text, "api_token", format!("api_token: {e}"));
+            None
+        }
+    });
+    let log_level = raw.log_level.and_then(|l| {
+        match tracing_subscriber::EnvFilter::builder().parse(&l) {
+            Ok(_) => Some(l),
+            Err(e) => {
+                key_error(
+                    at,
+                    text,
+                    "log_level",
+                    format!(
+                        "log_level = {l:?}: {e}; write e.g. \"info\" or \"warn,masv_agent=debug\""
+                    ),
+                );
+                None
+            }
+        }
+    });
+    let shutdown_timeout = raw.shutdown_timeout.and_then(|d| match d {
+        DurationValue::Seconds(s) => Some(std::time::Duration::from_secs(s)),
+        DurationValue::Text(t) => match parse_duration(&t) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                key_error(
+                    at,
+                    text,
+                    "shutdown_timeout",
+                    format!("shutdown_timeout: {e}"),
+                );
+                None
+            }
+        },
+    });
     let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
     ServerConfig {
+        api_token,
+        log_format: raw.log_format,
+        log_level,
+        shutdown_timeout,
         listen,
         data_dir: raw.data_dir.map(resolve),
         cloud_url,

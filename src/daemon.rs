@@ -1,6 +1,10 @@
 //! The agent as a running service: an embedded hub when configured, the store, the transfer
 //! engine (resuming what was running), the automations, and the local API. Editing the
-//! configuration (or SIGHUP) reloads the rules; on shutdown intake stops first, then the jobs.
+//! configuration (or SIGHUP) reloads the rules; on shutdown intake stops first, then the jobs
+//! get a deadline to finish their chunks in flight. Under systemd it reports READY, WATCHDOG and
+//! STOPPING (`systemd`).
+
+mod systemd;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -46,8 +50,10 @@ pub enum DaemonError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("refusing to serve the local API on {0}: it is not a loopback address (use 127.0.0.1)")]
-    NotLoopback(std::net::SocketAddr),
+    #[error(
+        "refusing to serve the local API on {0} without an API token: set api_token in [server] (or MASV_API_TOKEN), or listen on 127.0.0.1"
+    )]
+    TokenNeeded(std::net::SocketAddr),
     #[error("serving the API: {0}")]
     Serve(std::io::Error),
 }
@@ -61,6 +67,9 @@ pub fn default_data_dir() -> PathBuf {
         .join("masv-agent")
 }
 
+/// How long chunks in flight may take to finish at shutdown, unless configured.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Runs the agent on `listener` until `shutdown` completes.
 pub async fn run(
     mut config: AgentConfig,
@@ -68,8 +77,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
     let addr = listener.local_addr().map_err(DaemonError::Serve)?;
-    if !addr.ip().is_loopback() {
-        return Err(DaemonError::NotLoopback(addr));
+    let token = config.config.server.api_token.clone();
+    if !addr.ip().is_loopback() && token.is_none() {
+        return Err(DaemonError::TokenNeeded(addr));
     }
     create_private_dir(&config.data_dir)?;
     let stop = CancellationToken::new();
@@ -90,20 +100,72 @@ pub async fn run(
     if let Some(path) = config.config_path.clone() {
         let (automations, stop) = (automations.clone(), stop.clone());
         let rules_dir = config.config.server.rules_dir.clone();
-        tokio::spawn(async move { reload_on_change(path, rules_dir, automations, stop).await });
+        let bandwidth = (engine.clone(), config.config.bandwidth.clone());
+        tokio::spawn(async move {
+            reload_on_change(path, rules_dir, automations, bandwidth, stop).await
+        });
+    }
+    let notifier = Arc::new(systemd::Notifier::from_env());
+    if let Some(every) = notifier.watchdog_interval() {
+        tokio::spawn(watchdog(
+            notifier.clone(),
+            engine.store().clone(),
+            every,
+            stop.clone(),
+        ));
     }
     tracing::info!(%addr, data = %config.data_dir.display(), cloud = %config.engine.cloud_url, rules = config.config.rules.len(), "agent serving");
+    notifier.notify(&format!("READY=1\nSTATUS=serving on {addr}"));
+    let stopping = notifier.clone();
     let served = axum::serve(
         listener,
-        crate::api::router(engine.clone(), automations.clone()),
+        crate::api::router(engine.clone(), automations.clone(), token),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        stopping.notify("STOPPING=1\nSTATUS=finishing the chunks in flight");
+    })
     .await;
-    tracing::info!("stopping automations and transfers");
+    let deadline = config
+        .config
+        .server
+        .shutdown_timeout
+        .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
+    tracing::info!(
+        ?deadline,
+        "stopping: no new work; letting the chunks in flight finish"
+    );
     automations.stop();
+    engine.shutdown(deadline).await;
+    // Last: the embedded hub may be serving the chunks that were finishing.
     stop.cancel();
-    engine.shutdown().await;
+    tracing::info!("stopped");
     served.map_err(DaemonError::Serve)
+}
+
+/// Sends `WATCHDOG=1` every `every` while the database answers: a stuck agent gets restarted.
+async fn watchdog(
+    notifier: Arc<systemd::Notifier>,
+    store: Store,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match tokio::time::timeout(every, store.ping()).await {
+            Ok(Ok(())) => notifier.notify("WATCHDOG=1"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the database does not answer; not pinging the watchdog")
+            }
+            Err(_) => {
+                tracing::error!("the database did not answer in time; not pinging the watchdog")
+            }
+        }
+    }
 }
 
 /// Starts the configured hub, makes sure its team and the agent's API key exist, and points the
@@ -177,12 +239,16 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Reloads the rules when the configuration file or a rules file changes, or on SIGHUP. A file
 /// that does not check keeps the rules in force; the error shows in the log and the API.
+/// `[bandwidth]` is put in force again only when its text changed (replacing what the API set
+/// meanwhile); `bandwidth` is the engine and the section as last loaded.
 async fn reload_on_change(
     path: PathBuf,
     rules_dir: Option<PathBuf>,
     automations: Automations,
+    bandwidth: (Engine, config::BandwidthSettings),
     stop: CancellationToken,
 ) {
+    let (engine, mut loaded_bandwidth) = bandwidth;
     let (tx, mut changed) = tokio::sync::mpsc::channel::<()>(16);
     // Editors replace files (write elsewhere, rename over): watch the folders, not the files.
     let mut folders = vec![
@@ -248,6 +314,11 @@ async fn reload_on_change(
             Ok(config) => {
                 tracing::info!(path = %path.display(), rules = config.rules.len(), "configuration reloaded");
                 automations.apply(config.rules);
+                if config.bandwidth != loaded_bandwidth {
+                    tracing::info!(path = %path.display(), "[bandwidth] changed: new limits in force");
+                    engine.set_bandwidth(config.bandwidth.clone());
+                    loaded_bandwidth = config.bandwidth;
+                }
             }
             Err(e) => {
                 tracing::error!(path = %path.display(), "the configuration has errors; the last good rules stay in force:\n{e}");

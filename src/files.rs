@@ -32,7 +32,7 @@ pub enum FilesError {
     #[error("no space left on the device for {path}; free some space and resume")]
     NoSpace { path: PathBuf },
     #[error(
-        "not permitted to give {path} to uid {uid:?} gid {gid:?}; run the agent as root or grant it CAP_CHOWN"
+        "not permitted to give {path} to uid {uid:?} gid {gid:?}; run the agent as root or grant it CAP_CHOWN, CAP_FOWNER and CAP_DAC_OVERRIDE (systemd: examples/systemd/chown.conf)"
     )]
     NotPermitted {
         path: PathBuf,

@@ -8,6 +8,7 @@
 //! - `daemon`: the agent as a service: store, engine and API started and stopped together.
 //! - `files`: safe paths under a destination, name cleaning, preallocated part files, chown.
 //! - `hub`: the MASV-compatible service: control plane routes, tokens, signed blob storage.
+//! - `metrics`: the agent's counters and gauges, as Prometheus text for `GET /metrics`.
 //! - `rules`: the automations in force: watch folders and download rules turned into jobs.
 //! - `schedule`: cron schedules and transfer windows, in time zones.
 //! - `store`: the agent's SQLite state (transfers, files, committed chunks), on its own thread.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod daemon;
 pub mod files;
 pub mod hub;
+pub mod metrics;
 pub mod rules;
 pub mod schedule;
 pub mod store;

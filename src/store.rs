@@ -51,13 +51,23 @@ impl Store {
             path: path.display().to_string(),
             source,
         };
-        let mut conn = Connection::open(path).map_err(open_error)?;
         #[cfg(unix)]
         {
-            use std::os::unix::fs::PermissionsExt;
-            // The database holds link passwords and package tokens.
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            // The database holds link passwords and package tokens: it is created owner-only
+            // before SQLite opens it (its -wal and -shm files take its mode), and a database
+            // left by an older agent is made so.
+            let created = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path);
+            if created.is_ok() {
+                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+            }
         }
+        let mut conn = Connection::open(path).map_err(open_error)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_error)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -91,6 +101,11 @@ impl Store {
             }))
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Whether the database thread answers and SQLite can run a query (health checks).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.call(|conn| Ok(conn.execute_batch("SELECT 1")?)).await
     }
 }
 

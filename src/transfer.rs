@@ -6,24 +6,29 @@
 mod budget;
 mod download;
 mod progress;
+mod rate;
 mod retry;
 mod upload;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub use budget::Budget;
 pub use download::{DownloadRequest, PackageSource};
+pub use rate::{BandwidthView, Flow, InForce};
 pub use retry::RetryPolicy;
 pub use upload::{PortalUploadRequest, TeamUploadRequest, UploadRequest};
 
 use crate::cloud::dto::Secret;
 use crate::cloud::{self, CloudError};
+use crate::metrics::{Gauges, Metrics};
 use crate::store::{Store, StoreError, TransferKind, TransferRecord};
 use progress::Progress;
 
@@ -46,6 +51,8 @@ pub struct EngineConfig {
     /// cloud URL's origin for anything else (a hub answers links at its root).
     pub link_base: Option<String>,
     pub retry: RetryPolicy,
+    /// Rate limits, their schedule and the FIFO caps at start (changeable while running).
+    pub bandwidth: crate::config::BandwidthSettings,
 }
 
 impl EngineConfig {
@@ -88,6 +95,7 @@ impl Default for EngineConfig {
             api_key: None,
             link_base: None,
             retry: RetryPolicy::default(),
+            bandwidth: Default::default(),
         }
     }
 }
@@ -170,6 +178,9 @@ pub struct TransferSummary {
     pub bytes_per_second: u64,
     pub files_total: u64,
     pub files_done: u64,
+    /// FIFO mode: the transfer waits for a place (1 is next); it stays `transferring`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<usize>,
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
@@ -199,9 +210,19 @@ struct Inner {
     store: Store,
     client: cloud::Client,
     budget: Budget,
+    bandwidth: Arc<rate::Bandwidth>,
     config: EngineConfig,
     running: Mutex<HashMap<String, Running>>,
     events: tokio::sync::broadcast::Sender<TransferEvent>,
+    metrics: Metrics,
+    /// Cancelled at shutdown: workers take no new chunk or part, those in flight finish.
+    draining: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.bandwidth.stop();
+    }
 }
 
 /// A transfer stopped moving: it ended (complete, idle, error). Sent to whoever subscribed.
@@ -228,14 +249,20 @@ impl Engine {
                 store,
                 client,
                 budget: Budget::new(config.max_connections),
+                bandwidth: rate::Bandwidth::start(config.bandwidth.clone()),
                 config,
                 running: Mutex::new(HashMap::new()),
                 events: tokio::sync::broadcast::channel(4096).0,
+                metrics: Metrics::default(),
+                draining: CancellationToken::new(),
             }),
         };
         if engine.inner.config.auto_resume {
             for kind in [TransferKind::Download, TransferKind::Upload] {
-                for t in engine.inner.store.transfers(kind).await? {
+                let mut transfers = engine.inner.store.transfers(kind).await?;
+                // Oldest first from the store; FIFO mode lets the first ones in.
+                transfers.sort_by_key(|t| std::cmp::Reverse(t.priority));
+                for t in transfers {
                     if t.state == state::TRANSFERRING {
                         tracing::info!(transfer_id = %t.id, kind = kind.as_str(), "resuming");
                         engine.spawn(&t);
@@ -264,6 +291,37 @@ impl Engine {
         &self.inner.config
     }
 
+    /// The counters of this engine (and of the watch folders feeding it).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// What `/metrics` reads at scrape time: transfers by kind and state (every state, zeros
+    /// included), and requests waiting for a connection.
+    pub async fn gauges(&self) -> Result<Gauges, TransferError> {
+        let counted = self.inner.store.count_by_state().await?;
+        let mut transfers = Vec::new();
+        for kind in [TransferKind::Download, TransferKind::Upload] {
+            for st in [
+                state::TRANSFERRING,
+                state::PAUSED,
+                state::IDLE,
+                state::COMPLETE,
+                state::ERROR,
+            ] {
+                let n = counted
+                    .iter()
+                    .find(|(k, s, _)| k == kind.as_str() && s == st)
+                    .map_or(0, |(_, _, n)| *n);
+                transfers.push((kind.as_str().to_owned(), st.to_owned(), n));
+            }
+        }
+        Ok(Gauges {
+            transfers,
+            queue_depth: self.inner.budget.waiting() as u64,
+        })
+    }
+
     /// Records a new download and starts it; returns its id.
     pub async fn create_download(&self, req: DownloadRequest) -> Result<String, TransferError> {
         self.create_download_for(req, None).await
@@ -279,7 +337,7 @@ impl Engine {
         record.rule = rule.map(str::to_owned);
         let id = record.id.clone();
         self.inner.store.insert_transfer(record.clone()).await?;
-        tracing::info!(download_id = %id, "download created");
+        tracing::info!(transfer_id = %id, kind = "download", rule, "download created");
         self.spawn(&record);
         Ok(id)
     }
@@ -318,6 +376,7 @@ impl Engine {
             .map(|l| l.expose().to_owned());
         self.inner.store.insert_transfer(record.clone()).await?;
         self.inner.store.insert_files(&record.id, files).await?;
+        tracing::info!(transfer_id = %record.id, kind = "upload", rule, "upload created");
         self.spawn(&record);
         Ok((record.id, link))
     }
@@ -420,7 +479,15 @@ impl Engine {
         let inner = self.inner.clone();
         let (id, job_cancel, job_progress) = (record.id.clone(), cancel.clone(), progress.clone());
         let kind = record.kind;
-        let task = tokio::spawn(async move {
+        // FIFO mode: a place in line now, in the order jobs are spawned.
+        let ticket = inner
+            .bandwidth
+            .enqueue(kind, &id, record.priority, record.created_at);
+        let job = async move {
+            // Paused or deleted while waiting: whoever did it has recorded the state.
+            let Some(_slot) = ticket.admitted(&job_cancel).await else {
+                return;
+            };
             let result = match kind {
                 TransferKind::Download => {
                     download::run(inner.clone(), &id, job_cancel, job_progress).await
@@ -462,7 +529,12 @@ impl Engine {
             {
                 running.remove(&id);
             }
-        });
+        };
+        // Every event of the job, its workers' included, carries the transfer and its rule.
+        let rule = record.rule.as_deref();
+        let span =
+            tracing::info_span!("transfer", transfer_id = %record.id, kind = kind.as_str(), rule);
+        let task = tokio::spawn(job.instrument(span));
         self.inner
             .running
             .lock()
@@ -491,8 +563,28 @@ impl Engine {
         }
     }
 
-    /// Stops every job; their states stay as they are, so the next start resumes them.
-    pub async fn shutdown(&self) {
+    /// The bandwidth limits in force, their settings, and the FIFO queues.
+    pub fn bandwidth(&self) -> BandwidthView {
+        self.inner.bandwidth.view()
+    }
+
+    /// The bandwidth settings in force (as the file or the API last set them).
+    pub fn bandwidth_settings(&self) -> crate::config::BandwidthSettings {
+        self.inner.bandwidth.settings()
+    }
+
+    /// New bandwidth settings, in force at once under running transfers.
+    pub fn set_bandwidth(&self, settings: crate::config::BandwidthSettings) -> BandwidthView {
+        self.inner.bandwidth.replace(settings);
+        self.inner.bandwidth.view()
+    }
+
+    /// Stops every job at a safe point: no new chunk or part starts, and those in flight get
+    /// until `deadline` to finish and be committed; then whatever is left is cut off. States
+    /// stay as they are, so the next start resumes the jobs.
+    pub async fn shutdown(&self, deadline: Duration) {
+        self.inner.bandwidth.stop();
+        self.inner.draining.cancel();
         let all: Vec<Running> = self
             .inner
             .running
@@ -501,11 +593,17 @@ impl Engine {
             .drain()
             .map(|(_, r)| r)
             .collect();
-        for r in &all {
-            r.cancel.cancel();
-        }
-        for r in all {
-            let _ = r.task.await;
+        let cancels: Vec<CancellationToken> = all.iter().map(|r| r.cancel.clone()).collect();
+        let mut tasks = futures_util::future::join_all(all.into_iter().map(|r| r.task));
+        if tokio::time::timeout(deadline, &mut tasks).await.is_err() {
+            tracing::warn!(
+                ?deadline,
+                "chunks still in flight at the shutdown deadline are cut off; the next start fetches them again"
+            );
+            for cancel in &cancels {
+                cancel.cancel();
+            }
+            tasks.await;
         }
     }
 
@@ -620,6 +718,7 @@ impl Engine {
                 .iter()
                 .filter(|v| v.state == file_state::COMPLETE)
                 .count() as u64,
+            queue_position: self.inner.bandwidth.queue_position(t.kind, &t.id),
             error: t.error.clone(),
             rule: t.rule.clone(),
             files: with_files.then_some(views),
@@ -823,7 +922,7 @@ where
 {
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..count {
-        set.spawn(worker());
+        set.spawn(worker().in_current_span());
     }
     let mut stopped = false;
     let mut fatal = None;
@@ -901,6 +1000,8 @@ where
             Err(_) if cancel.is_cancelled() => return Err(None),
             Err(e) if e.is_transient() && attempt < inner.config.retry.max_retries => {
                 attempt += 1;
+                inner.metrics.cloud_error(&e);
+                inner.metrics.retry();
                 let delay = inner.config.retry.delay(attempt, e.retry_after());
                 tracing::debug!(step = what, attempt, error = %e, "transient failure; retrying");
                 tokio::select! {
@@ -908,7 +1009,10 @@ where
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
-            Err(e) => return Err(Some(e)),
+            Err(e) => {
+                inner.metrics.cloud_error(&e);
+                return Err(Some(e));
+            }
         }
     }
 }

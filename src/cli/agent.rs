@@ -47,6 +47,10 @@ pub struct AgentArgs {
         value_parser = parse_secret
     )]
     pub api_token: Option<Secret>,
+    /// The agent's configuration file, to read its [server] api_token from when no token is
+    /// given.
+    #[arg(long, env = "MASV_CONFIG", global = true)]
+    pub config: Option<std::path::PathBuf>,
     /// Print the agent's JSON answer (pretty) instead of text, for scripts.
     #[arg(long, global = true)]
     pub json: bool,
@@ -112,8 +116,16 @@ pub struct AgentClient {
 }
 
 impl AgentClient {
+    /// A client of the agent `args` name, with the token given, else the one in `--config`.
     pub fn new(args: &AgentArgs) -> anyhow::Result<AgentClient> {
-        AgentClient::with_url(&args.agent_url, args.api_token.clone())
+        let token = match (&args.api_token, &args.config) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(path)) => crate::config::load_api_token(path).map_err(|e| {
+                anyhow::anyhow!("reading the agent's API token from its configuration:\n{e}")
+            })?,
+            (None, None) => None,
+        };
+        AgentClient::with_url(&args.agent_url, token)
     }
 
     pub fn with_url(agent_url: &str, token: Option<Secret>) -> anyhow::Result<AgentClient> {
@@ -183,6 +195,11 @@ impl AgentClient {
             reason: format!("cannot encode the request: {e}"),
         })?;
         self.call(Method::POST, segments, &[], Some(&body)).await
+    }
+
+    /// A PATCH with a JSON body (`/bandwidth`).
+    pub async fn patch(&self, segments: &[&str], body: &Value) -> Result<Value, AgentError> {
+        self.call(Method::PATCH, segments, &[], Some(body)).await
     }
 
     /// A POST without a body (`/pause`, `/resume`).
@@ -327,9 +344,19 @@ pub struct Progress {
     #[serde(deserialize_with = "null_as_default")]
     pub files_total: u64,
     pub error: Option<String>,
+    /// FIFO mode: the place of a `transferring` transfer still waiting for its turn.
+    pub queue_position: Option<u64>,
 }
 
 impl Progress {
+    /// The state as tables show it: a transfer waiting in FIFO mode reads `queued (N)`.
+    pub fn shown_state(&self) -> String {
+        match self.queue_position {
+            Some(n) if self.state == "transferring" => format!("queued ({n})"),
+            _ => self.state.clone(),
+        }
+    }
+
     /// Whole percent done, when the total is known.
     pub fn percent(&self) -> Option<u64> {
         percent(self.bytes_done, self.bytes_total)
@@ -346,7 +373,7 @@ impl Progress {
 
     /// `transferring 45% 1.2 GiB of 2.6 GiB, 12.3 MiB/s, ETA 2m 05s, 1 of 3 files`.
     pub fn text(&self) -> String {
-        let mut text = self.state.clone();
+        let mut text = self.shown_state();
         if let Some(percent) = self.percent() {
             let _ = write!(text, " {percent}%");
         }
@@ -648,6 +675,7 @@ mod tests {
             files_done: 1,
             files_total: 3,
             error: None,
+            queue_position: None,
         };
         assert_eq!(
             progress.text(),

@@ -10,15 +10,14 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::agent::{
-    self, AgentArgs, AgentClient, Column, Followed, null_as_default, parse_secret, print_json,
-};
+use super::agent::{self, AgentArgs, AgentClient, parse_secret, print_json};
+use super::transfers::{self, DOWNLOADS};
 use crate::cloud::dto::Secret;
 
 /// States in which a download has stopped for good (until resumed, for `error`).
 const END_STATES: [&str; 2] = ["complete", "error"];
 /// What a shell reports for a program stopped by Ctrl-C.
-const INTERRUPTED: u8 = 130;
+pub(super) const INTERRUPTED: u8 = 130;
 
 #[derive(Debug, Args)]
 pub struct DownloadArgs {
@@ -126,95 +125,36 @@ enum DownloadState {
     Error,
 }
 
-impl DownloadState {
-    fn as_str(self) -> &'static str {
-        match self {
-            DownloadState::Transferring => "transferring",
-            DownloadState::Paused => "paused",
-            DownloadState::Complete => "complete",
-            DownloadState::Error => "error",
-        }
-    }
-}
-
-/// A download as `GET /downloads` lists it. Read tolerantly: fields the agent adds are ignored.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct DownloadSummary {
-    download_id: String,
-    #[serde(flatten)]
-    progress: agent::Progress,
-    url: Option<String>,
-    dst_folder: Option<String>,
-    package_id: Option<String>,
-    package_name: Option<String>,
-    priority: Option<i64>,
-    created_at: Option<String>,
-    updated_at: Option<String>,
-}
-
-/// `GET /downloads/{id}`: the summary and its files.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct DownloadDetail {
-    #[serde(flatten)]
-    summary: DownloadSummary,
-    #[serde(deserialize_with = "null_as_default")]
-    files: Vec<DownloadFile>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct DownloadFile {
-    name: String,
-    /// The folder inside the Package, `/`-separated; `""` or `"/"` for its root.
-    path: Option<String>,
-    #[serde(deserialize_with = "null_as_default")]
-    size: u64,
-    state: String,
-    #[serde(deserialize_with = "null_as_default")]
-    bytes_done: u64,
-    error: Option<String>,
-}
-
-impl DownloadFile {
-    /// Where the file sits in the Package: `folder/sub/name.mov`.
-    fn package_path(&self) -> String {
-        let folder = self.path.as_deref().unwrap_or("").trim_matches('/');
-        if folder.is_empty() {
-            self.name.clone()
-        } else {
-            format!("{folder}/{}", self.name)
-        }
-    }
-}
-
-/// `{"download_ids": [...]}`: what pause/resume all and rm answer.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct DownloadIds {
-    download_ids: Vec<String>,
-}
-
 pub async fn run(args: DownloadArgs) -> anyhow::Result<ExitCode> {
     let client = AgentClient::new(&args.agent)?;
     let json = args.agent.json;
     match args.command {
         DownloadCommand::Start(start_args) => start(&client, start_args, json).await,
-        DownloadCommand::Ls => list(&client, json).await,
-        DownloadCommand::Status { id, follow } => status(&client, &id, follow, json).await,
-        DownloadCommand::Pause { target } => pause_or_resume(&client, &target, true, json).await,
-        DownloadCommand::Resume { target } => pause_or_resume(&client, &target, false, json).await,
+        DownloadCommand::Ls => transfers::list(&client, DOWNLOADS, json).await,
+        DownloadCommand::Status { id, follow: true } => self::follow(&client, &id, json).await,
+        DownloadCommand::Status { id, follow: false } => {
+            transfers::status(&client, DOWNLOADS, &id, json).await
+        }
+        DownloadCommand::Pause { target } => {
+            transfers::pause_or_resume(&client, DOWNLOADS, &target, true, json).await
+        }
+        DownloadCommand::Resume { target } => {
+            transfers::pause_or_resume(&client, DOWNLOADS, &target, false, json).await
+        }
         DownloadCommand::Rm {
             target,
             remove_files,
             states,
-        } => remove(&client, &target, remove_files, &states, json).await,
+        } => {
+            let states = transfers::state_names(&states);
+            let states: Vec<&str> = states.iter().map(String::as_str).collect();
+            transfers::remove(&client, DOWNLOADS, &target, remove_files, &states, json).await
+        }
     }
 }
 
 /// A size as [`parse_size`] reads it, more than 0.
-fn parse_chunk_size(text: &str) -> Result<u64, String> {
+pub(super) fn parse_chunk_size(text: &str) -> Result<u64, String> {
     match parse_size(text)? {
         0 => Err("a chunk must be more than 0 bytes".to_owned()),
         bytes => Ok(bytes),
@@ -298,291 +238,26 @@ async fn start(client: &AgentClient, args: StartArgs, json: bool) -> anyhow::Res
 
 /// `--wait` and `--follow`: live progress until the download ends; its end decides the exit code.
 async fn follow(client: &AgentClient, id: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let label = format!("Download {id}");
-    match agent::follow(client, &["downloads", id], &label, &END_STATES, json).await? {
-        Followed::Interrupted => {
-            eprintln!(
-                "Stopped watching; download {id} goes on in the agent at {} (masv download status {id} --follow).",
-                client.url()
-            );
-            Ok(ExitCode::from(INTERRUPTED))
-        }
-        Followed::Ended(value) => {
-            let detail: DownloadDetail = client.decode(&value, "GET /api/v1/downloads/{id}")?;
-            if json {
-                print_json(&value);
-            }
-            let summary = &detail.summary;
-            if summary.progress.state == "complete" {
-                if !json {
-                    let into = summary.dst_folder.as_deref().unwrap_or("its destination");
-                    println!(
-                        "Download {id} complete: {} in {into}.",
-                        agent::human_bytes(summary.progress.bytes_done)
-                    );
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            let reason = summary
-                .progress
-                .error
-                .as_deref()
-                .unwrap_or("the agent gave no reason");
-            eprintln!("error: download {id} failed: {reason}");
-            for file in detail.files.iter().filter(|f| f.state == "error") {
-                let why = file.error.as_deref().unwrap_or("no reason given");
-                eprintln!("  {}: {why}", file.package_path());
-            }
-            eprintln!("Retry what failed with 'masv download resume {id}'.");
-            Ok(ExitCode::FAILURE)
-        }
-    }
-}
-
-async fn list(client: &AgentClient, json: bool) -> anyhow::Result<ExitCode> {
-    let answer = client.get(&["downloads"]).await?;
-    if json {
-        print_json(&answer);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let downloads: Vec<DownloadSummary> = client.decode(&answer, "GET /api/v1/downloads")?;
-    if downloads.is_empty() {
-        println!("No downloads.");
-    } else {
-        print!("{}", list_table(&downloads));
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn list_table(downloads: &[DownloadSummary]) -> String {
-    let rows: Vec<Vec<String>> = downloads
-        .iter()
-        .map(|d| {
-            let p = &d.progress;
-            vec![
-                d.download_id.clone(),
-                p.state.clone(),
-                p.percent().map_or("-".into(), |pc| format!("{pc}%")),
-                if p.bytes_total > 0 {
-                    agent::human_bytes(p.bytes_total)
-                } else {
-                    "-".into()
-                },
-                if p.state == "transferring" {
-                    agent::human_speed(p.bytes_per_second)
-                } else {
-                    "-".into()
-                },
-                d.package_name.clone().unwrap_or_else(|| "-".into()),
-            ]
-        })
-        .collect();
-    agent::table(
-        &[
-            Column::left("ID"),
-            Column::left("STATE"),
-            Column::right("PROGRESS"),
-            Column::right("SIZE"),
-            Column::right("SPEED"),
-            Column::left("NAME"),
-        ],
-        &rows,
-    )
-}
-
-async fn status(
-    client: &AgentClient,
-    id: &str,
-    follow: bool,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
-    if follow {
-        return self::follow(client, id, json).await;
-    }
-    let answer = client.get(&["downloads", id]).await?;
-    if json {
-        print_json(&answer);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let detail: DownloadDetail = client.decode(&answer, "GET /api/v1/downloads/{id}")?;
-    print!("{}", detail_text(&detail));
-    Ok(ExitCode::SUCCESS)
-}
-
-fn detail_text(detail: &DownloadDetail) -> String {
-    let d = &detail.summary;
-    let p = &d.progress;
-    let mut lines: Vec<(&str, String)> = vec![("Download", d.download_id.clone())];
-    lines.push(("State", p.state.clone()));
-    if let Some(error) = &p.error {
-        lines.push(("Error", error.clone()));
-    }
-    match (&d.package_name, &d.package_id) {
-        (Some(name), Some(id)) => lines.push(("Package", format!("{name} ({id})"))),
-        (Some(only), None) | (None, Some(only)) => lines.push(("Package", only.clone())),
-        (None, None) => {}
-    }
-    if let Some(url) = &d.url {
-        lines.push(("Link", url.clone()));
-    }
-    if let Some(dst) = &d.dst_folder {
-        lines.push(("Destination", dst.clone()));
-    }
-    let mut progress = match p.percent() {
-        Some(pc) => format!(
-            "{pc}%, {} of {}",
-            agent::human_bytes(p.bytes_done),
-            agent::human_bytes(p.bytes_total)
-        ),
-        None => agent::human_bytes(p.bytes_done),
+    let Some((detail, answer)) =
+        transfers::follow_to_end(client, DOWNLOADS, id, &END_STATES, json).await?
+    else {
+        return Ok(ExitCode::from(INTERRUPTED));
     };
-    if p.files_total > 0 {
-        progress.push_str(&format!(", {} of {} files", p.files_done, p.files_total));
-    }
-    lines.push(("Progress", progress));
-    if p.state == "transferring" {
-        let mut speed = agent::human_speed(p.bytes_per_second);
-        if let Some(eta) = p.eta() {
-            speed.push_str(&format!(", ETA {}", agent::human_duration(eta)));
-        }
-        lines.push(("Speed", speed));
-    }
-    if let Some(priority) = d.priority {
-        lines.push(("Priority", priority.to_string()));
-    }
-    if let Some(created) = &d.created_at {
-        lines.push(("Created", created.clone()));
-    }
-    if let Some(updated) = &d.updated_at {
-        lines.push(("Updated", updated.clone()));
-    }
-    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    let mut text = String::new();
-    for (key, value) in &lines {
-        text.push_str(&format!("{key:<width$}  {value}\n"));
-    }
-    if !detail.files.is_empty() {
-        let rows: Vec<Vec<String>> = detail
-            .files
-            .iter()
-            .map(|f| {
-                let mut path = f.package_path();
-                if let Some(error) = &f.error {
-                    path.push_str(&format!("  ({error})"));
-                }
-                vec![
-                    f.state.clone(),
-                    agent::percent(f.bytes_done, f.size).map_or("-".into(), |pc| format!("{pc}%")),
-                    agent::human_bytes(f.size),
-                    path,
-                ]
-            })
-            .collect();
-        text.push('\n');
-        text.push_str(&agent::table(
-            &[
-                Column::left("STATE"),
-                Column::right("PROGRESS"),
-                Column::right("SIZE"),
-                Column::left("FILE"),
-            ],
-            &rows,
-        ));
-    }
-    text
-}
-
-async fn pause_or_resume(
-    client: &AgentClient,
-    target: &str,
-    pause: bool,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
-    let action = if pause { "pause" } else { "resume" };
-    let done = if pause { "paused" } else { "resumed" };
-    if target == "all" {
-        let answer = client.post_empty(&["downloads", action]).await?;
-        if json {
-            print_json(&answer);
-            return Ok(ExitCode::SUCCESS);
-        }
-        let ids: DownloadIds =
-            client.decode(&answer, &format!("POST /api/v1/downloads/{action}"))?;
-        println!("{}", count_text(ids.download_ids.len(), done));
-        return Ok(ExitCode::SUCCESS);
-    }
-    let answer = client.post_empty(&["downloads", target, action]).await?;
     if json {
         print_json(&answer);
-    } else {
-        let summary: DownloadSummary =
-            client.decode(&answer, &format!("POST /api/v1/downloads/{{id}}/{action}"))?;
-        let expected = if pause { "paused" } else { "transferring" };
-        if summary.progress.state == expected {
-            println!("Download {target} {done}.");
-        } else {
-            println!("Download {target} is {}.", summary.progress.state);
-        }
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn remove(
-    client: &AgentClient,
-    target: &str,
-    remove_files: bool,
-    states: &[DownloadState],
-    json: bool,
-) -> anyhow::Result<ExitCode> {
-    let mut query = Vec::new();
-    if remove_files {
-        query.push(("remove_files", "true".to_owned()));
+    let summary = &detail.summary;
+    if summary.progress.state != "complete" {
+        return Ok(transfers::report_failure(DOWNLOADS, &detail));
     }
-    let answer = if target == "all" {
-        if !states.is_empty() {
-            let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
-            query.push(("states", states.join(",")));
-        }
-        let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        client.delete(&["downloads"], &query).await?
-    } else {
-        anyhow::ensure!(
-            states.is_empty(),
-            "--states goes with 'masv download rm all'; to remove download {target}, give its id alone"
+    if !json {
+        let into = summary.dst_folder.as_deref().unwrap_or("its destination");
+        println!(
+            "Download {id} complete: {} in {into}.",
+            agent::human_bytes(summary.progress.bytes_done)
         );
-        let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        client.delete(&["downloads", target], &query).await?
-    };
-    if json {
-        print_json(&answer);
-        return Ok(ExitCode::SUCCESS);
-    }
-    let ids: DownloadIds = client.decode(&answer, "DELETE /api/v1/downloads")?;
-    let count = if target == "all" {
-        ids.download_ids.len()
-    } else {
-        1
-    };
-    let with_files = match (remove_files, count) {
-        (false, _) => "",
-        (true, 1) => " with its files",
-        (true, _) => " with their files",
-    };
-    if target == "all" {
-        println!("{}{with_files}.", count_text(count, "removed"));
-    } else {
-        println!("Download {target} removed{with_files}.");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `1 download paused`, `3 downloads removed`, `No downloads resumed`.
-fn count_text(count: usize, done: &str) -> String {
-    match count {
-        0 => format!("No downloads {done}"),
-        1 => format!("1 download {done}"),
-        n => format!("{n} downloads {done}"),
-    }
 }
 
 #[cfg(test)]
@@ -596,6 +271,7 @@ mod tests {
         match Cli::try_parse_from(line) {
             Ok(Cli {
                 command: Command::Download(args),
+                ..
             }) => args,
             Ok(other) => panic!("not a download command: {other:?}"),
             Err(e) => panic!("{line:?} does not parse: {e}"),
@@ -765,90 +441,5 @@ mod tests {
             Some("t0k")
         );
         assert!(!format!("{args:?}").contains("t0k"));
-    }
-
-    #[test]
-    fn every_subcommand_has_an_example_in_its_help() {
-        use clap::CommandFactory;
-        let cli = Cli::command();
-        let download = cli
-            .find_subcommand("download")
-            .expect("masv download exists");
-        for sub in download.get_subcommands() {
-            let help = sub
-                .get_after_help()
-                .map(|h| h.to_string())
-                .unwrap_or_default();
-            assert!(
-                help.contains("masv download"),
-                "{} has no example",
-                sub.get_name()
-            );
-        }
-    }
-
-    #[test]
-    fn the_list_shows_one_row_per_download() {
-        let downloads: Vec<DownloadSummary> = serde_json::from_value(json!([
-            {"download_id": "f98b1e92-1c67-48e4-9b9c-f2bb27a33375", "state": "transferring",
-             "url": "https://get.massive.io/ID", "dst_folder": "/dst", "package_id": "01",
-             "package_name": "Dailies", "priority": 0, "created_at": "2026-11-22T21:00:00.000Z",
-             "updated_at": "2026-11-22T21:00:00.000Z", "bytes_done": 1536, "bytes_total": 3072,
-             "bytes_per_second": 1024, "files_total": 3, "files_done": 1, "error": null},
-            {"download_id": "0b", "state": "error", "package_name": null,
-             "bytes_done": 0, "bytes_total": 0, "bytes_per_second": 0, "error": "Link expired"}
-        ]))
-        .unwrap();
-        assert_eq!(
-            list_table(&downloads),
-            "\
-ID                                    STATE         PROGRESS     SIZE      SPEED  NAME
-f98b1e92-1c67-48e4-9b9c-f2bb27a33375  transferring       50%  3.0 KiB  1.0 KiB/s  Dailies
-0b                                    error                -        -          -  -
-"
-        );
-    }
-
-    #[test]
-    fn the_detail_shows_each_file_and_its_error() {
-        let detail: DownloadDetail = serde_json::from_value(json!({
-            "download_id": "f98b", "state": "error", "error": "1 file failed",
-            "url": "https://get.massive.io/ID", "dst_folder": "/dst", "package_id": "01P",
-            "package_name": "Dailies", "priority": 2, "bytes_done": 1024, "bytes_total": 2048,
-            "bytes_per_second": 0, "files_total": 2, "files_done": 1,
-            "files": [
-                {"id": "f1", "name": "a.mov", "path": "/", "size": 1024, "state": "complete",
-                 "bytes_done": 1024, "error": null, "local_path": "/dst/Dailies/a.mov"},
-                {"id": "f2", "name": "b.mov", "path": "/day 1/", "size": 1024, "state": "error",
-                 "bytes_done": 0, "error": "disk full", "local_path": null}
-            ]
-        }))
-        .unwrap();
-        let text = detail_text(&detail);
-        assert!(
-            text.starts_with("Download     f98b\nState        error\nError        1 file failed\n"),
-            "{text}"
-        );
-        assert!(text.contains("Package      Dailies (01P)\n"), "{text}");
-        assert!(
-            text.contains("Progress     50%, 1.0 KiB of 2.0 KiB, 1 of 2 files\n"),
-            "{text}"
-        );
-        assert!(!text.contains("Speed"), "{text}");
-        assert!(
-            text.contains("complete      100%  1.0 KiB  a.mov\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("error           0%  1.0 KiB  day 1/b.mov  (disk full)\n"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn counts_read_as_sentences() {
-        assert_eq!(count_text(0, "paused"), "No downloads paused");
-        assert_eq!(count_text(1, "resumed"), "1 download resumed");
-        assert_eq!(count_text(4, "removed"), "4 downloads removed");
     }
 }

@@ -18,16 +18,29 @@ pub enum HubCommand {
     )]
     Serve(ServeArgs),
     /// Teams.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  masv hub team add --data /var/lib/masv-hub --name 'Post House'"
+    )]
     Team(TeamCommand),
     /// API keys of teams.
-    #[command(subcommand, name = "api-key")]
+    #[command(
+        subcommand,
+        name = "api-key",
+        after_help = "Example:\n  masv hub api-key add --data /var/lib/masv-hub --team 'Post House'"
+    )]
     ApiKey(ApiKeyCommand),
     /// Portals (upload pages that need no account).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  masv hub portal add --data /var/lib/masv-hub --team 'Post House' --subdomain dailies"
+    )]
     Portal(PortalCommand),
     /// Files stored on the hub.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  masv hub file quarantine --data /var/lib/masv-hub 01J..."
+    )]
     File(FileCommand),
     /// Apply a TOML seed file (teams, API keys, portals); what exists already is left alone.
     #[command(after_help = "Example:\n  masv hub seed --data /var/lib/masv-hub hub.toml")]

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use crate::config::parse_size;
+use crate::cloud::dto::Secret;
+use crate::config::{LogFormat, parse_duration, parse_size};
 use crate::daemon::{self, AgentConfig};
 use crate::transfer::EngineConfig;
 
@@ -25,9 +26,16 @@ pub struct StartArgs {
     /// automations, reloaded when the file changes.
     #[arg(long, env = "MASV_CONFIG")]
     config: Option<PathBuf>,
-    /// Address of the local API (loopback only) [default: 127.0.0.1:8080].
+    /// Address of the local API; any but loopback needs an API token [default: 127.0.0.1:8080].
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// The token every API request must carry as `Authorization: Bearer …`; required to listen
+    /// on anything but loopback (prefer the environment variable or [server] api_token).
+    #[arg(long, env = "MASV_API_TOKEN", hide_env_values = true, value_parser = super::agent::parse_secret)]
+    api_token: Option<Secret>,
+    /// How long chunks in flight may take to finish at shutdown (SIGTERM), e.g. 20s [default: 20s].
+    #[arg(long, value_parser = parse_duration)]
+    shutdown_timeout: Option<std::time::Duration>,
     /// Where the agent keeps its database [default: ~/.local/share/masv-agent].
     #[arg(long, env = "MASV_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -52,12 +60,29 @@ pub struct StartArgs {
     api_key: Option<String>,
 }
 
-pub async fn run(command: ServerCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    command: ServerCommand,
+    log_format: Option<LogFormat>,
+) -> anyhow::Result<ExitCode> {
     let ServerCommand::Start(args) = command;
-    let loaded = match &args.config {
-        Some(path) => crate::config::load(path)?,
-        None => Default::default(),
+    let mut loaded = match &args.config {
+        Some(path) => crate::config::load(path),
+        None => Ok(Default::default()),
     };
+    if let Ok(config) = &mut loaded {
+        // Flags win over the file; the daemon reads these from the configuration.
+        let server = &mut config.server;
+        server.api_token = args.api_token.clone().or(server.api_token.take());
+        server.shutdown_timeout = args.shutdown_timeout.or(server.shutdown_timeout);
+    }
+    let server = loaded.as_ref().ok().map(|c| &c.server);
+    super::init_logging(
+        log_format
+            .or(server.and_then(|s| s.log_format))
+            .unwrap_or_default(),
+        server.and_then(|s| s.log_level.as_deref()),
+    );
+    let loaded = loaded?;
     let file = loaded.server.clone();
     let defaults = EngineConfig::default();
     let max_connections = args
@@ -94,6 +119,7 @@ pub async fn run(command: ServerCommand) -> anyhow::Result<ExitCode> {
                 .api_key
                 .map(crate::cloud::dto::Secret::new)
                 .or(file.api_key),
+            bandwidth: loaded.bandwidth.clone(),
             ..defaults
         },
         config_path: args.config.clone(),

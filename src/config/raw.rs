@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cloud::dto::SecretSource;
 
@@ -28,13 +28,83 @@ pub struct RawFile {
     /// Download automations: links, folders of dropped links, portal inboxes.
     #[serde(default)]
     pub download: Vec<RawDownload>,
+    /// Rate limits (with a weekly schedule) and caps on the transfers active at once.
+    #[serde(default)]
+    pub bandwidth: Option<RawBandwidth>,
+}
+
+/// `[bandwidth]`: global rate limits shared by every transfer, a weekly schedule of other limits,
+/// and FIFO caps. Also the body of `PUT /api/v1/bandwidth` (as JSON).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawBandwidth {
+    /// Upload limit outside every schedule rule: "200Mbit", "25MiB" (per second), bytes per
+    /// second, or "unlimited" (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<RateValue>,
+    /// Download limit outside every schedule rule, written like `upload`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download: Option<RateValue>,
+    /// IANA time zone of the schedule's times (default: the machine's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// Limits by day and hour; the first rule that holds the moment applies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<RawLimitRule>,
+    /// FIFO mode: at most this many uploads move bytes at once; the others wait, queued, in
+    /// order of priority then creation (default: no cap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_active_uploads: Option<usize>,
+    /// FIFO mode for downloads, as `max_active_uploads`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_active_downloads: Option<usize>,
+}
+
+/// A rate: bytes per second, or text like "200Mbit", "25MiB", "25MiB/s", "unlimited".
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RateValue {
+    BytesPerSecond(u64),
+    Text(String),
+}
+
+/// Other limits on some days, between two times.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimitRule {
+    /// "mon".."sun", "weekdays", "weekends" or "daily" (default every day).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub days: Vec<String>,
+    /// From "HH:MM" (in the bandwidth timezone).
+    pub start: String,
+    /// Until "HH:MM"; before `start` means the rule crosses midnight.
+    pub end: String,
+    /// Upload limit while the rule holds (default: the section's `upload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<RateValue>,
+    /// Download limit while the rule holds (default: the section's `download`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download: Option<RateValue>,
 }
 
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
-    /// Address of the local REST API, e.g. "127.0.0.1:8080" (loopback only).
+    /// Address of the local REST API, e.g. "127.0.0.1:8080". Any address but loopback needs
+    /// `api_token`.
     pub listen: Option<String>,
+    /// The token every request to the local API must carry (`Authorization: Bearer …`);
+    /// required when `listen` is not a loopback address.
+    pub api_token: Option<SecretSource>,
+    /// How logs are written to stderr: "text" (readable, the default) or "json" (one object a
+    /// line, for collectors). `--log-format` wins.
+    pub log_format: Option<LogFormat>,
+    /// Log levels as RUST_LOG takes them, e.g. "info" or "info,masv_agent::transfer=debug"
+    /// (default "info"); RUST_LOG wins.
+    pub log_level: Option<String>,
+    /// How long chunks and parts in flight may take to finish at shutdown (SIGTERM) before they
+    /// are cut off, e.g. "20s" (default 20s).
+    pub shutdown_timeout: Option<DurationValue>,
     /// Where the agent keeps its database.
     pub data_dir: Option<PathBuf>,
     /// The MASV API base URL (default https://api.massive.app/v1; a hub's http://HOST:PORT/v1).
@@ -65,6 +135,29 @@ pub struct RawHub {
     pub team: Option<String>,
     /// The URL others reach the hub at (default http://LISTEN/).
     pub public_url: Option<String>,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<LogFormat, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("log format {other:?}: use text or json")),
+        }
+    }
 }
 
 /// A size: bytes, or text like "100MiB".

@@ -155,3 +155,114 @@ fn relative_paths_start_at_the_config_folder_made_absolute() {
         watch.folder.display()
     );
 }
+
+#[test]
+fn a_bandwidth_section_is_read_and_its_errors_point_at_their_keys() {
+    let config = parse(
+        Path::new("agent.toml"),
+        r#"
+[bandwidth]
+upload = "200Mbit"
+download = 1048576
+timezone = "UTC"
+max_active_downloads = 2
+
+[[bandwidth.schedule]]
+days = ["weekdays"]
+start = "09:00"
+end = "18:00"
+upload = "50Mbit"
+"#,
+    )
+    .unwrap();
+    let b = &config.bandwidth;
+    assert_eq!(b.max_active_downloads(), Some(2));
+    assert_eq!(b.max_active_uploads(), None);
+    let monday_ten = chrono::DateTime::parse_from_rfc3339("2026-11-23T10:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let (limits, rule) = b.limits_at(monday_ten);
+    assert_eq!(rule, Some(0));
+    assert_eq!(limits.upload, Some(6_250_000));
+    assert_eq!(limits.download, Some(1 << 20), "the rule keeps the default");
+
+    let text = errors_of(
+        "[server]\nlisten = \"127.0.0.1:8080\"\n\n[bandwidth]\nupload = \"fast\"\nmax_active_uploads = 0\nschedule = [\n  { start = \"09:00\", end = \"18:00\" },\n  { days = [\"someday\"], start = \"09:00\", end = \"18:00\", download = \"lots\" },\n]\n",
+    );
+    for expected in [
+        "agent.toml:5:1: upload: \"fast\" is not a rate",
+        "agent.toml:6:1: max_active_uploads: must be at least 1",
+        "agent.toml:9:3: schedule rule 2: \"someday\" is not a day",
+        "agent.toml:9:57: schedule rule 2: download: \"lots\" is not a rate",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert_eq!(text.lines().count(), 4, "{text}");
+    let text = errors_of("[bandwidth]\nuplaod = \"1MiB\"\n");
+    assert!(
+        text.contains("agent.toml:2:1: unknown field `uplaod`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn service_settings_are_read_and_bad_ones_named_at_their_line() {
+    let config = parse(
+        Path::new("agent.toml"),
+        r#"
+[server]
+listen = "0.0.0.0:8080"
+api_token = { env = "CARGO_PKG_NAME" }
+log_format = "json"
+log_level = "info,masv_agent::transfer=debug"
+shutdown_timeout = "45s"
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.server.api_token.unwrap().expose(), "masv-agent");
+    assert_eq!(config.server.log_format, Some(LogFormat::Json));
+    assert_eq!(
+        config.server.log_level.as_deref(),
+        Some("info,masv_agent::transfer=debug")
+    );
+    assert_eq!(
+        config.server.shutdown_timeout,
+        Some(std::time::Duration::from_secs(45))
+    );
+
+    let text = errors_of(
+        "[server]\napi_token = \"\"\nlog_level = \"info,=[\"\nshutdown_timeout = \"soon\"\n",
+    );
+    for expected in [
+        "agent.toml:2:1: api_token: the secret from Inline(<redacted>) is empty",
+        "agent.toml:3:1: log_level = \"info,=[\"",
+        "agent.toml:4:1: shutdown_timeout",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    let text = errors_of("[server]\nlog_format = \"xml\"\n");
+    assert!(
+        text.contains("agent.toml:2:") && text.contains("text") && text.contains("json"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_cli_reads_only_the_api_token_of_a_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    // A rule whose secret the CLI user cannot read does not stop the token from being read.
+    std::fs::write(
+        &path,
+        "[server]\napi_token = \"t0k\"\napi_key = { env = \"MASV_TEST_UNSET_VARIABLE\" }\n\n[[download]]\nname = \"d\"\nlink = { env = \"MASV_TEST_UNSET_VARIABLE\" }\ndestination = \"/in\"\n",
+    )
+    .unwrap();
+    assert_eq!(load_api_token(&path).unwrap().unwrap().expose(), "t0k");
+    std::fs::write(
+        &path,
+        "[server]\napi_token = { file = \"/nonexistent/token\" }\n",
+    )
+    .unwrap();
+    let error = load_api_token(&path).unwrap_err().to_string();
+    assert!(error.contains("agent.toml:2:1: api_token"), "{error}");
+}

@@ -1,4 +1,5 @@
-//! Sizes and durations as people write them: `8MiB`, `100MB`, `5s`, `500ms`, `2m`.
+//! Sizes, rates and durations as people write them: `8MiB`, `100MB`, `200Mbit`, `25MiB/s`,
+//! `5s`, `500ms`, `2m`.
 
 /// Parses a size as users write it: `1048576`, `8MiB`, `100MB`, `1.5 GiB`, `64k`. Decimal units
 /// (`KB`, `MB`, …) are powers of 1000, binary ones (`KiB`, `MiB`, …, and bare `K`, `M`, …) of 1024.
@@ -40,6 +41,63 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         return Err(format!("{text:?} is too large"));
     }
     Ok(bytes as u64)
+}
+
+/// Parses a rate in bytes per second: a size per second (`25MiB`, `25MiB/s`, `10MB/s`, bytes as
+/// a plain number) or bits per second, decimal as network people write them (`200Mbit`,
+/// `200Mbps`, `1Gbit/s`, `512kbit`). A rate under one byte per second is refused.
+pub fn parse_rate(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let strip = |s: &'_ str, suffix: &str| -> Option<usize> {
+        (s.len() >= suffix.len() && s[s.len() - suffix.len()..].eq_ignore_ascii_case(suffix))
+            .then(|| s.len() - suffix.len())
+    };
+    let per_second = strip(trimmed, "/s").map_or(trimmed, |end| &trimmed[..end]);
+    // "Mbps" is bits (lowercase b, as network gear writes it), "MBps" bytes.
+    let (size, bits) = if let Some(end) = per_second.strip_suffix("bps").map(str::len) {
+        (&per_second[..end], true)
+    } else if let Some(end) = per_second.strip_suffix("Bps").map(str::len) {
+        (&per_second[..end + 1], false)
+    } else if let Some(end) = strip(per_second, "bits").or_else(|| strip(per_second, "bit")) {
+        (&per_second[..end], true)
+    } else {
+        (per_second, false)
+    };
+    let size = size.trim().to_ascii_lowercase();
+    let not_a_rate = || {
+        format!(
+            "{text:?} is not a rate; write bytes per second or a rate like \"25MiB\", \"25MiB/s\", \"200Mbit\" or \"unlimited\""
+        )
+    };
+    let bytes = if bits {
+        // Bit rates are decimal (a 1 Gbit link is 10^9 bits per second): "M" is 10^6 here.
+        let split = size
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(size.len());
+        let (number, unit) = size.split_at(split);
+        let multiplier: f64 = match unit.trim() {
+            "" => 1.0,
+            "k" => 1e3,
+            "m" => 1e6,
+            "g" => 1e9,
+            "t" => 1e12,
+            _ => return Err(not_a_rate()),
+        };
+        let value: f64 = number.parse().map_err(|_| not_a_rate())?;
+        let bytes = (value * multiplier / 8.0).round();
+        if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+            return Err(format!("{text:?} is too large"));
+        }
+        bytes as u64
+    } else {
+        parse_size(&size).map_err(|_| not_a_rate())?
+    };
+    if bytes == 0 {
+        return Err(format!(
+            "{text:?} is less than one byte per second; leave the limit out, or write \"unlimited\", for no limit"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Parses a duration: `500ms`, `5s`, `2m`, `1h`, `1d`, or a number of seconds.
@@ -106,5 +164,28 @@ mod tests {
         );
         assert!(parse_size("-1").unwrap_err().contains("not a size"));
         assert!(parse_size("99999999TiB").unwrap_err().contains("too large"));
+    }
+
+    #[test]
+    fn rates_parse_as_bytes_or_bits_per_second() {
+        assert_eq!(parse_rate("25MiB").unwrap(), 25 << 20);
+        assert_eq!(parse_rate("25MiB/s").unwrap(), 25 << 20);
+        assert_eq!(parse_rate("10MB/s").unwrap(), 10_000_000);
+        assert_eq!(parse_rate("200Mbit").unwrap(), 25_000_000);
+        assert_eq!(parse_rate("200 Mbit/s").unwrap(), 25_000_000);
+        assert_eq!(parse_rate("200Mbps").unwrap(), 25_000_000);
+        assert_eq!(parse_rate("1Gbit").unwrap(), 125_000_000);
+        assert_eq!(parse_rate("512kbit").unwrap(), 64_000);
+        assert_eq!(parse_rate("1.5Gbps").unwrap(), 187_500_000);
+        assert_eq!(parse_rate("10MBps").unwrap(), 10_000_000);
+        assert_eq!(parse_rate("4096").unwrap(), 4096);
+        assert!(parse_rate("fast").unwrap_err().contains("200Mbit"));
+        assert!(parse_rate("5 furlongs").unwrap_err().contains("not a rate"));
+        assert!(parse_rate("0").unwrap_err().contains("unlimited"));
+        assert!(
+            parse_rate("1bit")
+                .unwrap_err()
+                .contains("less than one byte")
+        );
     }
 }

@@ -190,6 +190,7 @@ async fn links_folder(
             },
         };
         live.ran();
+        ctx.engine.metrics().watch_event();
         let text = match std::fs::read_to_string(&file.path) {
             Ok(t) => t,
             Err(e) => {

@@ -154,6 +154,7 @@ async fn consider(
     groups: &mut BTreeMap<String, Group>,
     file: Settled,
 ) {
+    ctx.engine.metrics().watch_event();
     let Ok(rel) = file.path.strip_prefix(&w.folder).map(Path::to_path_buf) else {
         return;
     };

@@ -210,6 +210,20 @@ impl Store {
         .await
     }
 
+    /// How many transfers there are of each kind in each state.
+    pub async fn count_by_state(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT kind, state, COUNT(*) FROM transfers GROUP BY kind, state ORDER BY kind, state",
+            )?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     pub async fn set_state(
         &self,
         id: &str,

@@ -94,6 +94,12 @@ impl Budget {
         })
     }
 
+    /// How many requests are waiting for a connection.
+    pub fn waiting(&self) -> usize {
+        let inner = self.inner.lock().expect("budget lock is never poisoned");
+        inner.waiters.iter().filter(|w| !w.wake.is_closed()).count()
+    }
+
     /// Hands a freed connection to the best waiter still waiting, or back to the pool.
     fn release(&self) {
         let mut inner = self.inner.lock().expect("budget lock is never poisoned");

@@ -462,7 +462,7 @@ fn plan_file(
 
 async fn worker(job: Arc<Job>) -> Result<(), JobError> {
     loop {
-        if job.cancel.is_cancelled() {
+        if job.cancel.is_cancelled() || job.inner.draining.is_cancelled() {
             return Err(JobError::Stopped);
         }
         let Some(chunk) = job
@@ -675,6 +675,7 @@ async fn fetch_chunk(job: &Job, chunk: &Chunk) -> Result<(), ChunkError> {
         };
         let result = fetch_range(job, chunk, &url, &part).await;
         drop(permit);
+        count_error(&job.inner.metrics, &result);
         let error = match result {
             Ok(()) => return Ok(()),
             Err(FetchError::Stopped) => return Err(ChunkError::Stopped),
@@ -688,6 +689,7 @@ async fn fetch_chunk(job: &Job, chunk: &Chunk) -> Result<(), ChunkError> {
             }
             e if e.is_transient() && attempt < retry.max_retries => {
                 attempt += 1;
+                job.inner.metrics.retry();
                 let delay = retry.delay(attempt, e.retry_after());
                 tracing::debug!(download_id = %job.id, chunk = chunk.index, attempt, error = %e, "chunk failed; retrying");
                 tokio::select! {
@@ -707,6 +709,15 @@ enum FetchError {
     Stopped,
     Cloud(CloudError),
     Disk(String),
+}
+
+/// Counts a failed fetch in the metrics, by kind.
+fn count_error(metrics: &crate::metrics::Metrics, result: &Result<(), FetchError>) {
+    match result {
+        Err(FetchError::Cloud(e)) => metrics.cloud_error(e),
+        Err(FetchError::Disk(_)) => metrics.error(crate::metrics::ErrorKind::Disk),
+        Ok(()) | Err(FetchError::Stopped) => {}
+    }
 }
 
 async fn fetch_range(
@@ -736,8 +747,10 @@ async fn fetch_range(
                         message: "storage sent more bytes than the range asked for".into(),
                     }));
                 }
+                super::rate::take_download(&job.inner, bytes.len(), &job.cancel).await;
                 received += bytes.len() as u64;
                 job.progress.add(chunk.file, bytes.len() as u64);
+                job.inner.metrics.downloaded(bytes.len() as u64);
                 buffer.extend_from_slice(&bytes);
                 if buffer.len() >= WRITE_BUFFER {
                     buffer = write_at(part, offset, buffer).await?;

@@ -483,7 +483,7 @@ pub(super) fn remote_of(record: &TransferRecord) -> Result<Remote, TransferError
 
 async fn worker(job: Arc<Job>) -> Result<(), JobError> {
     loop {
-        if job.cancel.is_cancelled() {
+        if job.cancel.is_cancelled() || job.inner.draining.is_cancelled() {
             return Err(JobError::Stopped);
         }
         let Some(part) = job
@@ -697,11 +697,15 @@ async fn send_part(job: &Job, part: &Part) -> Result<String, PartError> {
             r = job.inner.client.put_part(&url, body, part.len) => r,
         };
         drop(permit);
+        if let Err(e) = &sent {
+            job.inner.metrics.cloud_error(e);
+        }
         match sent {
             Ok(etag) => {
                 // Read while the file kept its size and time: what was sent is what was there.
                 unchanged(file).await?;
                 job.progress.add(part.file, part.len);
+                job.inner.metrics.uploaded(part.len);
                 return Ok(etag);
             }
             Err(CloudError::Expired { .. }) if refreshes < 3 => {
@@ -710,6 +714,7 @@ async fn send_part(job: &Job, part: &Part) -> Result<String, PartError> {
             }
             Err(e) if e.is_transient() && attempt < retry.max_retries => {
                 attempt += 1;
+                job.inner.metrics.retry();
                 let delay = retry.delay(attempt, e.retry_after());
                 tracing::debug!(upload_id = %job.id, part = part.index + 1, attempt, error = %e, "part failed; retrying");
                 tokio::select! {
@@ -733,6 +738,7 @@ async fn part_body(job: &Job, part: &Part) -> Result<reqwest::Body, PartError> {
         .await
         .map_err(|e| PartError::File(format!("{path}: {e}")))?;
     let stream = tokio_util::io::ReaderStream::with_capacity(source.take(part.len), READ_BUFFER);
+    let stream = super::rate::throttle_upload(&job.inner, stream, &job.cancel);
     Ok(reqwest::Body::wrap_stream(stream))
 }
 

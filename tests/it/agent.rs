@@ -74,6 +74,16 @@ impl Api {
             .await
     }
 
+    pub async fn put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(&body))
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(self.http.patch(format!("{}{path}", self.base)).json(&body))
+            .await
+    }
+
     pub async fn delete(&self, path: &str) -> (u16, Value) {
         self.send(self.http.delete(format!("{}{path}", self.base)))
             .await
@@ -159,6 +169,11 @@ impl TestAgent {
                 .unwrap_or_else(|e| panic!("the test's configuration checks:\n{e}")),
             None => Default::default(),
         };
+        // As `masv server start` does: the file's [bandwidth] is the engine's at start.
+        let mut engine = engine;
+        if file.is_some() {
+            engine.bandwidth = config.bandwidth.clone();
+        }
         let agent_config = AgentConfig {
             data_dir: data.join("agent"),
             engine,
@@ -212,11 +227,47 @@ impl ProcessAgent {
         extra: &[&str],
         api_key: Option<&Secret>,
     ) -> ProcessAgent {
+        ProcessAgent::start_with(data, cloud_url, extra, |command| {
+            if let Some(key) = api_key {
+                command.env("MASV_API_KEY", key.expose());
+            }
+        })
+        .await
+    }
+
+    /// [`ProcessAgent::start`], with the command changed by `configure` (environment, stderr)
+    /// before it runs.
+    pub async fn start_with(
+        data: &Path,
+        cloud_url: &str,
+        extra: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> ProcessAgent {
+        ProcessAgent::start_wrapped(&[], data, cloud_url, extra, configure).await
+    }
+
+    /// [`ProcessAgent::start_with`], run by `wrapper` (e.g. `setpriv` with its options), which
+    /// is given the masv binary and its arguments.
+    pub async fn start_wrapped(
+        wrapper: &[&str],
+        data: &Path,
+        cloud_url: &str,
+        extra: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> ProcessAgent {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_masv"));
+        let masv = env!("CARGO_BIN_EXE_masv");
+        let mut command = match wrapper.split_first() {
+            Some((program, options)) => {
+                let mut c = Command::new(program);
+                c.args(options).arg(masv);
+                c
+            }
+            None => Command::new(masv),
+        };
         command
             .args(["server", "start", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
@@ -226,9 +277,7 @@ impl ProcessAgent {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        if let Some(key) = api_key {
-            command.env("MASV_API_KEY", key.expose());
-        }
+        configure(&mut command);
         let child = command.spawn().expect("the masv binary starts");
         let api = Api::new(([127, 0, 0, 1], port).into());
         let start = Instant::now();
@@ -254,6 +303,31 @@ impl ProcessAgent {
     pub fn kill_9(mut self) {
         self.child.kill().expect("the agent can be killed");
         self.child.wait().expect("the killed agent is reaped");
+    }
+
+    /// SIGTERM, as systemd stops a service.
+    pub fn sigterm(&self) {
+        self.signal(rustix::process::Signal::TERM);
+    }
+
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("a child's pid");
+        rustix::process::kill_process(pid, signal).expect("the agent takes a signal");
+    }
+
+    /// Waits for the agent to exit by itself; panics after `limit`.
+    pub async fn exit_status(mut self, limit: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the agent can be waited for") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "the agent did not exit within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

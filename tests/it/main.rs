@@ -3,14 +3,21 @@
 //!
 //! - `support`: starting hubs, a ready-made world, uploads and downloads through the client.
 //! - `agent`: agents in-process or as a real process, driven through their REST API.
+//! - `cli`: the real `masv` command line against an agent and a hub.
+//! - `bandwidth`: rate limits and FIFO caps felt by real transfers, changed through the API and
+//!   the configuration file.
 //! - `automations`: configuration files run by agents: watch folders, link and inbox rules, reloads.
 //! - `hub`: the hub against the typed client, route by route (spec §2–4).
 //! - `download`: downloads end to end: the tree on disk, hostile packages, faults, crashes.
+//! - `service`: the agent as a service: systemd notify, SIGTERM, logs, metrics, the API token.
 //! - `upload`: uploads end to end: folders up, links back down, edits mid-send, crashes.
 
 mod agent;
 mod automations;
+mod bandwidth;
+mod cli;
 mod download;
 mod hub;
+mod service;
 mod support;
 mod upload;

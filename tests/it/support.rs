@@ -124,6 +124,16 @@ impl TestHub {
         Client::new(&self.base_url).expect("the hub's base URL is valid")
     }
 
+    /// The share URL of `link` as this hub answers it.
+    pub fn link_url(&self, link: &Link) -> String {
+        format!(
+            "http://{}/{}?secret={}",
+            self.addr,
+            link.id,
+            link.download_secret.expose()
+        )
+    }
+
     /// `base_url` + `path` (which starts with `/`), for raw requests.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
@@ -175,6 +185,15 @@ pub const TEAM_NAME: &str = "Post House";
 impl World {
     pub async fn new() -> World {
         World::on(TestHub::start().await)
+    }
+
+    /// A world whose storage waits `delay` before answering each request.
+    pub async fn slow(delay: Duration) -> World {
+        let faults = Faults {
+            delay,
+            ..Faults::default()
+        };
+        World::on(TestHub::start_with(DataDir::new(), HubOptions::faults(faults)).await)
     }
 
     /// The world set up on `hub` (whose data folder must not have it already).
@@ -267,6 +286,14 @@ impl World {
             .await
             .expect("the package finalizes");
         uploaded
+    }
+
+    /// A finalized team package holding `files`, and the share URL of a new link to it.
+    pub async fn shared(&self, files: Vec<FileSpec>) -> (UploadedPackage, String) {
+        let package = self.upload(files).await;
+        let link = self.share(&package, CreateLink::default()).await;
+        let url = self.hub.link_url(&link);
+        (package, url)
     }
 
     /// A link to `package`.

@@ -1,0 +1,221 @@
+//! The agent's counters, bumped where things happen (transfer byte loops, retries, watch
+//! folders) and served with a few gauges read at scrape time as Prometheus text at
+//! `GET /metrics`. One [`Metrics`] per engine, so several agents can run in one process.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::cloud::CloudError;
+
+/// What went wrong, for `masv_agent_errors_total{kind}`: the [`CloudError`] variants, and
+/// failures of the local disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Auth,
+    NotFound,
+    Expired,
+    Quarantined,
+    Rejected,
+    Transient,
+    Protocol,
+    InvalidUrl,
+    Disk,
+}
+
+impl ErrorKind {
+    const ALL: [ErrorKind; 9] = [
+        ErrorKind::Auth,
+        ErrorKind::NotFound,
+        ErrorKind::Expired,
+        ErrorKind::Quarantined,
+        ErrorKind::Rejected,
+        ErrorKind::Transient,
+        ErrorKind::Protocol,
+        ErrorKind::InvalidUrl,
+        ErrorKind::Disk,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Auth => "auth",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Expired => "expired",
+            ErrorKind::Quarantined => "quarantined",
+            ErrorKind::Rejected => "rejected",
+            ErrorKind::Transient => "transient",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::InvalidUrl => "invalid_url",
+            ErrorKind::Disk => "disk",
+        }
+    }
+
+    fn of(error: &CloudError) -> ErrorKind {
+        match error {
+            CloudError::Auth { .. } => ErrorKind::Auth,
+            CloudError::NotFound { .. } => ErrorKind::NotFound,
+            CloudError::Expired { .. } => ErrorKind::Expired,
+            CloudError::Quarantined { .. } => ErrorKind::Quarantined,
+            CloudError::Rejected { .. } => ErrorKind::Rejected,
+            CloudError::Transient { .. } => ErrorKind::Transient,
+            CloudError::Protocol { .. } => ErrorKind::Protocol,
+            CloudError::InvalidUrl { .. } => ErrorKind::InvalidUrl,
+        }
+    }
+}
+
+/// Monotonic counters (they only go up while the agent runs; Prometheus handles restarts).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    bytes_downloaded: AtomicU64,
+    bytes_uploaded: AtomicU64,
+    retries: AtomicU64,
+    errors: [AtomicU64; ErrorKind::ALL.len()],
+    watch_events: AtomicU64,
+}
+
+/// What is read at scrape time rather than counted.
+#[derive(Debug, Default, Clone)]
+pub struct Gauges {
+    /// `(kind, state, count)`: transfers in the store.
+    pub transfers: Vec<(String, String, u64)>,
+    /// Requests waiting for a connection of the shared budget.
+    pub queue_depth: u64,
+}
+
+impl Metrics {
+    /// Bytes received from storage by downloads (every byte that arrived, kept or not).
+    pub fn downloaded(&self, bytes: u64) {
+        self.bytes_downloaded.fetch_add(bytes, Relaxed);
+    }
+
+    /// Bytes of parts storage accepted from uploads.
+    pub fn uploaded(&self, bytes: u64) {
+        self.bytes_uploaded.fetch_add(bytes, Relaxed);
+    }
+
+    /// A request about to be sent again after a transient failure.
+    pub fn retry(&self) {
+        self.retries.fetch_add(1, Relaxed);
+    }
+
+    /// An error a transfer met (retried or not).
+    pub fn error(&self, kind: ErrorKind) {
+        let i = ErrorKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .expect("every kind is in ALL");
+        self.errors[i].fetch_add(1, Relaxed);
+    }
+
+    /// [`Metrics::error`] for an answer of the cloud or its storage.
+    pub fn cloud_error(&self, error: &CloudError) {
+        self.error(ErrorKind::of(error));
+    }
+
+    /// A file a watch folder reported settled.
+    pub fn watch_event(&self) {
+        self.watch_events.fetch_add(1, Relaxed);
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of the counters and `gauges`.
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let mut out = String::new();
+        let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        let plain = |v: &AtomicU64| vec![(String::new(), v.load(Relaxed))];
+        family(
+            "masv_agent_bytes_downloaded_total",
+            "counter",
+            "Bytes received from storage by downloads.",
+            &plain(&self.bytes_downloaded),
+        );
+        family(
+            "masv_agent_bytes_uploaded_total",
+            "counter",
+            "Bytes of parts accepted by storage from uploads.",
+            &plain(&self.bytes_uploaded),
+        );
+        family(
+            "masv_agent_retries_total",
+            "counter",
+            "Requests sent again after a transient failure.",
+            &plain(&self.retries),
+        );
+        let errors: Vec<_> = ErrorKind::ALL
+            .iter()
+            .zip(&self.errors)
+            .map(|(k, v)| (format!("{{kind=\"{}\"}}", k.label()), v.load(Relaxed)))
+            .collect();
+        family(
+            "masv_agent_errors_total",
+            "counter",
+            "Errors met by transfers (retried or not), by kind.",
+            &errors,
+        );
+        family(
+            "masv_agent_watch_events_total",
+            "counter",
+            "Files reported settled by watch folders.",
+            &plain(&self.watch_events),
+        );
+        let transfers: Vec<_> = gauges
+            .transfers
+            .iter()
+            .map(|(kind, state, n)| (format!("{{kind=\"{kind}\",state=\"{state}\"}}"), *n))
+            .collect();
+        family(
+            "masv_agent_transfers",
+            "gauge",
+            "Transfers known to the agent, by kind and state.",
+            &transfers,
+        );
+        family(
+            "masv_agent_queue_depth",
+            "gauge",
+            "Requests waiting for a connection of the shared budget (max_connections).",
+            &[(String::new(), gauges.queue_depth)],
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_format_has_help_type_and_one_sample_per_label_set() {
+        let m = Metrics::default();
+        m.downloaded(10);
+        m.downloaded(5);
+        m.retry();
+        m.cloud_error(&CloudError::Transient {
+            status: Some(500),
+            message: "x".into(),
+            retry_after: None,
+        });
+        m.error(ErrorKind::Disk);
+        let text = m.render(&Gauges {
+            transfers: vec![("download".into(), "complete".into(), 2)],
+            queue_depth: 3,
+        });
+        for line in [
+            "# TYPE masv_agent_bytes_downloaded_total counter",
+            "masv_agent_bytes_downloaded_total 15",
+            "masv_agent_bytes_uploaded_total 0",
+            "masv_agent_retries_total 1",
+            "masv_agent_errors_total{kind=\"transient\"} 1",
+            "masv_agent_errors_total{kind=\"disk\"} 1",
+            "masv_agent_errors_total{kind=\"auth\"} 0",
+            "masv_agent_transfers{kind=\"download\",state=\"complete\"} 2",
+            "# TYPE masv_agent_queue_depth gauge",
+            "masv_agent_queue_depth 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+    }
+}

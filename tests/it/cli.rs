@@ -1,0 +1,271 @@
+//! The `masv` command line end to end: the real binary against an agent and a hub, as a script
+//! written for MASV Agent would run it (seeds 000 and 002).
+
+use std::path::Path;
+use std::process::Output;
+
+use serde_json::Value;
+
+use crate::agent::{TestAgent, engine_config};
+use crate::support::{FileSpec, MIB, World, pseudo_random_bytes};
+
+/// Runs `masv ARGS` against the agent at `agent_url` (`…/api/v1`, as the docs' curl examples
+/// write it) and waits for it.
+async fn masv(agent_url: &str, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_masv"))
+        .args(args)
+        .env("MASV_AGENT_URL", agent_url)
+        .env_remove("MASV_API_TOKEN")
+        .output()
+        .await
+        .expect("the masv binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts the command succeeded, showing what it printed otherwise.
+fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        stdout(output),
+        stderr(output)
+    );
+    stdout(output)
+}
+
+fn json_of(output: &Output) -> Value {
+    let text = ok(output);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn uploading_agent_config(world: &World) -> masv_agent::transfer::EngineConfig {
+    let mut config = engine_config(&world.hub.base_url);
+    config.api_key = Some(world.api_key.clone());
+    config
+}
+
+fn str_arg(path: &Path) -> &str {
+    path.to_str().expect("temporary paths are UTF-8")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_folder_goes_up_by_link_and_comes_down_with_the_cli_alone() {
+    let world = World::new().await;
+    let agent = TestAgent::start(uploading_agent_config(&world)).await;
+    let url = agent.api.base.clone();
+    let src = tempfile::tempdir().unwrap();
+    let reel = src.path().join("Reel 1");
+    std::fs::create_dir_all(reel.join("day1")).unwrap();
+    let big = pseudo_random_bytes(3, 6 * MIB + 11);
+    std::fs::write(reel.join("day1/a.mov"), &big).unwrap();
+    std::fs::write(reel.join("notes.txt"), b"use take 3").unwrap();
+    std::fs::write(reel.join(".DS_Store"), b"junk").unwrap();
+
+    let started = ok(&masv(
+        &url,
+        &[
+            "upload",
+            "start",
+            "link",
+            "--team-id",
+            &world.team_id,
+            "--name=Dailies",
+            "--chunk-size=5MiB",
+            "--wait",
+            str_arg(&reel),
+        ],
+    )
+    .await);
+    // The seed's first line, then the end of --wait (progress lines in between, no terminal).
+    let first = started.lines().next().unwrap_or_default();
+    let (upload_id, link) = first
+        .strip_prefix("Upload ")
+        .and_then(|rest| rest.split_once(" started. Shareable link: "))
+        .unwrap_or_else(|| panic!("the seed's start line: {started}"));
+    assert!(
+        link.starts_with(&format!("http://{}/", world.hub.addr)),
+        "{link}"
+    );
+    assert!(
+        started.contains(&format!("Upload {upload_id} complete:")),
+        "{started}"
+    );
+
+    let listed = json_of(&masv(&url, &["upload", "ls", "--json"]).await);
+    assert_eq!(listed[0]["upload_id"], upload_id, "{listed}");
+    assert_eq!(listed[0]["state"], "complete");
+    let table = ok(&masv(&url, &["upload", "ls"]).await);
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(
+        table.contains(upload_id) && table.contains("Dailies"),
+        "{table}"
+    );
+    let status = ok(&masv(&url, &["upload", "status", upload_id]).await);
+    assert!(status.contains("State     complete"), "{status}");
+    assert!(status.contains("day1/a.mov"), "{status}");
+    assert!(!status.contains(".DS_Store"), "{status}");
+
+    // Another link for the same package, then everything back down through the first one.
+    let another = ok(&masv(&url, &["upload", "link", upload_id]).await);
+    assert!(
+        another
+            .trim()
+            .starts_with(&format!("http://{}/", world.hub.addr)),
+        "{another}"
+    );
+    assert_ne!(another.trim(), link);
+    let dst = tempfile::tempdir().unwrap();
+    let done = json_of(
+        &masv(
+            &url,
+            &[
+                "download",
+                "start",
+                "--url",
+                link,
+                "--destination",
+                str_arg(dst.path()),
+                "--wait",
+                "--json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(done["state"], "complete", "{done}");
+    let root = dst.path().join("Dailies");
+    assert_eq!(std::fs::read(root.join("Reel 1/day1/a.mov")).unwrap(), big);
+    assert_eq!(
+        std::fs::read(root.join("Reel 1/notes.txt")).unwrap(),
+        b"use take 3"
+    );
+    assert!(!root.join("Reel 1/.DS_Store").exists());
+
+    let removed = ok(&masv(&url, &["upload", "rm", "all", "--states=complete"]).await);
+    assert_eq!(removed.trim(), "1 upload removed.");
+    let removed = ok(&masv(&url, &["download", "rm", "all", "--states", "complete"]).await);
+    assert_eq!(removed.trim(), "1 download removed.");
+    assert_eq!(
+        ok(&masv(&url, &["upload", "ls"]).await).trim(),
+        "No uploads."
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_auto_finalize_wait_stops_at_idle_and_finalize_sends_the_email() {
+    let world = World::new().await;
+    let mut config = uploading_agent_config(&world);
+    config.auto_finalize = false;
+    let agent = TestAgent::start(config).await;
+    let url = agent.api.base.clone();
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("cut.mov");
+    std::fs::write(&file, pseudo_random_bytes(9, MIB)).unwrap();
+
+    let started = ok(&masv(
+        &url,
+        &[
+            "upload",
+            "start",
+            "email",
+            "--emails=ana@example.com,bo@example.com",
+            "--team-id",
+            &world.team_id,
+            "--wait",
+            str_arg(&file),
+        ],
+    )
+    .await);
+    let upload_id = started
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("Upload "))
+        .and_then(|l| l.strip_suffix(" started."))
+        .unwrap_or_else(|| panic!("{started}"));
+    assert!(
+        started.contains(&format!("waits for 'masv upload finalize {upload_id}'")),
+        "{started}"
+    );
+    let outbox = world.hub.data.path().join("outbox");
+    assert!(!outbox.exists() || std::fs::read_dir(&outbox).unwrap().count() == 0);
+
+    let finalized = ok(&masv(&url, &["upload", "finalize", upload_id]).await);
+    assert_eq!(finalized.trim(), format!("Upload {upload_id} is complete."));
+    assert_eq!(std::fs::read_dir(&outbox).unwrap().count(), 2);
+    // Once more: a no-op.
+    let again = ok(&masv(&url, &["upload", "finalize", upload_id]).await);
+    assert_eq!(again.trim(), format!("Upload {upload_id} is complete."));
+    assert_eq!(std::fs::read_dir(&outbox).unwrap().count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_download_makes_wait_exit_1_naming_the_file() {
+    let world = World::new().await;
+    let package = world
+        .upload(vec![
+            FileSpec::file("clean.txt", b"clean".to_vec()),
+            FileSpec::file("infected.exe", b"evil".to_vec()),
+        ])
+        .await;
+    world
+        .hub
+        .operator
+        .set_virus_detected(&package.file("infected.exe").id, true)
+        .unwrap();
+    let link = world.share(&package, Default::default()).await;
+    let link = format!(
+        "http://{}/{}?secret={}",
+        world.hub.addr,
+        link.id,
+        link.download_secret.expose()
+    );
+    let agent = TestAgent::start(engine_config(&world.hub.base_url)).await;
+    let dst = tempfile::tempdir().unwrap();
+    let output = masv(
+        &agent.api.base,
+        &[
+            "download",
+            "start",
+            "--url",
+            &link,
+            "--destination",
+            str_arg(dst.path()),
+            "--bypass-package-quarantine=false",
+            "--wait",
+        ],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    let errors = stderr(&output);
+    assert!(errors.contains("infected.exe"), "{errors}");
+    assert!(errors.contains("masv download resume"), "{errors}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_an_agent_every_command_says_how_to_start_one() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let url = format!("http://{closed}");
+    for args in [
+        &["download", "ls"][..],
+        &["upload", "status", "x"],
+        &["automation", "ls"],
+    ] {
+        let output = masv(&url, args).await;
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let errors = stderr(&output);
+        assert_eq!(
+            errors.trim(),
+            format!("error: no agent is answering at {url}; start one with 'masv server start'"),
+            "{args:?}"
+        );
+    }
+}
