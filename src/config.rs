@@ -182,6 +182,18 @@ pub fn schema() -> String {
 }
 
 /// Reads and validates a configuration file, and the rule files of its `rules_dir`.
+/// The folder relative paths start from: the config file's, made absolute so that nothing
+/// depends on the agent's working folder (file events name absolute paths).
+fn base_of(path: &Path) -> PathBuf {
+    let parent = path.parent().unwrap_or(Path::new(""));
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf())
+}
+
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     load_with(path, &real_secrets)
 }
@@ -359,7 +371,7 @@ pub fn parse_with(path: &Path, text: &str, secrets: &SecretReader) -> Result<Con
     let Some(sections) = sections(&mut at, text) else {
         return Err(ConfigErrors(at.errors));
     };
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base = base_of(path);
     let server = server(sections.server.unwrap_or_default(), &base, &mut at, text);
     let hub = sections.hub.and_then(|h| hub(h, &base, &mut at, text));
     let has_key = server.api_key.is_some() || hub.is_some();
@@ -397,7 +409,7 @@ fn parse_rules_file(
     if sections.server.is_some() || sections.hub.is_some() || sections.bandwidth.is_some() {
         at.error(0, "a rules_dir file holds only [[watch]] and [[download]] rules; [server], [hub] and [bandwidth] belong in the main file");
     }
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base = base_of(path);
     let rules = check_rules(&mut at, &base, has_key, sections.watch, sections.download);
     if at.errors.is_empty() {
         Ok(rules)

@@ -279,8 +279,10 @@ async fn reload_on_change(
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let _handle = _handle;
-                    while settled.recv().await.is_some() {
-                        let _ = tx.try_send(());
+                    while let Some(watched) = settled.recv().await {
+                        if matches!(watched, crate::watch::Watched::Settled(_)) {
+                            let _ = tx.try_send(());
+                        }
                     }
                 });
             }

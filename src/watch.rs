@@ -62,6 +62,10 @@ pub enum WatchError {
 const EVENT_QUEUE: usize = 8192;
 /// How often candidates are looked at.
 const TICK: Duration = Duration::from_millis(50);
+/// When a folder that appeared is looked at a second time.
+const NEW_FOLDER_LOOK: Duration = Duration::from_millis(500);
+/// How often a tree is scanned again once inotify refused to watch some of its folders.
+const LIMITED_RESCAN: Duration = Duration::from_secs(30);
 
 type Stamp = (u64, SystemTime);
 
@@ -75,10 +79,11 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
-/// Every wanted regular file under the root (symlinks and junk names skipped).
-fn scan(spec: &WatchSpec) -> Vec<(PathBuf, Stamp)> {
+/// Every wanted regular file under `from` (the root or a folder in it; symlinks and junk names
+/// skipped).
+fn scan(spec: &WatchSpec, from: &Path) -> Vec<(PathBuf, Stamp)> {
     let mut out = Vec::new();
-    let mut stack = vec![spec.root.clone()];
+    let mut stack = vec![from.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
@@ -132,16 +137,17 @@ fn check_root(spec: &WatchSpec) -> Result<(), WatchError> {
 pub async fn sweep(spec: &WatchSpec) -> Result<Vec<Settled>, WatchError> {
     check_root(spec)?;
     let first_spec = spec.clone();
-    let first = tokio::task::spawn_blocking(move || scan(&first_spec))
+    let first = tokio::task::spawn_blocking(move || scan(&first_spec, &first_spec.root))
         .await
         .unwrap_or_default();
     tokio::time::sleep(spec.settle).await;
     let again_spec = spec.clone();
-    let again: HashMap<PathBuf, Stamp> = tokio::task::spawn_blocking(move || scan(&again_spec))
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
+    let again: HashMap<PathBuf, Stamp> =
+        tokio::task::spawn_blocking(move || scan(&again_spec, &again_spec.root))
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
     Ok(first
         .into_iter()
         .filter(|(p, s)| again.get(p) == Some(s))
@@ -168,6 +174,8 @@ struct Tracker {
     /// Events name every change, so a file whose last modification is older than the quiet
     /// period is settled even if it changed after it was last looked at.
     by_events: bool,
+    /// Files were reported since the last `Quiet`.
+    unquiet: bool,
 }
 
 impl Tracker {
@@ -192,27 +200,50 @@ impl Tracker {
                 );
             }
             None => {
+                // Gone (moved away or deleted after sending): forgotten, so that what is
+                // remembered stays bounded by what is in the folder.
                 self.candidates.remove(&path);
+                self.reported.remove(&path);
             }
         }
     }
 
-    fn rescan(&mut self, now: Instant) {
-        for (path, s) in scan(&self.spec) {
+    /// Looks at every file under `from` (the root, or a folder that appeared in it).
+    fn rescan(&mut self, from: &Path, now: Instant) {
+        for (path, s) in scan(&self.spec, from) {
             if self.reported.get(&path) != Some(&s) {
-                // A change found by a scan restarts the quiet period, like an event would.
-                let same = self.candidates.get(&path).is_some_and(|c| c.stamp == s);
-                if !same {
-                    self.candidates.insert(
-                        path,
-                        Candidate {
-                            stamp: s,
-                            since: now,
-                        },
-                    );
+                match self.candidates.get_mut(&path) {
+                    Some(c) if c.stamp == s => {}
+                    // With events, a file's last event dates its last change: a scan that
+                    // catches it mid-write must not restart its quiet period (the check at
+                    // the end of it looks again anyway).
+                    Some(c) if self.by_events => c.stamp = s,
+                    // When polling, a change found by a scan restarts the quiet period.
+                    _ => {
+                        self.candidates.insert(
+                            path,
+                            Candidate {
+                                stamp: s,
+                                since: now,
+                            },
+                        );
+                    }
                 }
             }
         }
+    }
+
+    /// Sends what settled, then `Quiet` once nothing is pending any more.
+    async fn report(&mut self, now: Instant, out: &mpsc::Sender<Watched>) -> Result<(), ()> {
+        for settled in self.settled(now) {
+            self.unquiet = true;
+            out.send(Watched::Settled(settled)).await.map_err(|_| ())?;
+        }
+        if self.unquiet && self.candidates.is_empty() {
+            self.unquiet = false;
+            out.send(Watched::Quiet).await.map_err(|_| ())?;
+        }
+        Ok(())
     }
 
     /// Files quiet for the settle period and unchanged: reported once.
@@ -258,24 +289,43 @@ impl Tracker {
     }
 }
 
+/// What a watcher reports.
+#[derive(Debug)]
+pub enum Watched {
+    /// A file stopped changing.
+    Settled(Settled),
+    /// Files were reported and none is pending now: the folder is quiet (a batch is complete).
+    Quiet,
+    /// Trouble that does not stop the watcher (the inotify watch limit reached for a folder made
+    /// later: the tree is then rescanned now and then).
+    Trouble(WatchError),
+}
+
+type EventQueue = mpsc::Sender<notify::Result<notify::Event>>;
+
+/// The notify callback: hands events on without ever blocking; a full queue means events were
+/// lost, which the watcher answers with a rescan.
+fn hand_on(events: EventQueue, lost: Arc<AtomicBool>) -> impl Fn(notify::Result<notify::Event>) {
+    move |event| {
+        if events.try_send(event).is_err() {
+            lost.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Starts watching; settled files arrive on the receiver until `cancel` fires.
 pub fn watch(
     spec: WatchSpec,
     cancel: CancellationToken,
-) -> Result<(mpsc::Receiver<Settled>, JoinHandle<()>), WatchError> {
+) -> Result<(mpsc::Receiver<Watched>, JoinHandle<()>), WatchError> {
     check_root(&spec)?;
     let (out, settled) = mpsc::channel(1024);
     let task = match spec.mode {
         WatchMode::Events => {
             let (events, incoming) = mpsc::channel::<notify::Result<notify::Event>>(EVENT_QUEUE);
             let overflow = Arc::new(AtomicBool::new(false));
-            let lost = overflow.clone();
-            let mut watcher = notify::recommended_watcher(move |event| {
-                if events.try_send(event).is_err() {
-                    lost.store(true, Ordering::Relaxed);
-                }
-            })
-            .map_err(|e| notify_error(&spec.root, e))?;
+            let mut watcher = notify::recommended_watcher(hand_on(events, overflow.clone()))
+                .map_err(|e| notify_error(&spec.root, e))?;
             let mode = if spec.recursive {
                 RecursiveMode::Recursive
             } else {
@@ -284,7 +334,14 @@ pub fn watch(
             watcher
                 .watch(&spec.root, mode)
                 .map_err(|e| notify_error(&spec.root, e))?;
-            tokio::spawn(run_events(spec, watcher, incoming, overflow, out, cancel))
+            tokio::spawn(run_events(
+                spec,
+                Box::new(watcher),
+                incoming,
+                overflow,
+                out,
+                cancel,
+            ))
         }
         WatchMode::Poll { interval } => tokio::spawn(run_poll(spec, interval, out, cancel)),
     };
@@ -306,22 +363,29 @@ fn notify_error(path: &Path, e: notify::Error) -> WatchError {
     }
 }
 
+/// `watcher` is only kept alive (tests pass none and send the events themselves).
 async fn run_events(
     spec: WatchSpec,
-    watcher: notify::RecommendedWatcher,
+    watcher: Box<dyn Send>,
     mut incoming: mpsc::Receiver<notify::Result<notify::Event>>,
     overflow: Arc<AtomicBool>,
-    out: mpsc::Sender<Settled>,
+    out: mpsc::Sender<Watched>,
     cancel: CancellationToken,
 ) {
     let _watcher = watcher;
+    // Set once inotify refused a folder: from then on, a rescan now and then finds its files.
+    let mut limited: Option<Instant> = None;
+    // Folders that appeared, to be looked at again once their watch is in place.
+    let mut new_folders: Vec<(PathBuf, Instant)> = Vec::new();
     let mut tracker = Tracker {
         spec,
         candidates: HashMap::new(),
         reported: HashMap::new(),
         by_events: true,
+        unquiet: false,
     };
-    tracker.rescan(Instant::now());
+    let root = tracker.spec.root.clone();
+    tracker.rescan(&root, Instant::now());
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -338,9 +402,14 @@ async fn run_events(
                         }
                         for path in event.paths {
                             if path.is_dir() {
-                                // A folder moved in brings files no event named.
+                                // A folder moved in brings files no event named: only that
+                                // folder is scanned (thousands dropped at once are thousands
+                                // of folder events, and the tree may be large). notify adds
+                                // its watch after handing the event on, so files made in
+                                // between are found by a second look once it surely exists.
                                 if tracker.spec.recursive && path != tracker.spec.root {
-                                    overflow.store(true, Ordering::Relaxed);
+                                    tracker.rescan(&path, now);
+                                    new_folders.push((path, now));
                                 }
                             } else if wanted(&tracker.spec, &path) {
                                 tracker.touched(path, now);
@@ -350,21 +419,37 @@ async fn run_events(
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(folder = %tracker.spec.root.display(), error = %e, "watch error; rescanning");
                         overflow.store(true, Ordering::Relaxed);
+                        match notify_error(&tracker.spec.root, e) {
+                            limit @ WatchError::WatchLimit { .. } => {
+                                tracing::error!(folder = %tracker.spec.root.display(), "{limit}");
+                                limited = Some(now);
+                                if out.send(Watched::Trouble(limit)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            e => tracing::warn!(folder = %tracker.spec.root.display(), error = %e, "watch error; rescanning"),
+                        }
                     }
                 }
             }
             _ = ticker.tick() => {
                 let now = Instant::now();
-                if overflow.swap(false, Ordering::Relaxed) {
-                    tracing::debug!(folder = %tracker.spec.root.display(), "events lost; rescanning");
-                    tracker.rescan(now);
+                if let Some(at) = limited && now.duration_since(at) >= LIMITED_RESCAN {
+                    limited = Some(now);
+                    overflow.store(true, Ordering::Relaxed);
                 }
-                for settled in tracker.settled(now) {
-                    if out.send(settled).await.is_err() {
-                        return;
-                    }
+                if overflow.swap(false, Ordering::Relaxed) {
+                    tracing::debug!(folder = %root.display(), "events lost; rescanning");
+                    tracker.rescan(&root, now);
+                    new_folders.clear();
+                }
+                while new_folders.first().is_some_and(|(_, at)| now.duration_since(*at) >= NEW_FOLDER_LOOK) {
+                    let (folder, _) = new_folders.remove(0);
+                    tracker.rescan(&folder, now);
+                }
+                if tracker.report(now, &out).await.is_err() {
+                    return;
                 }
             }
         }
@@ -374,7 +459,7 @@ async fn run_events(
 async fn run_poll(
     spec: WatchSpec,
     interval: Duration,
-    out: mpsc::Sender<Settled>,
+    out: mpsc::Sender<Watched>,
     cancel: CancellationToken,
 ) {
     let mut tracker = Tracker {
@@ -382,6 +467,7 @@ async fn run_poll(
         candidates: HashMap::new(),
         reported: HashMap::new(),
         by_events: false,
+        unquiet: false,
     };
     let mut ticker = tokio::time::interval(interval.min(tracker.spec.settle).max(TICK));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -394,12 +480,11 @@ async fn run_poll(
         let now = Instant::now();
         if last_scan.is_none_or(|t| now.duration_since(t) >= interval) {
             last_scan = Some(now);
-            tracker.rescan(now);
+            let root = tracker.spec.root.clone();
+            tracker.rescan(&root, now);
         }
-        for settled in tracker.settled(now) {
-            if out.send(settled).await.is_err() {
-                return;
-            }
+        if tracker.report(now, &out).await.is_err() {
+            return;
         }
     }
 }

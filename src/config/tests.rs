@@ -136,6 +136,27 @@ fn the_committed_schema_is_the_generated_one() {
 }
 
 #[test]
+fn relative_paths_start_at_the_config_folder_made_absolute() {
+    // Watch events name absolute paths: a config given as a relative path must not leave its
+    // folders relative to the working folder.
+    let config = parse(
+        Path::new("conf/agent.toml"),
+        "[server]\napi_key = \"k\"\n[[watch]]\nname = \"w\"\nfolder = \"in\"\n[watch.team]\n",
+    )
+    .unwrap();
+    let RuleKind::Watch(watch) = &config.rules[0].kind else {
+        panic!()
+    };
+    assert!(watch.folder.is_absolute(), "{}", watch.folder.display());
+    assert!(
+        watch.folder.ends_with("conf/in")
+            && watch.folder.starts_with(std::env::current_dir().unwrap()),
+        "{}",
+        watch.folder.display()
+    );
+}
+
+#[test]
 fn a_bandwidth_section_is_read_and_its_errors_point_at_their_keys() {
     let config = parse(
         Path::new("agent.toml"),

@@ -15,7 +15,7 @@ use crate::config::{DownloadRule, DownloadSource, Rule};
 use crate::schedule;
 use crate::store::{LedgerEntry, TransferKind};
 use crate::transfer::{DownloadRequest, PackageSource};
-use crate::watch::{self, WatchMode, WatchSpec};
+use crate::watch::{self, WatchMode, WatchSpec, Watched};
 
 pub(super) async fn run(
     ctx: &Context,
@@ -180,7 +180,12 @@ async fn links_folder(
         let file = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             f = dropped.recv() => match f {
-                Some(f) => f,
+                Some(Watched::Settled(f)) => f,
+                Some(Watched::Quiet) => continue,
+                Some(Watched::Trouble(trouble)) => {
+                    live.failed(trouble.to_string());
+                    continue;
+                }
                 None => return Ok(()),
             },
         };

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::Local;
+use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::naming::{NameParts, package_name};
@@ -16,10 +17,12 @@ use crate::files::LocalEntry;
 use crate::schedule;
 use crate::store::{LedgerEntry, TransferKind};
 use crate::transfer::{PortalUploadRequest, TeamUploadRequest, UploadRequest};
-use crate::watch::{self, Settled, WatchMode, WatchSpec};
+use crate::watch::{self, Settled, WatchMode, WatchSpec, Watched};
 
 /// How often pending groups are looked at.
 const TICK: Duration = Duration::from_millis(100);
+/// Packages created at once.
+const SENDS_AT_ONCE: usize = 8;
 /// How long a group waits before trying again when its upload could not be created.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
 
@@ -88,10 +91,14 @@ pub(super) async fn run(
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             file = settled.recv() => match file {
-                Some(file) => {
+                Some(Watched::Settled(file)) => {
                     live.ran();
                     consider(ctx, rule, w, &mut groups, file).await;
                 }
+                // Nothing is being written any more: a batch is complete now, not a quiet
+                // period after its last file settled (which was quiet a period already).
+                Some(Watched::Quiet) => flush(ctx, rule, w, &mut groups, live, true).await,
+                Some(Watched::Trouble(trouble)) => live.failed(trouble.to_string()),
                 None if cancel.is_cancelled() => return Ok(()),
                 None => return Err(format!("the watcher of {} stopped", w.folder.display())),
             },
@@ -225,14 +232,24 @@ async fn flush(
         })
         .map(|(k, _)| k.clone())
         .collect();
-    for key in ready {
-        let Some(group) = groups.remove(&key) else {
-            continue;
-        };
-        if let Err(e) = send(ctx, rule, w, &key, &group).await {
+    let ready: Vec<(String, Group)> = ready
+        .into_iter()
+        .filter_map(|key| groups.remove(&key).map(|g| (key, g)))
+        .collect();
+    // Each package is created on the service (a round trip or two): thousands of files dropped
+    // at once with one package per file would queue one by one.
+    let results: Vec<(String, Group, Result<(), String>)> = futures_util::stream::iter(ready)
+        .map(|(key, group)| async move {
+            let result = send(ctx, rule, w, &key, &group).await;
+            (key, group, result)
+        })
+        .buffer_unordered(SENDS_AT_ONCE)
+        .collect()
+        .await;
+    for (key, mut group, result) in results {
+        if let Err(e) = result {
             tracing::warn!(rule = %rule.name, error = %e, "cannot create the upload; trying again later");
             live.failed(e);
-            let mut group = group;
             group.not_before = Instant::now() + RETRY_AFTER;
             groups.insert(key, group);
         }
@@ -331,6 +348,10 @@ async fn send(
         .create_upload_entries(req, entries, &rule.name)
         .await
         .map_err(|e| e.to_string())?;
+    // At once: the engine starts a job as it creates it.
+    if outside_window(rule) {
+        let _ = ctx.engine.pause(TransferKind::Upload, &id).await;
+    }
     let ledger = group
         .files
         .iter()
@@ -348,9 +369,6 @@ async fn send(
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(rule = %rule.name, upload_id = %id, package = %name, files = group.files.len(), "upload queued");
-    if outside_window(rule) {
-        let _ = ctx.engine.pause(TransferKind::Upload, &id).await;
-    }
     Ok(())
 }
 

@@ -12,8 +12,102 @@ fn spec(root: &Path, mode: WatchMode, settle_ms: u64) -> WatchSpec {
     }
 }
 
-async fn next(rx: &mut mpsc::Receiver<Settled>, within: Duration) -> Option<Settled> {
-    tokio::time::timeout(within, rx.recv()).await.ok().flatten()
+/// The next settled file (`Quiet` passed over).
+async fn next(rx: &mut mpsc::Receiver<Watched>, within: Duration) -> Option<Settled> {
+    let until = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(until, rx.recv())
+            .await
+            .ok()
+            .flatten()?
+        {
+            Watched::Settled(s) => return Some(s),
+            Watched::Quiet => continue,
+            Watched::Trouble(e) => panic!("a settled file, not trouble: {e}"),
+        }
+    }
+}
+
+/// The event loop without inotify: the test hands it the events (or none) itself.
+fn scripted(
+    root: &Path,
+) -> (
+    EventQueue,
+    Arc<AtomicBool>,
+    mpsc::Receiver<Watched>,
+    CancellationToken,
+) {
+    let (events, incoming) = mpsc::channel(2);
+    let overflow = Arc::new(AtomicBool::new(false));
+    let (out, rx) = mpsc::channel(16);
+    let cancel = CancellationToken::new();
+    tokio::spawn(run_events(
+        spec(root, WatchMode::Events, 100),
+        Box::new(()),
+        incoming,
+        overflow.clone(),
+        out,
+        cancel.clone(),
+    ));
+    (events, overflow, rx, cancel)
+}
+
+#[tokio::test]
+async fn an_inotify_overflow_or_a_full_queue_rescans_the_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, overflow, mut rx, cancel) = scripted(dir.path());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Files that no event named are unknown until something says events were lost.
+    std::fs::write(dir.path().join("a.txt"), b"a").unwrap();
+    assert!(next(&mut rx, Duration::from_millis(500)).await.is_none());
+    // The kernel's queue overflowed (IN_Q_OVERFLOW arrives as a Rescan flag).
+    let rescan = notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
+    events.send(Ok(rescan)).await.unwrap();
+    let found = next(&mut rx, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(found.path, dir.path().join("a.txt"));
+
+    // Our own queue full: the callback drops the event and flags the loss.
+    std::fs::write(dir.path().join("b.txt"), b"b").unwrap();
+    let (full, _never_read) = mpsc::channel(1);
+    full.try_send(Ok(notify::Event::new(EventKind::Any)))
+        .unwrap();
+    let callback = hand_on(full, overflow.clone());
+    callback(Ok(notify::Event::new(EventKind::Any)));
+    assert!(overflow.load(Ordering::Relaxed), "the loss is flagged");
+    let found = next(&mut rx, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(found.path, dir.path().join("b.txt"));
+    assert!(
+        next(&mut rx, Duration::from_millis(400)).await.is_none(),
+        "a.txt is not reported again"
+    );
+    cancel.cancel();
+}
+
+#[tokio::test]
+async fn the_watch_limit_reached_later_is_reported_and_the_tree_still_scanned() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, _overflow, mut rx, cancel) = scripted(dir.path());
+    // inotify refused a folder created after the start (notify maps ENOSPC to this).
+    std::fs::create_dir(dir.path().join("new")).unwrap();
+    std::fs::write(dir.path().join("new/c.txt"), b"c").unwrap();
+    let refused =
+        notify::Error::new(notify::ErrorKind::MaxFilesWatch).add_path(dir.path().join("new"));
+    events.send(Err(refused)).await.unwrap();
+    let Some(Watched::Trouble(trouble)) = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+        .await
+        .unwrap()
+    else {
+        panic!("the watch limit is reported first")
+    };
+    assert!(
+        trouble
+            .to_string()
+            .contains("sysctl -w fs.inotify.max_user_watches="),
+        "{trouble}"
+    );
+    let found = next(&mut rx, Duration::from_secs(2)).await.unwrap();
+    assert_eq!(found.path, dir.path().join("new/c.txt"));
+    cancel.cancel();
 }
 
 #[tokio::test]
@@ -36,6 +130,10 @@ async fn a_file_written_in_bursts_is_reported_once_after_the_quiet_period() {
         .await
         .expect("settled after the quiet period");
     assert_eq!((settled.path.clone(), settled.size), (path, 5 * 4096));
+    assert!(
+        matches!(rx.recv().await, Some(Watched::Quiet)),
+        "nothing else pending: the folder is quiet"
+    );
     assert!(
         next(&mut rx, Duration::from_millis(800)).await.is_none(),
         "once"

@@ -294,6 +294,11 @@ impl ProcessAgent {
         ProcessAgent { api, child }
     }
 
+    /// The agent's process id, to send it signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no shutdown, no flush, nothing.
     pub fn kill_9(mut self) {
         self.child.kill().expect("the agent can be killed");

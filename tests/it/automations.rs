@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::agent::{TestAgent, engine_config};
+use crate::agent::{Api, ProcessAgent, TestAgent, engine_config};
 use crate::support::{FileSpec, World, pseudo_random_bytes};
 
 const LONG: Duration = Duration::from_secs(90);
@@ -34,6 +34,13 @@ impl Site {
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(&tmp, &path).unwrap();
         path
+    }
+
+    /// An agent of `world`'s team, on its hub, running `file`.
+    async fn agent_of(&self, world: &World, file: &Path) -> TestAgent {
+        let mut engine = engine_config(&world.hub.base_url);
+        engine.api_key = Some(world.api_key.clone());
+        TestAgent::start_configured(self.dir.path(), engine, Some(file)).await
     }
 
     async fn agent(&self, file: &Path) -> TestAgent {
@@ -117,8 +124,8 @@ async fn wait_for_uploads(agent: &TestAgent, n: usize) {
     }
 }
 
-async fn automations(agent: &TestAgent) -> Value {
-    let (status, answer) = agent.api.get("/automations").await;
+async fn automations(api: &Api) -> Value {
+    let (status, answer) = api.get("/automations").await;
     assert_eq!(status, 200, "{answer}");
     answer
 }
@@ -173,7 +180,7 @@ async fn files_dropped_in_the_outbox_arrive_in_the_inbox_by_way_of_a_link() {
     let links = files_under(&site.path("links"));
     assert_eq!(links.len(), 1, "{links:?}");
 
-    let status = automations(&agent).await;
+    let status = automations(&agent.api).await;
     assert_eq!(status["config_error"], Value::Null);
     assert_eq!(rule(&status, "outbox")["counts"]["sent"], 2);
     assert_eq!(rule(&status, "links")["counts"]["sent"], 1);
@@ -218,7 +225,7 @@ async fn editing_the_file_changes_the_rules_and_a_broken_file_keeps_the_last_goo
     let config = site.config(&chain(""));
     let agent = site.agent(&config).await;
     assert_eq!(
-        automations(&agent).await["automations"]
+        automations(&agent.api).await["automations"]
             .as_array()
             .unwrap()
             .len(),
@@ -229,7 +236,7 @@ async fn editing_the_file_changes_the_rules_and_a_broken_file_keeps_the_last_goo
     site.config(&chain("").replace("settle = ", "setle = "));
     let start = Instant::now();
     loop {
-        let status = automations(&agent).await;
+        let status = automations(&agent.api).await;
         if let Some(error) = status["config_error"].as_str() {
             assert!(
                 error.contains("agent.toml:") && error.contains("setle"),
@@ -252,7 +259,7 @@ async fn editing_the_file_changes_the_rules_and_a_broken_file_keeps_the_last_goo
     site.config(&with_second);
     let start = Instant::now();
     loop {
-        let status = automations(&agent).await;
+        let status = automations(&agent.api).await;
         if status["config_error"].is_null() && status["automations"].as_array().unwrap().len() == 3
         {
             break;
@@ -285,7 +292,7 @@ async fn ten_thousand_files_dropped_at_once_are_each_sent_exactly_once() {
     }
     let start = Instant::now();
     loop {
-        let status = automations(&agent).await;
+        let status = automations(&agent.api).await;
         let counts = &rule(&status, "outbox")["counts"];
         if counts["sent"] == 10_000 {
             break;
@@ -349,9 +356,7 @@ portal = "dailies"
             vec![FileSpec::file("ep1.mov", b"episode one".to_vec())],
         )
         .await;
-    let mut engine = engine_config(&world.hub.base_url);
-    engine.api_key = Some(world.api_key.clone());
-    let agent = TestAgent::start_configured(site.dir.path(), engine, Some(&config)).await;
+    let agent = site.agent_of(&world, &config).await;
     let file = site.path("ingest/dailies/Ep 1/ep1.mov");
     wait_until("the portal package downloaded", LONG, || file.exists()).await;
     assert_eq!(std::fs::read(&file).unwrap(), b"episode one");
@@ -405,11 +410,14 @@ async fn disabled_rules_and_closed_windows_hold_their_transfers() {
     loop {
         let (_, uploads) = agent.api.get("/uploads").await;
         if let Some(u) = uploads.as_array().unwrap().first() {
+            // Started as created, paused at once: never a byte outside the window.
             assert_eq!(
-                u["state"], "paused",
+                u["bytes_done"], 0,
                 "outside its window the upload waits: {u}"
             );
-            break;
+            if u["state"] == "paused" {
+                break;
+            }
         }
         assert!(start.elapsed() < LONG);
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -419,7 +427,7 @@ async fn disabled_rules_and_closed_windows_hold_their_transfers() {
         .post("/automations/outbox/disable", serde_json::json!({}))
         .await;
     assert_eq!(status, 200);
-    let status = automations(&agent).await;
+    let status = automations(&agent.api).await;
     assert_eq!(rule(&status, "outbox")["state"], "disabled");
     let (status, missing) = agent
         .api
@@ -547,9 +555,7 @@ team_id = "{team}"
         key = world.api_key.expose(),
         team = world.team_id
     ));
-    let mut engine = engine_config(&world.hub.base_url);
-    engine.api_key = Some(world.api_key.clone());
-    let agent = TestAgent::start_configured(site.dir.path(), engine, Some(&config)).await;
+    let agent = site.agent_of(&world, &config).await;
     let file = site.path("incoming/dailies day 1/cut.mov");
     wait_until("the link's package", LONG, || file.exists()).await;
     let (status, _) = agent
@@ -564,7 +570,7 @@ team_id = "{team}"
         1,
         "the same package is not fetched twice: {downloads}"
     );
-    let status = automations(&agent).await;
+    let status = automations(&agent.api).await;
     assert!(
         rule(&status, "nightly")["next_run"].as_str().is_some(),
         "{status}"
@@ -581,4 +587,234 @@ team_id = "{team}"
         .await;
     assert_eq!(status, 200);
     wait_for_uploads(&agent, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_polled_portal_folder_sends_only_finished_files_and_an_inbox_rule_fetches_them() {
+    let world = World::new().await;
+    let site = Site::new();
+    std::fs::create_dir_all(site.path("scans")).unwrap();
+    // The access code comes from a file, never from the config itself.
+    std::fs::write(site.path("portal-code"), "open sesame\n").unwrap();
+    let config = site.config(&format!(
+        r#"
+[server]
+api_key = "{key}"
+
+[[watch]]
+name = "scans"
+folder = "scans"
+mode = "poll"
+poll_interval = "200ms"
+settle = "600ms"
+group = "file"
+package_name = "{{file}}"
+after = "move"
+move_to = "sent"
+[watch.portal]
+subdomain = "{subdomain}"
+sender = "scanner@example.com"
+access_code = {{ file = "{code}" }}
+
+[[download]]
+name = "inbox"
+destination = "ingest"
+schedule = "@yearly"
+[download.inbox]
+team_id = "{team}"
+portal = "{subdomain}"
+subfolder_per_portal = true
+"#,
+        key = world.api_key.expose(),
+        team = world.team_id,
+        subdomain = world.coded_portal.subdomain,
+        code = site.path("portal-code").display(),
+    ));
+    let agent = site.agent_of(&world, &config).await;
+
+    // Written slowly, as over a network share: polled size and time change until the end.
+    let scan = pseudo_random_bytes(9, 64 * 1024);
+    let path = site.path("scans/page.tif");
+    for piece in scan.chunks(8 * 1024) {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut file, piece).unwrap();
+        drop(file);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    wait_for_uploads(&agent, 1).await;
+    let (_, uploads) = agent.api.get("/uploads").await;
+    assert_eq!(uploads[0]["kind"], "portal", "{uploads}");
+    assert_eq!(uploads[0]["package_name"], "page.tif", "{uploads}");
+    wait_until("the sent file moved", LONG, || {
+        site.path("sent/page.tif").exists() && !path.exists()
+    })
+    .await;
+
+    // The team's inbox rule fetches it into the portal's folder, whole.
+    let fetched = site.path(&format!(
+        "ingest/{}/page.tif/page.tif",
+        world.coded_portal.subdomain
+    ));
+    let start = Instant::now();
+    while !fetched.exists() {
+        assert!(start.elapsed() < LONG, "the inbox rule did not fetch it");
+        agent
+            .api
+            .post("/automations/inbox/run", serde_json::json!({}))
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    wait_until("the download complete", LONG, || {
+        std::fs::read(&fetched).is_ok_and(|b| b == scan)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_held_outside_its_window_resumes_when_the_window_opens() {
+    // The window opens at the next minute (UTC): leave time to queue the upload before it.
+    let mut now = chrono::Utc::now();
+    if chrono::Timelike::second(&now) > 45 {
+        tokio::time::sleep(Duration::from_secs(16)).await;
+        now = chrono::Utc::now();
+    }
+    let opens = now + chrono::Duration::minutes(1);
+    let site = Site::new();
+    std::fs::create_dir_all(site.path("outbox")).unwrap();
+    let config = site.config(&chain(&format!(
+        "window = {{ start = \"{}\", end = \"{}\" }}\ntimezone = \"UTC\"\n",
+        opens.format("%H:%M"),
+        (opens + chrono::Duration::hours(1)).format("%H:%M")
+    )));
+    let agent = site.agent(&config).await;
+    std::fs::write(site.path("outbox/late.txt"), b"after the window opens").unwrap();
+    let start = Instant::now();
+    // The engine starts a job as it creates it; the rule pauses it at once, before any byte.
+    let id = loop {
+        let (_, uploads) = agent.api.get("/uploads").await;
+        if let Some(u) = uploads.as_array().unwrap().first() {
+            assert_eq!(u["bytes_done"], 0, "nothing sent outside the window: {u}");
+            if u["state"] == "paused" {
+                break u["upload_id"].as_str().unwrap().to_owned();
+            }
+            assert_eq!(u["state"], "transferring", "{u}");
+        }
+        assert!(start.elapsed() < LONG);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let done = agent
+        .api
+        .wait_for(
+            "uploads",
+            &id,
+            &["complete", "error"],
+            Duration::from_secs(100),
+        )
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    assert!(
+        chrono::Utc::now().timestamp() >= opens.timestamp() / 60 * 60,
+        "sent only once the window opened"
+    );
+    wait_until("the package downloaded", LONG, || {
+        site.path("inbox/outbox 1 files/late.txt").exists()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_rules_and_the_cli_drives_them() {
+    let site = Site::new();
+    for d in ["outbox", "second", "real"] {
+        std::fs::create_dir_all(site.path(d)).unwrap();
+    }
+    // The config is a symlink to a file elsewhere (as a deployment tool links it): changing that
+    // file makes no event in the config's folder, so only SIGHUP can apply it.
+    let root = site.dir.path().display().to_string();
+    let absolute = |text: String| {
+        text.replace("folder = \"", &format!("folder = \"{root}/"))
+            .replace("destination = \"", &format!("destination = \"{root}/"))
+    };
+    let real = site.path("real/agent.toml");
+    std::fs::write(&real, absolute(chain(""))).unwrap();
+    std::os::unix::fs::symlink(&real, site.path("agent.toml")).unwrap();
+    let agent = ProcessAgent::start(
+        site.dir.path(),
+        "http://127.0.0.1:9/v1",
+        &["--config", site.path("agent.toml").to_str().unwrap()],
+        None,
+    )
+    .await;
+    let base = agent.api.base.trim_end_matches("/api/v1").to_owned();
+    let masv = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_masv"))
+            .args(["automation", "--agent-url", &base])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, listed, _) = masv(&["ls"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        listed.contains("outbox") && listed.contains("links") && !listed.contains("second"),
+        "{listed}"
+    );
+
+    let with_second = chain("")
+        + "\n[[watch]]\nname = \"second\"\nfolder = \"second\"\nsettle = \"300ms\"\nlink_folder = \"links\"\n[watch.team]\n";
+    std::fs::write(&real, absolute(with_second)).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        automations(&agent.api).await["automations"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "no event names the change: nothing reloads before the signal"
+    );
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(agent.pid() as i32).unwrap(),
+        rustix::process::Signal::HUP,
+    )
+    .unwrap();
+    let start = Instant::now();
+    while automations(&agent.api).await["automations"]
+        .as_array()
+        .unwrap()
+        .len()
+        != 3
+    {
+        assert!(start.elapsed() < LONG, "SIGHUP did not reload the rules");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let (code, status, _) = masv(&["status", "second"]);
+    assert_eq!(code, Some(0));
+    assert!(status.contains("\"name\": \"second\""), "{status}");
+    assert_eq!(masv(&["disable", "second"]).0, Some(0));
+    let (_, listed, _) = masv(&["ls"]);
+    let line = listed.lines().find(|l| l.starts_with("second")).unwrap();
+    assert!(line.contains("disabled"), "{listed}");
+    assert_eq!(masv(&["enable", "second"]).0, Some(0));
+    assert_eq!(masv(&["run", "second"]).0, Some(0));
+    std::fs::write(site.path("second/new.txt"), b"sent by the reloaded rule").unwrap();
+    wait_until("the new rule sends", LONG, || {
+        !files_under(&site.path("links")).is_empty()
+    })
+    .await;
+    let (code, _, err) = masv(&["run", "nope"]);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("nope") && err.contains("masv automation ls"),
+        "{err}"
+    );
 }
