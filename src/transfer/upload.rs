@@ -42,6 +42,8 @@ pub struct TeamUploadRequest {
     /// MASV's docs send the team as `subdomain`; here it must be the team id.
     #[serde(default)]
     pub subdomain: Option<String>,
+    /// Not kept in the stored spec (see [`create`]): empty there.
+    #[serde(default)]
     pub paths: Vec<PathBuf>,
     #[serde(default)]
     pub package_name: Option<String>,
@@ -75,6 +77,8 @@ pub struct TeamUploadRequest {
 pub struct PortalUploadRequest {
     pub subdomain: String,
     pub sender_email: String,
+    /// Not kept in the stored spec (see [`create`]): empty there.
+    #[serde(default)]
     pub paths: Vec<PathBuf>,
     #[serde(default)]
     pub access_code: Option<Secret>,
@@ -290,11 +294,14 @@ pub(super) async fn create(
             }
         }
     };
-    let mut record = new_record(
-        TransferKind::Upload,
-        req.priority(),
-        serde_json::to_value(&req).map_err(|e| TransferError::Invalid(e.to_string()))?,
-    );
+    let mut spec = serde_json::to_value(&req).map_err(|e| TransferError::Invalid(e.to_string()))?;
+    // The files table holds what is sent, each file with its source path: the paths asked for
+    // are not kept in the spec, which every listing reads (a watch folder's upload may name
+    // 100,000 files).
+    if let Some(fields) = spec.as_object_mut() {
+        fields.remove("paths");
+    }
+    let mut record = new_record(TransferKind::Upload, req.priority(), spec);
     record.remote = Some(serde_json::to_value(&remote).expect("remote serializes"));
     tracing::info!(upload_id = %record.id, package_id = %remote.package_id, files = files.len(), bytes = total, "upload created");
     Ok(record)
@@ -393,9 +400,11 @@ pub(super) async fn run(
                 remaining += 1;
             }
         }
+        // Parsed once; the JSON form is not kept (a job may hold 100,000 files).
+        let mut f = f;
         let remote: FileRemote = f
             .extra
-            .clone()
+            .take()
             .and_then(|e| serde_json::from_value(e).ok())
             .unwrap_or_default();
         jobs.push(FileJob {
