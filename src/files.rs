@@ -33,7 +33,7 @@ pub enum FilesError {
     #[error("no space left on the device for {path}; free some space and resume")]
     NoSpace { path: PathBuf },
     #[error(
-        "not permitted to give {path} to uid {uid:?} gid {gid:?}; run the agent as root or grant it CAP_CHOWN, CAP_FOWNER and CAP_DAC_OVERRIDE (systemd: examples/systemd/chown.conf)"
+        "not permitted to give {path} to uid {uid:?} gid {gid:?}; run the agent as root or grant it CAP_CHOWN (systemd: examples/systemd/chown.conf)"
     )]
     NotPermitted {
         path: PathBuf,
@@ -404,9 +404,16 @@ impl PartFile {
         self.file.sync_data()
     }
 
-    /// Syncs, sets the modification time, and renames the part to its final name (replacing a
-    /// file there, never a symlink). Returns the final path.
-    pub fn finish(&self, mtime: Option<SystemTime>) -> Result<PathBuf, FilesError> {
+    /// Sets the modification time, gives the file to `uid`/`gid`, syncs, and renames the part
+    /// to its final name (replacing a file there, never a symlink). Returns the final path.
+    /// The owner goes last but for the rename: once the file is given away, changing its time
+    /// would take more than CAP_CHOWN.
+    pub fn finish(
+        &self,
+        mtime: Option<SystemTime>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> Result<PathBuf, FilesError> {
         let io_err = |source| FilesError::Io {
             path: self.final_path.clone(),
             source,
@@ -414,6 +421,7 @@ impl PartFile {
         if let Some(mtime) = mtime {
             self.file.set_modified(mtime).map_err(io_err)?;
         }
+        self.set_owner(uid, gid)?;
         self.file.sync_all().map_err(io_err)?;
         if is_symlink_at(&*self.dir, &self.final_name) {
             return Err(FilesError::Symlink {
@@ -436,7 +444,7 @@ impl PartFile {
     }
 
     /// Gives the file to `uid`/`gid` through its descriptor (no path, so nothing to follow).
-    pub fn set_owner(&self, uid: Option<u32>, gid: Option<u32>) -> Result<(), FilesError> {
+    fn set_owner(&self, uid: Option<u32>, gid: Option<u32>) -> Result<(), FilesError> {
         if uid.is_none() && gid.is_none() {
             return Ok(());
         }

@@ -79,7 +79,10 @@ fn a_symlink_inside_the_destination_is_never_followed() {
     ));
     let part = dest.part_file(Path::new("g"), 3).unwrap();
     std::os::unix::fs::symlink(outside.path().join("u"), root.path().join("g")).unwrap();
-    assert!(matches!(part.finish(None), Err(FilesError::Symlink { .. })));
+    assert!(matches!(
+        part.finish(None, None, None),
+        Err(FilesError::Symlink { .. })
+    ));
     assert_eq!(
         std::fs::read_dir(outside.path()).unwrap().count(),
         0,
@@ -109,7 +112,7 @@ fn part_files_take_parallel_writes_resume_without_truncating_and_finish() {
     drop(part);
     let again = dest.part_file(Path::new("a/b/f.bin"), 4 * 1024).unwrap();
     let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_500_000_000);
-    let done = again.finish(Some(mtime)).unwrap();
+    let done = again.finish(Some(mtime), None, None).unwrap();
     let bytes = std::fs::read(&done).unwrap();
     assert_eq!(bytes[0], 0);
     assert_eq!(bytes[3 * 1024], 3, "resuming kept what was written");
@@ -161,7 +164,7 @@ fn range_writers_land_every_byte_in_place_aligned_or_not() {
         writer.finish().unwrap();
     }
     part.start_writeback(0, odd + len);
-    let bytes = std::fs::read(part.finish(None).unwrap()).unwrap();
+    let bytes = std::fs::read(part.finish(None, None, None).unwrap()).unwrap();
     assert_eq!(bytes.len() as u64, odd + len + 10);
     assert!(bytes[..aligned as usize].iter().all(|b| *b == 0));
     assert!(

@@ -157,6 +157,8 @@ struct Job {
     cancel: CancellationToken,
     progress: Arc<Progress>,
     dest: Destination,
+    /// This run made `dst_folder`: it gets the package's owner at the end too.
+    created_destination: bool,
     remote: RwLock<Remote>,
     files: Vec<FileJob>,
     queue: Mutex<VecDeque<Chunk>>,
@@ -196,7 +198,7 @@ pub(super) async fn run(
             remote
         }
     };
-    let dest = open_destination(&spec)?;
+    let (dest, created_destination) = open_destination(&spec)?;
     let chunks = inner.store.chunks(id).await?;
     let mut done_per_file = vec![0u64; files.len()];
     let mut done_chunks: HashSet<(u32, u32)> = HashSet::new();
@@ -259,6 +261,7 @@ pub(super) async fn run(
         cancel,
         progress,
         dest,
+        created_destination,
         remote: RwLock::new(remote),
         files: jobs,
         queue: Mutex::new(queue),
@@ -274,11 +277,9 @@ pub(super) async fn run(
             continue;
         }
         if f.record.kind == "directory" {
-            let created = job
-                .dest
+            job.dest
                 .create_dirs(&f.rel)
                 .map_err(|e| JobError::Failed(e.to_string()))?;
-            chown_all(&job, &created)?;
             job.inner
                 .store
                 .set_file_state(&job.id, i as u32, file_state::COMPLETE, None)
@@ -294,10 +295,17 @@ pub(super) async fn run(
         .expect("queue lock is never poisoned")
         .len();
     let pool = job.clone();
-    run_workers(&job.inner, &job.id, &job.cancel, queued, move || {
+    let ended = run_workers(&job.inner, &job.id, &job.cancel, queued, move || {
         worker(pool.clone())
     })
-    .await?;
+    .await;
+    if !matches!(ended, Err(JobError::Stopped)) {
+        let owned = job.clone();
+        tokio::task::spawn_blocking(move || give_folders(&owned))
+            .await
+            .map_err(|e| JobError::Failed(e.to_string()))??;
+    }
+    ended?;
     Ok(super::state::COMPLETE)
 }
 
@@ -311,26 +319,81 @@ fn package_root(spec: &DownloadRequest, remote: &Remote) -> PathBuf {
     }
 }
 
-fn open_destination(spec: &DownloadRequest) -> Result<Destination, JobError> {
+/// Opens (creating it if need be) the destination; tells whether it was created.
+fn open_destination(spec: &DownloadRequest) -> Result<(Destination, bool), JobError> {
     let existed = spec.dst_folder.exists();
     let dest = Destination::open(&spec.dst_folder).map_err(|e| JobError::Failed(e.to_string()))?;
-    if !existed {
-        files::chown(&spec.dst_folder, spec.user_id, spec.group_id)
-            .map_err(|e| JobError::Failed(e.to_string()))?;
-    }
-    Ok(dest)
+    Ok((dest, !existed))
 }
 
-/// Gives folders the download created their owner and mode.
-fn chown_all(job: &Job, paths: &[PathBuf]) -> Result<(), JobError> {
-    for path in paths {
-        files::chown(path, job.spec.user_id, job.spec.group_id)
-            .map_err(|e| JobError::Failed(e.to_string()))?;
-        if let Some(mode) = job.spec.folder_mode {
-            files::set_mode(path, mode).map_err(|e| JobError::Failed(e.to_string()))?;
+/// Gives the package's folders their mode and owner, once the download has ended: until then
+/// the agent keeps writing into them, which it could not do in folders given away (not without
+/// more than CAP_CHOWN). The folders are those on the way to the package's files (and its
+/// empty folders) inside the destination, so that folders made before a restart or a pause are
+/// not forgotten, and the destination itself when this run created it. Deepest first: a
+/// folder given away may no longer let the agent reach what is inside.
+fn give_folders(job: &Job) -> Result<(), JobError> {
+    let (uid, gid, mode) = (job.spec.user_id, job.spec.group_id, job.spec.folder_mode);
+    if uid.is_none() && gid.is_none() && mode.is_none() {
+        return Ok(());
+    }
+    let mut folders = std::collections::BTreeSet::new();
+    for f in &job.files {
+        if !f
+            .rel
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            continue;
         }
+        if f.record.kind == "directory" {
+            folders.insert(f.rel.clone());
+        }
+        folders.extend(
+            f.rel
+                .ancestors()
+                .skip(1)
+                .filter(|a| !a.as_os_str().is_empty())
+                .map(Path::to_path_buf),
+        );
+    }
+    let mut paths: Vec<PathBuf> = folders
+        .into_iter()
+        .filter_map(|rel| real_folder(&job.spec.dst_folder, &rel))
+        .collect();
+    paths.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    if job.created_destination {
+        paths.push(job.spec.dst_folder.clone());
+    }
+    for path in paths {
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(_) => continue,
+        };
+        use std::os::unix::fs::MetadataExt;
+        let given = uid.is_none_or(|u| u == meta.uid()) && gid.is_none_or(|g| g == meta.gid());
+        if given && (uid.is_some() || gid.is_some()) {
+            // Given at the end of an earlier run.
+            continue;
+        }
+        if let Some(mode) = mode {
+            files::set_mode(&path, mode).map_err(|e| JobError::Failed(e.to_string()))?;
+        }
+        files::chown(&path, uid, gid).map_err(|e| JobError::Failed(e.to_string()))?;
     }
     Ok(())
+}
+
+/// `dst/rel` if every step of it is a folder (no symlink on the way).
+fn real_folder(dst: &Path, rel: &Path) -> Option<PathBuf> {
+    let mut path = dst.to_path_buf();
+    for part in rel.components() {
+        path.push(part);
+        if !std::fs::symlink_metadata(&path).ok()?.is_dir() {
+            return None;
+        }
+    }
+    Some(path)
 }
 
 /// Looks the link up and decides what goes where.
@@ -520,7 +583,7 @@ async fn fail_file(job: &Job, i: usize, reason: String) -> Result<(), JobError> 
     Ok(())
 }
 
-/// Syncs, renames, dates and chowns a file whose chunks are all written.
+/// Dates, chowns, syncs and renames a file whose chunks are all written.
 async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
     let file = &job.files[i];
     let part = match part_file(job, i).await {
@@ -532,11 +595,11 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
     let mtime = file.record.last_modified.map(std::time::SystemTime::from);
     let (uid, gid, mode) = (job.spec.user_id, job.spec.group_id, job.spec.file_mode);
     let finished = tokio::task::spawn_blocking(move || {
-        part.set_owner(uid, gid)?;
+        // Mode and time while the agent still owns the file, then the owner.
         if let Some(mode) = mode {
             part.set_mode(mode)?;
         }
-        part.finish(mtime)
+        part.finish(mtime, uid, gid)
     })
     .await
     .map_err(|e| JobError::Failed(e.to_string()))?;
@@ -561,11 +624,7 @@ async fn part_file(job: &Job, i: usize) -> Result<PartFile, String> {
         return Ok(part.clone());
     }
     let parent = file.rel.parent().map(Path::to_path_buf).unwrap_or_default();
-    let created = job.dest.create_dirs(&parent).map_err(|e| e.to_string())?;
-    chown_all(job, &created).map_err(|e| match e {
-        JobError::Failed(e) => e,
-        JobError::Stopped => "stopped".into(),
-    })?;
+    job.dest.create_dirs(&parent).map_err(|e| e.to_string())?;
     let part = job
         .dest
         .part_file(&file.rel, file.record.size)
