@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use rusqlite::Connection;
 
 pub use ledger::{AutomationRecord, LedgerCounts, LedgerEntry};
-pub use transfers::{ChunkRecord, FileRecord, TransferKind, TransferRecord};
+pub use transfers::{ChunkRecord, FileProgress, FileRecord, TransferKind, TransferRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -641,8 +641,7 @@ impl Engine {
         t: &TransferRecord,
         with_files: bool,
     ) -> Result<TransferSummary, TransferError> {
-        let files = self.inner.store.files(&t.id).await?;
-        let chunks = self.inner.store.chunks(&t.id).await?;
+        let progress = self.inner.store.file_progress(&t.id).await?;
         let live = self
             .inner
             .running
@@ -655,39 +654,48 @@ impl Engine {
                     .expect("progress slot lock is never poisoned")
                     .clone()
             });
-        let mut committed = vec![0u64; files.len()];
-        for c in &chunks {
-            if let Some(slot) = committed.get_mut(c.file_idx as usize) {
-                *slot += c.size;
-            }
-        }
-        let views: Vec<FileView> = files
+        let done_of = |i: usize, p: &crate::store::FileProgress| match p.state.as_str() {
+            file_state::COMPLETE => p.size,
+            _ => live
+                .as_ref()
+                .and_then(|l| l.file_done(i))
+                .unwrap_or(p.committed)
+                .min(p.size),
+        };
+        let counted = || {
+            progress
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.state != file_state::SKIPPED)
+        };
+        let bytes_total = counted().map(|(_, p)| p.size).sum();
+        let bytes_done = counted().map(|(i, p)| done_of(i, p)).sum();
+        let files_total = counted().count() as u64;
+        let files_done = progress
             .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                let done = match f.state.as_str() {
-                    file_state::COMPLETE => f.size,
-                    _ => live
-                        .as_ref()
-                        .and_then(|p| p.file_done(i))
-                        .unwrap_or(committed[i])
-                        .min(f.size),
-                };
-                FileView {
-                    id: f.remote_id.clone(),
-                    name: f.name.clone(),
-                    path: f.path.clone(),
+            .filter(|p| p.state == file_state::COMPLETE)
+            .count() as u64;
+        let views = if with_files {
+            let files = self.inner.store.files(&t.id).await?;
+            let views: Vec<FileView> = files
+                .into_iter()
+                .zip(&progress)
+                .enumerate()
+                .map(|(i, (f, p))| FileView {
+                    bytes_done: done_of(i, p),
+                    id: f.remote_id,
+                    name: f.name,
+                    path: f.path,
                     size: f.size,
-                    state: f.state.clone(),
-                    bytes_done: done,
-                    error: f.error.clone(),
-                    local_path: f.local_path.clone(),
-                }
-            })
-            .collect();
-        let counted = |v: &&FileView| v.state != file_state::SKIPPED;
-        let bytes_total = views.iter().filter(counted).map(|v| v.size).sum();
-        let bytes_done = views.iter().filter(counted).map(|v| v.bytes_done).sum();
+                    state: f.state,
+                    error: f.error,
+                    local_path: f.local_path,
+                })
+                .collect();
+            Some(views)
+        } else {
+            None
+        };
         let remote = t.remote.clone().unwrap_or_default();
         let text =
             |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
@@ -713,15 +721,12 @@ impl Engine {
             } else {
                 0
             },
-            files_total: views.iter().filter(counted).count() as u64,
-            files_done: views
-                .iter()
-                .filter(|v| v.state == file_state::COMPLETE)
-                .count() as u64,
+            files_total,
+            files_done,
             queue_position: self.inner.bandwidth.queue_position(t.kind, &t.id),
             error: t.error.clone(),
             rule: t.rule.clone(),
-            files: with_files.then_some(views),
+            files: views,
         };
         match t.kind {
             TransferKind::Download => {
