@@ -128,9 +128,8 @@ impl Destination {
     }
 
     /// Walks `rel` from the root, creating what is missing when `create`; returns the folder's
-    /// descriptor and the folders it created (absolute paths, outermost first).
-    fn walk(&self, rel: &Path, create: bool) -> Result<(OwnedFd, Vec<PathBuf>), FilesError> {
-        let mut created = Vec::new();
+    /// descriptor.
+    fn walk(&self, rel: &Path, create: bool) -> Result<OwnedFd, FilesError> {
         let mut dir = rustix::io::dup(&*self.fd).map_err(|e| FilesError::io(&self.root, e))?;
         let mut at = self.root.clone();
         for name in plain_components(rel)? {
@@ -139,8 +138,7 @@ impl Destination {
                 Ok(fd) => fd,
                 Err(Errno::NOENT) if create => {
                     match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(DIR_MODE)) {
-                        Ok(()) => created.push(at.clone()),
-                        Err(Errno::EXIST) => {}
+                        Ok(()) | Err(Errno::EXIST) => {}
                         Err(e) => return Err(FilesError::io(&at, e)),
                     }
                     open_dir_at(&dir, name).map_err(|e| FilesError::io(&at, e))?
@@ -152,12 +150,45 @@ impl Destination {
             };
             dir = next;
         }
-        Ok((dir, created))
+        Ok(dir)
     }
 
-    /// Creates the folders of `rel` under the root; returns those it created, outermost first.
-    pub fn create_dirs(&self, rel: &Path) -> Result<Vec<PathBuf>, FilesError> {
-        self.walk(rel, true).map(|(_, created)| created)
+    /// Creates the folders of `rel` under the root.
+    pub fn create_dirs(&self, rel: &Path) -> Result<(), FilesError> {
+        self.walk(rel, true).map(drop)
+    }
+
+    /// Gives the folder `rel` (`""`: the root) `mode` and then `uid`/`gid`, through its
+    /// descriptor, reached without following a symlink. `Ok(false)` when it is not there (a
+    /// file of the package that never arrived), or when it already has that owner.
+    pub fn give_folder(
+        &self,
+        rel: &Path,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        mode: Option<u32>,
+    ) -> Result<bool, FilesError> {
+        let path = self.root.join(rel);
+        let dir = match self.walk(rel, false) {
+            Ok(dir) => dir,
+            Err(FilesError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        let stat = rustix::fs::fstat(&dir).map_err(|e| FilesError::io(&path, e))?;
+        let owned = (uid.is_some() || gid.is_some())
+            && uid.is_none_or(|u| u == stat.st_uid)
+            && gid.is_none_or(|g| g == stat.st_gid);
+        if owned {
+            return Ok(false);
+        }
+        if let Some(mode) = mode {
+            rustix::fs::fchmod(&dir, Mode::from_raw_mode(mode))
+                .map_err(|e| FilesError::io(&path, e))?;
+        }
+        give(&dir, &path, uid, gid)?;
+        Ok(true)
     }
 
     /// Opens (creating, never truncating) `rel` + `.part`, preallocated to `size` bytes. The
@@ -171,7 +202,7 @@ impl Destination {
             })?
             .to_os_string();
         let parent = rel.parent().unwrap_or(Path::new(""));
-        let (dir, _) = self.walk(parent, false)?;
+        let dir = self.walk(parent, false)?;
         let mut part_name = final_name.clone();
         part_name.push(".part");
         let final_path = self.root.join(rel);
@@ -223,7 +254,7 @@ impl Destination {
         let Some(name) = rel.file_name() else {
             return Ok(());
         };
-        let (dir, _) = self.walk(rel.parent().unwrap_or(Path::new("")), false)?;
+        let dir = self.walk(rel.parent().unwrap_or(Path::new("")), false)?;
         let mut part = name.to_os_string();
         part.push(".part");
         for n in [name, part.as_os_str()] {
@@ -240,7 +271,7 @@ impl Destination {
         let Some(name) = rel.file_name() else {
             return Ok(());
         };
-        let (dir, _) = self.walk(rel.parent().unwrap_or(Path::new("")), false)?;
+        let dir = self.walk(rel.parent().unwrap_or(Path::new("")), false)?;
         match rustix::fs::unlinkat(&dir, name, AtFlags::REMOVEDIR) {
             Ok(()) | Err(Errno::NOENT | Errno::NOTEMPTY | Errno::EXIST | Errno::NOTDIR) => Ok(()),
             Err(e) => Err(FilesError::io(&self.root.join(rel), e)),
@@ -443,40 +474,22 @@ impl PartFile {
             .map_err(|e| FilesError::io(&self.final_path, e))
     }
 
-    /// Gives the file to `uid`/`gid` through its descriptor (no path, so nothing to follow).
+    /// Gives the file to `uid`/`gid` through its descriptor.
     fn set_owner(&self, uid: Option<u32>, gid: Option<u32>) -> Result<(), FilesError> {
-        if uid.is_none() && gid.is_none() {
-            return Ok(());
-        }
-        rustix::fs::fchown(
-            &*self.file,
-            uid.map(rustix::process::Uid::from_raw),
-            gid.map(rustix::process::Gid::from_raw),
-        )
-        .map_err(|e| match e {
-            Errno::PERM => FilesError::NotPermitted {
-                path: self.final_path.clone(),
-                uid,
-                gid,
-            },
-            e => FilesError::io(&self.final_path, e),
-        })
+        give(&*self.file, &self.final_path, uid, gid)
     }
 }
 
-/// Gives `path` to `uid`/`gid` (either may be left alone), without following a symlink.
-pub fn chown(path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<(), FilesError> {
+/// Gives what `fd` is (named `path` in errors) to `uid`/`gid`, either may be left alone,
+/// through the descriptor: no path, so nothing to follow.
+fn give(fd: impl AsFd, path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<(), FilesError> {
     if uid.is_none() && gid.is_none() {
         return Ok(());
     }
-    let owner = uid.map(rustix::process::Uid::from_raw);
-    let group = gid.map(rustix::process::Gid::from_raw);
-    rustix::fs::chownat(
-        rustix::fs::CWD,
-        path,
-        owner,
-        group,
-        AtFlags::SYMLINK_NOFOLLOW,
+    rustix::fs::fchown(
+        fd,
+        uid.map(rustix::process::Uid::from_raw),
+        gid.map(rustix::process::Gid::from_raw),
     )
     .map_err(|e| match e {
         Errno::PERM => FilesError::NotPermitted {
@@ -486,20 +499,6 @@ pub fn chown(path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<(), File
         },
         e => FilesError::io(path, e),
     })
-}
-
-/// Sets the permission bits of `path` (a folder the caller created; symlinks are refused).
-pub fn set_mode(path: &Path, mode: u32) -> Result<(), FilesError> {
-    let meta = std::fs::symlink_metadata(path).map_err(|source| FilesError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if meta.file_type().is_symlink() {
-        return Err(FilesError::Symlink {
-            path: path.to_path_buf(),
-        });
-    }
-    rustix::fs::chmod(path, Mode::from_raw_mode(mode)).map_err(|e| FilesError::io(path, e))
 }
 
 /// Bytes free for an unprivileged writer on the filesystem holding `dir`.

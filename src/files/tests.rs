@@ -94,8 +94,8 @@ fn a_symlink_inside_the_destination_is_never_followed() {
 fn part_files_take_parallel_writes_resume_without_truncating_and_finish() {
     let root = tempfile::tempdir().unwrap();
     let dest = Destination::open(&root.path().join("new")).unwrap();
-    let created = dest.create_dirs(Path::new("a/b")).unwrap();
-    assert_eq!(created.len(), 2);
+    dest.create_dirs(Path::new("a/b")).unwrap();
+    assert!(root.path().join("new/a/b").is_dir());
     let part = dest.part_file(Path::new("a/b/f.bin"), 4 * 1024).unwrap();
     assert_eq!(
         std::fs::metadata(root.path().join("new/a/b/f.bin.part"))
@@ -123,15 +123,28 @@ fn part_files_take_parallel_writes_resume_without_truncating_and_finish() {
 }
 
 #[test]
-fn chown_gives_files_away_as_root_and_says_why_otherwise() {
+fn folders_are_given_away_as_root_and_the_error_says_why_otherwise() {
     let root = tempfile::tempdir().unwrap();
-    let path = root.path().join("f");
-    std::fs::write(&path, b"x").unwrap();
-    let result = chown(&path, Some(12345), Some(12346));
+    let dest = Destination::open(root.path()).unwrap();
+    dest.create_dirs(Path::new("a/b")).unwrap();
+    let path = root.path().join("a/b");
+    let missing = dest.give_folder(Path::new("a/none"), Some(12345), Some(12346), Some(0o750));
+    assert!(
+        !missing.unwrap(),
+        "a folder that is not there is passed over"
+    );
+    let result = dest.give_folder(Path::new("a/b"), Some(12345), Some(12346), Some(0o750));
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().mode() & 0o777,
+        0o750,
+        "the mode is set first, while the folder is still the agent's"
+    );
     if rustix::process::geteuid().is_root() {
-        result.unwrap();
+        assert!(result.unwrap());
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!((meta.uid(), meta.gid()), (12345, 12346));
+        let again = dest.give_folder(Path::new("a/b"), Some(12345), Some(12346), Some(0o750));
+        assert!(!again.unwrap(), "a folder already given is left alone");
     } else {
         let err = result.unwrap_err();
         assert!(matches!(err, FilesError::NotPermitted { .. }));

@@ -329,8 +329,8 @@ fn open_destination(spec: &DownloadRequest) -> Result<(Destination, bool), JobEr
 /// Gives the package's folders their mode and owner, once the download has ended: until then
 /// the agent keeps writing into them, which it could not do in folders given away (not without
 /// more than CAP_CHOWN). The folders are those on the way to the package's files (and its
-/// empty folders) inside the destination, so that folders made before a restart or a pause are
-/// not forgotten, and the destination itself when this run created it. Deepest first: a
+/// empty folders), worked out from the files so that folders made before a restart or a pause
+/// are not forgotten, and the destination itself when this run created it. Deepest first: a
 /// folder given away may no longer let the agent reach what is inside.
 fn give_folders(job: &Job) -> Result<(), JobError> {
     let (uid, gid, mode) = (job.spec.user_id, job.spec.group_id, job.spec.folder_mode);
@@ -339,61 +339,24 @@ fn give_folders(job: &Job) -> Result<(), JobError> {
     }
     let mut folders = std::collections::BTreeSet::new();
     for f in &job.files {
-        if !f
-            .rel
-            .components()
-            .all(|c| matches!(c, std::path::Component::Normal(_)))
-        {
-            continue;
-        }
         if f.record.kind == "directory" {
-            folders.insert(f.rel.clone());
+            folders.insert(f.rel.as_path());
         }
-        folders.extend(
-            f.rel
-                .ancestors()
-                .skip(1)
-                .filter(|a| !a.as_os_str().is_empty())
-                .map(Path::to_path_buf),
-        );
+        folders.extend(f.rel.ancestors().skip(1));
     }
-    let mut paths: Vec<PathBuf> = folders
-        .into_iter()
-        .filter_map(|rel| real_folder(&job.spec.dst_folder, &rel))
-        .collect();
-    paths.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    if job.created_destination {
-        paths.push(job.spec.dst_folder.clone());
+    if !job.created_destination {
+        folders.remove(Path::new(""));
     }
-    for path in paths {
-        let meta = match std::fs::symlink_metadata(&path) {
-            Ok(meta) => meta,
-            Err(_) => continue,
-        };
-        use std::os::unix::fs::MetadataExt;
-        let given = uid.is_none_or(|u| u == meta.uid()) && gid.is_none_or(|g| g == meta.gid());
-        if given && (uid.is_some() || gid.is_some()) {
-            // Given at the end of an earlier run.
-            continue;
+    let mut folders: Vec<&Path> = folders.into_iter().collect();
+    folders.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for rel in folders {
+        match job.dest.give_folder(rel, uid, gid, mode) {
+            // A file's folder that a hostile name kept from being made is no folder to give.
+            Ok(_) | Err(files::FilesError::Symlink { .. } | files::FilesError::Refused { .. }) => {}
+            Err(e) => return Err(JobError::Failed(e.to_string())),
         }
-        if let Some(mode) = mode {
-            files::set_mode(&path, mode).map_err(|e| JobError::Failed(e.to_string()))?;
-        }
-        files::chown(&path, uid, gid).map_err(|e| JobError::Failed(e.to_string()))?;
     }
     Ok(())
-}
-
-/// `dst/rel` if every step of it is a folder (no symlink on the way).
-fn real_folder(dst: &Path, rel: &Path) -> Option<PathBuf> {
-    let mut path = dst.to_path_buf();
-    for part in rel.components() {
-        path.push(part);
-        if !std::fs::symlink_metadata(&path).ok()?.is_dir() {
-            return None;
-        }
-    }
-    Some(path)
 }
 
 /// Looks the link up and decides what goes where.

@@ -519,18 +519,9 @@ async fn a_folder_dropped_in_goes_as_one_package_and_is_deleted_once_sent() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_scheduled_link_rule_fetches_its_package_once_and_a_swept_folder_waits_for_run() {
     let world = World::new().await;
-    let package = world
-        .upload(vec![FileSpec::file("cut.mov", b"the cut".to_vec())])
+    let (_, url) = world
+        .shared(vec![FileSpec::file("cut.mov", b"the cut".to_vec())])
         .await;
-    let link = world
-        .share(&package, masv_agent::cloud::dto::CreateLink::default())
-        .await;
-    let url = format!(
-        "http://{}/{}?secret={}",
-        world.hub.addr,
-        link.id,
-        link.download_secret.expose()
-    );
     let site = Site::new();
     std::fs::create_dir_all(site.path("drop")).unwrap();
     let config = site.config(&format!(

@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use masv_agent::cloud::dto::CreateLink;
 use masv_agent::config::BandwidthSettings;
 use masv_agent::transfer::EngineConfig;
 use serde_json::{Value, json};
@@ -23,16 +22,10 @@ fn settings(raw: Value) -> BandwidthSettings {
 
 /// A finalized package holding `bytes` as `name`, and a share link to it.
 async fn shared(world: &World, name: &str, bytes: &[u8]) -> String {
-    let package = world
-        .upload(vec![FileSpec::file(name, bytes.to_vec())])
+    let (_, url) = world
+        .shared(vec![FileSpec::file(name, bytes.to_vec())])
         .await;
-    let link = world.share(&package, CreateLink::default()).await;
-    format!(
-        "http://{}/{}?secret={}",
-        world.hub.addr,
-        link.id,
-        link.download_secret.expose()
-    )
+    url
 }
 
 /// Downloads `url` into `dst` and waits until it is complete.

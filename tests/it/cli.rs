@@ -208,8 +208,8 @@ async fn without_auto_finalize_wait_stops_at_idle_and_finalize_sends_the_email()
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_download_makes_wait_exit_1_naming_the_file() {
     let world = World::new().await;
-    let package = world
-        .upload(vec![
+    let (package, link) = world
+        .shared(vec![
             FileSpec::file("clean.txt", b"clean".to_vec()),
             FileSpec::file("infected.exe", b"evil".to_vec()),
         ])
@@ -219,13 +219,6 @@ async fn a_failed_download_makes_wait_exit_1_naming_the_file() {
         .operator
         .set_virus_detected(&package.file("infected.exe").id, true)
         .unwrap();
-    let link = world.share(&package, Default::default()).await;
-    let link = format!(
-        "http://{}/{}?secret={}",
-        world.hub.addr,
-        link.id,
-        link.download_secret.expose()
-    );
     let agent = TestAgent::start(engine_config(&world.hub.base_url)).await;
     let dst = tempfile::tempdir().unwrap();
     let output = masv(

@@ -5,7 +5,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use masv_agent::cloud::dto::{CreateLink, Link};
+use masv_agent::cloud::dto::CreateLink;
 use masv_agent::hub::Faults;
 use serde_json::json;
 
@@ -13,22 +13,6 @@ use crate::agent::{ProcessAgent, TestAgent, download_request, engine_config, hub
 use crate::support::{DataDir, FileSpec, HubOptions, MIB, TestHub, World, pseudo_random_bytes};
 
 const LONG: Duration = Duration::from_secs(60);
-
-fn link_url(world: &World, link: &Link) -> String {
-    format!(
-        "http://{}/{}?secret={}",
-        world.hub.addr,
-        link.id,
-        link.download_secret.expose()
-    )
-}
-
-async fn shared(world: &World, files: Vec<FileSpec>) -> (crate::support::UploadedPackage, String) {
-    let package = world.upload(files).await;
-    let link = world.share(&package, CreateLink::default()).await;
-    let url = link_url(world, &link);
-    (package, url)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_package_tree_is_rebuilt_with_empty_folders_mtimes_and_selected_files() {
@@ -40,7 +24,7 @@ async fn a_package_tree_is_rebuilt_with_empty_folders_mtimes_and_selected_files(
         FileSpec::file("empty.bin", Vec::new()).at("footage"),
         FileSpec::directory("renders").at("footage"),
     ];
-    let (package, url) = shared(&world, files).await;
+    let (package, url) = world.shared(files).await;
     let agent = TestAgent::start(engine_config(&world.hub.base_url)).await;
     let dst = tempfile::tempdir().unwrap();
 
@@ -114,7 +98,7 @@ async fn hostile_names_and_planted_symlinks_never_lead_outside_the_destination()
         FileSpec::file("fine.txt", b"fine".to_vec()).at("/abs/olute"),
         FileSpec::file("bad\u{1}name?.txt", b"cleaned".to_vec()),
     ];
-    let (_, url) = shared(&world, files).await;
+    let (_, url) = world.shared(files).await;
     let agent = TestAgent::start(engine_config(&world.hub.base_url)).await;
     let area = tempfile::tempdir().unwrap();
     let dst = area.path().join("dst");
@@ -177,14 +161,12 @@ async fn hostile_names_and_planted_symlinks_never_lead_outside_the_destination()
 #[tokio::test(flavor = "multi_thread")]
 async fn quarantined_files_are_skipped_when_bypassing_and_fail_the_download_otherwise() {
     let world = World::new().await;
-    let (package, url) = shared(
-        &world,
-        vec![
+    let (package, url) = world
+        .shared(vec![
             FileSpec::file("clean.txt", b"clean".to_vec()),
             FileSpec::file("infected.exe", b"evil".to_vec()),
-        ],
-    )
-    .await;
+        ])
+        .await;
     world
         .hub
         .operator
@@ -231,14 +213,12 @@ async fn every_file_and_folder_created_belongs_to_the_requested_owner() {
         "this test gives files away with chown: run the tests as root (CI does)"
     );
     let world = World::new().await;
-    let (_, url) = shared(
-        &world,
-        vec![
+    let (_, url) = world
+        .shared(vec![
             FileSpec::file("a.txt", b"a".to_vec()).at("x/y"),
             FileSpec::directory("empty").at("x"),
-        ],
-    )
-    .await;
+        ])
+        .await;
     let agent = TestAgent::start(engine_config(&world.hub.base_url)).await;
     let area = tempfile::tempdir().unwrap();
     let dst = area.path().join("new-dst");
@@ -282,12 +262,7 @@ async fn storage_failures_and_cut_bodies_are_retried_into_byte_identical_files()
         }),
     )
     .await;
-    let url = format!(
-        "http://{}/{}?secret={}",
-        flaky.addr,
-        link.id,
-        link.download_secret.expose()
-    );
+    let url = flaky.link_url(&link);
     let agent = TestAgent::start(engine_config(&flaky.base_url)).await;
     let dst = tempfile::tempdir().unwrap();
     let id = agent.api.download(download_request(&url, dst.path())).await;
@@ -324,12 +299,7 @@ async fn expired_storage_urls_are_asked_for_again() {
         },
     )
     .await;
-    let url = format!(
-        "http://{}/{}?secret={}",
-        slow.addr,
-        link.id,
-        link.download_secret.expose()
-    );
+    let url = slow.link_url(&link);
     let mut config = engine_config(&slow.base_url);
     config.max_connections = 1;
     let agent = TestAgent::start(config).await;
@@ -363,7 +333,9 @@ async fn pause_resume_and_delete_with_or_without_files() {
     .await;
     let world = World::on(hub);
     let bytes = pseudo_random_bytes(3, 12 * MIB);
-    let (_, url) = shared(&world, vec![FileSpec::file("slow.mov", bytes.clone())]).await;
+    let (_, url) = world
+        .shared(vec![FileSpec::file("slow.mov", bytes.clone())])
+        .await;
     let mut config = engine_config(&world.hub.base_url);
     config.max_connections = 1;
     let agent = TestAgent::start(config).await;
@@ -433,7 +405,9 @@ async fn a_paused_download_stays_paused_across_a_restart() {
     .await;
     let world = World::on(hub);
     let bytes = pseudo_random_bytes(9, 6 * MIB);
-    let (_, url) = shared(&world, vec![FileSpec::file("clip.mov", bytes.clone())]).await;
+    let (_, url) = world
+        .shared(vec![FileSpec::file("clip.mov", bytes.clone())])
+        .await;
     let data = tempfile::tempdir().unwrap();
     let dst = tempfile::tempdir().unwrap();
     let mut config = engine_config(&world.hub.base_url);
@@ -485,7 +459,9 @@ async fn kill_9_mid_download_resumes_from_committed_chunks_to_an_identical_file(
     let world = World::on(hub);
     let size = 40 * MIB;
     let bytes = pseudo_random_bytes(21, size);
-    let (_, url) = shared(&world, vec![FileSpec::file("master.mxf", bytes.clone())]).await;
+    let (_, url) = world
+        .shared(vec![FileSpec::file("master.mxf", bytes.clone())])
+        .await;
     let data = tempfile::tempdir().unwrap();
     let dst = tempfile::tempdir().unwrap();
     let (connections, chunk) = (4u64, MIB as u64);
@@ -526,14 +502,12 @@ async fn a_full_disk_ends_in_error_not_in_a_corrupt_file() {
         "this test mounts a small tmpfs: run the tests as root (CI does)"
     );
     let world = World::new().await;
-    let (_, url) = shared(
-        &world,
-        vec![
+    let (_, url) = world
+        .shared(vec![
             FileSpec::file("small.txt", b"fits".to_vec()),
             FileSpec::file("huge.mov", pseudo_random_bytes(1, 3 * MIB)),
-        ],
-    )
-    .await;
+        ])
+        .await;
     let mount = tempfile::tempdir().unwrap();
     let status = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
@@ -639,7 +613,7 @@ async fn a_package_of_more_files_than_the_descriptor_limit_downloads_whole() {
             .at(&format!("d{}", i % 4))
         })
         .collect();
-    let (_, url) = shared(&world, files).await;
+    let (_, url) = world.shared(files).await;
     let agent = TestAgent::start(engine_config(&world.hub.base_url)).await;
     let dst = tempfile::tempdir().unwrap();
     let mut req = download_request(&url, dst.path());
