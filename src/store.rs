@@ -10,7 +10,9 @@ use std::sync::mpsc;
 use rusqlite::Connection;
 
 pub use ledger::{AutomationRecord, LedgerCounts, LedgerEntry};
-pub use transfers::{ChunkRecord, FileProgress, FileRecord, TransferKind, TransferRecord};
+pub use transfers::{
+    ChunkRecord, FileFailures, FileOutline, FileProgress, FileRecord, TransferKind, TransferRecord,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

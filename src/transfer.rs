@@ -225,6 +225,14 @@ impl Drop for Inner {
     }
 }
 
+/// An upload a rule queues: what to ask for, the files (as a watch folder found them) and
+/// the rule's ledger entries for them.
+pub struct QueuedUpload {
+    pub req: UploadRequest,
+    pub entries: Vec<crate::files::LocalEntry>,
+    pub ledger: Vec<crate::store::LedgerEntry>,
+}
+
 /// A transfer stopped moving: it ended (complete, idle, error). Sent to whoever subscribed.
 #[derive(Debug, Clone)]
 pub struct TransferEvent {
@@ -349,36 +357,47 @@ impl Engine {
         req: UploadRequest,
     ) -> Result<(String, Option<String>), TransferError> {
         let files = upload::plan_files(req.paths(), req.chunk_size(), 0)?;
-        self.create_upload_of(req, files, None).await
-    }
-
-    /// An upload of exactly `entries` (as a watch folder found them), on behalf of `rule`.
-    pub async fn create_upload_entries(
-        &self,
-        req: UploadRequest,
-        entries: Vec<crate::files::LocalEntry>,
-        rule: &str,
-    ) -> Result<(String, Option<String>), TransferError> {
-        let files = upload::file_records(entries, req.chunk_size(), 0);
-        self.create_upload_of(req, files, Some(rule)).await
-    }
-
-    async fn create_upload_of(
-        &self,
-        req: UploadRequest,
-        files: Vec<crate::store::FileRecord>,
-        rule: Option<&str>,
-    ) -> Result<(String, Option<String>), TransferError> {
-        let mut record = upload::create(&self.inner, req, &files).await?;
-        record.rule = rule.map(str::to_owned);
-        let link = upload::remote_of(&record)?
-            .link
-            .map(|l| l.expose().to_owned());
-        self.inner.store.insert_transfer(record.clone()).await?;
-        self.inner.store.insert_files(&record.id, files).await?;
-        tracing::info!(transfer_id = %record.id, kind = "upload", rule, "upload created");
+        let mut record = upload::new_upload(&req)?;
+        let remote = upload::create_package(&self.inner, &req, files.len()).await?;
+        let link = remote.link.as_ref().map(|l| l.expose().to_owned());
+        record.remote = Some(serde_json::to_value(&remote).expect("remote serializes"));
+        self.inner
+            .store
+            .insert_transfers(vec![(record.clone(), files)], Vec::new())
+            .await?;
+        tracing::info!(transfer_id = %record.id, kind = "upload", "upload created");
         self.spawn(&record);
         Ok((record.id, link))
+    }
+
+    /// Queues uploads of exactly the files a rule found, recording each with its ledger entries
+    /// (their `transfer_id` is filled in here) in one transaction, then starts them; returns
+    /// their ids. Each job creates its package when it starts: a file is queued as soon as it
+    /// has settled, whether or not the service is quick, or reachable at all.
+    pub async fn queue_uploads(
+        &self,
+        rule: &str,
+        uploads: Vec<QueuedUpload>,
+    ) -> Result<Vec<String>, TransferError> {
+        let mut rows = Vec::with_capacity(uploads.len());
+        let mut ledger = Vec::new();
+        for u in uploads {
+            let mut record = upload::new_upload(&u.req)?;
+            record.rule = Some(rule.to_owned());
+            let files = upload::file_records(u.entries, u.req.chunk_size(), 0);
+            ledger.extend(u.ledger.into_iter().map(|mut e| {
+                e.transfer_id = Some(record.id.clone());
+                e
+            }));
+            rows.push((record, files));
+        }
+        let records: Vec<TransferRecord> = rows.iter().map(|(r, _)| r.clone()).collect();
+        self.inner.store.insert_transfers(rows, ledger).await?;
+        for record in &records {
+            tracing::info!(transfer_id = %record.id, kind = "upload", rule, "upload queued");
+            self.spawn(record);
+        }
+        Ok(records.into_iter().map(|r| r.id).collect())
     }
 
     /// Finalizes an idle upload; a complete one is left as it is.
@@ -952,19 +971,14 @@ where
     if stopped || cancel.is_cancelled() {
         return Err(JobError::Stopped);
     }
-    let files = inner.store.files(id).await?;
-    let failed: Vec<_> = files
-        .iter()
-        .filter(|f| f.state == file_state::ERROR)
-        .collect();
-    match failed.first() {
+    let failures = inner.store.file_failures(id).await?;
+    match failures.first {
         None => Ok(()),
-        Some(first) => Err(JobError::Failed(format!(
-            "{} of {} files failed; first: {}: {}",
-            failed.len(),
-            files.len(),
-            first.local_path,
-            first.error.as_deref().unwrap_or("unknown error")
+        Some((path, error)) => Err(JobError::Failed(format!(
+            "{} of {} files failed; first: {path}: {}",
+            failures.failed,
+            failures.total,
+            error.as_deref().unwrap_or("unknown error")
         ))),
     }
 }

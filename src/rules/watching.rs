@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::Local;
-use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::naming::{NameParts, package_name};
@@ -16,14 +15,12 @@ use crate::config::{After, GroupName, Rule, Scan, UploadTarget, WatchRule};
 use crate::files::LocalEntry;
 use crate::schedule;
 use crate::store::{LedgerEntry, TransferKind};
-use crate::transfer::{PortalUploadRequest, TeamUploadRequest, UploadRequest};
+use crate::transfer::{PortalUploadRequest, QueuedUpload, TeamUploadRequest, UploadRequest};
 use crate::watch::{self, Settled, WatchMode, WatchSpec, Watched};
 
 /// How often pending groups are looked at.
 const TICK: Duration = Duration::from_millis(100);
-/// Packages created at once.
-const SENDS_AT_ONCE: usize = 8;
-/// How long a group waits before trying again when its upload could not be created.
+/// How long a group waits before trying again when its upload could not be queued.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
 
 fn nanos(t: SystemTime) -> i64 {
@@ -232,37 +229,52 @@ async fn flush(
         })
         .map(|(k, _)| k.clone())
         .collect();
+    if ready.is_empty() {
+        return;
+    }
     let ready: Vec<(String, Group)> = ready
         .into_iter()
         .filter_map(|key| groups.remove(&key).map(|g| (key, g)))
         .collect();
-    // Each package is created on the service (a round trip or two): thousands of files dropped
-    // at once with one package per file would queue one by one.
-    let results: Vec<(String, Group, Result<(), String>)> = futures_util::stream::iter(ready)
-        .map(|(key, group)| async move {
-            let result = send(ctx, rule, w, &key, &group).await;
-            (key, group, result)
-        })
-        .buffer_unordered(SENDS_AT_ONCE)
-        .collect()
-        .await;
-    for (key, mut group, result) in results {
-        if let Err(e) = result {
-            tracing::warn!(rule = %rule.name, error = %e, "cannot create the upload; trying again later");
+    // Every package ready now is queued in one transaction: thousands of files dropped at
+    // once with one package per file are queued in milliseconds, each job creating its
+    // package on the service when it starts.
+    let (uploads, names): (Vec<QueuedUpload>, Vec<(String, usize)>) = ready
+        .iter()
+        .map(|(key, group)| upload_of(ctx, rule, w, key, group))
+        .unzip();
+    match ctx.engine.queue_uploads(&rule.name, uploads).await {
+        Ok(ids) => {
+            let hold = outside_window(rule);
+            for (id, (package, files)) in ids.iter().zip(names) {
+                tracing::info!(rule = %rule.name, upload_id = %id, package = %package, files, "upload queued");
+                // At once: the engine starts a job as it queues it.
+                if hold {
+                    let _ = ctx.engine.pause(TransferKind::Upload, id).await;
+                }
+            }
+        }
+        Err(e) => {
+            let e = e.to_string();
+            tracing::warn!(rule = %rule.name, error = %e, "cannot queue the uploads; trying again later");
             live.failed(e);
-            group.not_before = Instant::now() + RETRY_AFTER;
-            groups.insert(key, group);
+            for (key, mut group) in ready {
+                group.not_before = Instant::now() + RETRY_AFTER;
+                groups.insert(key, group);
+            }
         }
     }
 }
 
-async fn send(
+/// The upload of a group of files, with their ledger entries; and its package's name and
+/// number of files, for the log.
+fn upload_of(
     ctx: &Context,
     rule: &Rule,
     w: &WatchRule,
     key: &str,
     group: &Group,
-) -> Result<(), String> {
+) -> (QueuedUpload, (String, usize)) {
     let entries: Vec<LocalEntry> = group
         .files
         .iter()
@@ -302,7 +314,6 @@ async fn send(
             at: Local::now(),
         },
     );
-    let paths = entries.iter().map(|e| e.source.clone()).collect();
     let req = match &w.target {
         UploadTarget::Team {
             team_id,
@@ -312,7 +323,7 @@ async fn send(
         } => UploadRequest::Team(TeamUploadRequest {
             team_id: team_id.clone().or_else(|| ctx.default_team.clone()),
             subdomain: None,
-            paths,
+            paths: Vec::new(),
             package_name: Some(name.clone()),
             package_description: Some(w.description.clone()),
             recipients: recipients.clone(),
@@ -334,7 +345,7 @@ async fn send(
         } => UploadRequest::Portal(PortalUploadRequest {
             subdomain: subdomain.clone(),
             sender_email: sender.clone(),
-            paths,
+            paths: Vec::new(),
             access_code: access_code.clone(),
             package_name: Some(name.clone()),
             package_description: Some(w.description.clone()),
@@ -343,15 +354,6 @@ async fn send(
             priority: rule.priority,
         }),
     };
-    let (id, _) = ctx
-        .engine
-        .create_upload_entries(req, entries, &rule.name)
-        .await
-        .map_err(|e| e.to_string())?;
-    // At once: the engine starts a job as it creates it.
-    if outside_window(rule) {
-        let _ = ctx.engine.pause(TransferKind::Upload, &id).await;
-    }
     let ledger = group
         .files
         .iter()
@@ -360,16 +362,20 @@ async fn send(
             key: rel.to_string_lossy().into_owned(),
             size: Some(f.size),
             mtime_ns: Some(nanos(f.modified)),
-            transfer_id: Some(id.clone()),
+            // Filled in as the upload is recorded.
+            transfer_id: None,
             state: "queued".into(),
         })
         .collect();
-    ctx.store
-        .ledger_put(ledger)
-        .await
-        .map_err(|e| e.to_string())?;
-    tracing::info!(rule = %rule.name, upload_id = %id, package = %name, files = group.files.len(), "upload queued");
-    Ok(())
+    let count = entries.len();
+    (
+        QueuedUpload {
+            req,
+            entries,
+            ledger,
+        },
+        (name, count),
+    )
 }
 
 /// What a rule does once its upload is sent: the share link written out, files kept, deleted

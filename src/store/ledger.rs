@@ -1,7 +1,7 @@
 //! The automations' ledger (what each rule sent or fetched) and their persistent state.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Store, StoreError};
 use crate::cloud::dto::format_time;
@@ -40,6 +40,28 @@ fn time(text: Option<String>) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// Records (or replaces) entries, within the caller's transaction.
+pub(super) fn put_rows(conn: &Connection, entries: &[LedgerEntry]) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO ledger (rule, key, size, mtime_ns, transfer_id, state, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(rule, key) DO UPDATE SET size = ?3, mtime_ns = ?4, transfer_id = ?5, state = ?6, updated_at = ?7",
+    )?;
+    let now = format_time(&Utc::now());
+    for e in entries {
+        stmt.execute(params![
+            e.rule,
+            e.key,
+            e.size,
+            e.mtime_ns,
+            e.transfer_id,
+            e.state,
+            now
+        ])?;
+    }
+    Ok(())
+}
+
 impl Store {
     pub async fn ledger_get(
         &self,
@@ -72,17 +94,7 @@ impl Store {
     pub async fn ledger_put(&self, entries: Vec<LedgerEntry>) -> Result<(), StoreError> {
         self.call(move |conn| {
             let tx = conn.transaction()?;
-            {
-                let mut stmt = tx.prepare(
-                    "INSERT INTO ledger (rule, key, size, mtime_ns, transfer_id, state, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT(rule, key) DO UPDATE SET size = ?3, mtime_ns = ?4, transfer_id = ?5, state = ?6, updated_at = ?7",
-                )?;
-                let now = format_time(&Utc::now());
-                for e in &entries {
-                    stmt.execute(params![e.rule, e.key, e.size, e.mtime_ns, e.transfer_id, e.state, now])?;
-                }
-            }
+            put_rows(&tx, &entries)?;
             tx.commit()?;
             Ok(())
         })

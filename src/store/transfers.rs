@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::Value;
 
-use super::{Store, StoreError};
+use super::{LedgerEntry, Store, StoreError};
 use crate::cloud::dto::format_time;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +65,29 @@ pub struct FileRecord {
     pub last_modified: Option<DateTime<Utc>>,
     pub state: String,
     pub error: Option<String>,
-    pub extra: Option<Value>,
+    /// Kind-specific JSON text (an upload's ids on the cloud side, say), kept as text: a
+    /// transfer may hold 100,000 files, and a parsed map costs ten times its text.
+    pub extra: Option<String>,
+}
+
+/// What a job needs of every file to plan its parts: no names or paths (read when the file
+/// starts), so that a 100,000-file job stays small.
+#[derive(Debug, Clone)]
+pub struct FileOutline {
+    pub idx: u32,
+    pub directory: bool,
+    pub size: u64,
+    pub chunk_size: u64,
+    pub state: String,
+}
+
+/// The files of a transfer that failed: how many of how many, and the first (its local path
+/// and error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileFailures {
+    pub total: u64,
+    pub failed: u64,
+    pub first: Option<(String, Option<String>)>,
 }
 
 /// A file's state, size and committed bytes: what a listing needs of it, without its names.
@@ -138,7 +160,6 @@ fn finish_transfer(
 const FILE_COLUMNS: &str = "idx, remote_id, kind, name, path, local_path, size, chunk_size, last_modified, state, error, extra";
 
 fn file_row(r: &Row<'_>) -> rusqlite::Result<FileRecord> {
-    let extra: Option<String> = r.get(11)?;
     Ok(FileRecord {
         idx: r.get(0)?,
         remote_id: r.get(1)?,
@@ -151,8 +172,60 @@ fn file_row(r: &Row<'_>) -> rusqlite::Result<FileRecord> {
         last_modified: parse_time(r.get(8)?),
         state: r.get(9)?,
         error: r.get(10)?,
-        extra: extra.and_then(|e| serde_json::from_str(&e).ok()),
+        extra: r.get(11)?,
     })
+}
+
+fn chunk_row(r: &Row<'_>) -> rusqlite::Result<ChunkRecord> {
+    Ok(ChunkRecord {
+        file_idx: r.get(0)?,
+        chunk_idx: r.get(1)?,
+        size: r.get(2)?,
+        etag: r.get(3)?,
+    })
+}
+
+fn insert_transfer_row(conn: &Connection, t: &TransferRecord) -> Result<(), StoreError> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO transfers ({TRANSFER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    ))?
+    .execute(params![
+        t.id,
+        t.kind.as_str(),
+        t.state,
+        t.priority,
+        json_text(&t.spec),
+        t.remote.as_ref().map(json_text),
+        t.error,
+        t.rule,
+        format_time(&t.created_at),
+        format_time(&t.updated_at),
+    ])?;
+    Ok(())
+}
+
+fn insert_file_rows(conn: &Connection, id: &str, files: &[FileRecord]) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "INSERT INTO transfer_files (transfer_id, {FILE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+    ))?;
+    for f in files {
+        stmt.execute(params![
+            id,
+            f.idx,
+            f.remote_id,
+            f.kind,
+            f.name,
+            f.path,
+            f.local_path,
+            f.size,
+            f.chunk_size,
+            f.last_modified.as_ref().map(format_time),
+            f.state,
+            f.error,
+            f.extra,
+        ])?;
+    }
+    Ok(())
 }
 
 fn now() -> String {
@@ -169,22 +242,24 @@ fn touch(conn: &Connection, id: &str) -> Result<(), StoreError> {
 
 impl Store {
     pub async fn insert_transfer(&self, t: TransferRecord) -> Result<(), StoreError> {
+        self.call(move |conn| insert_transfer_row(conn, &t)).await
+    }
+
+    /// Records new transfers with their files, and the ledger entries naming them, all in one
+    /// transaction: a crash leaves either all of it or none.
+    pub async fn insert_transfers(
+        &self,
+        transfers: Vec<(TransferRecord, Vec<FileRecord>)>,
+        ledger: Vec<LedgerEntry>,
+    ) -> Result<(), StoreError> {
         self.call(move |conn| {
-            conn.execute(
-                &format!("INSERT INTO transfers ({TRANSFER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
-                params![
-                    t.id,
-                    t.kind.as_str(),
-                    t.state,
-                    t.priority,
-                    json_text(&t.spec),
-                    t.remote.as_ref().map(json_text),
-                    t.error,
-                    t.rule,
-                    format_time(&t.created_at),
-                    format_time(&t.updated_at),
-                ],
-            )?;
+            let tx = conn.transaction()?;
+            for (t, files) in &transfers {
+                insert_transfer_row(&tx, t)?;
+                insert_file_rows(&tx, &t.id, files)?;
+            }
+            super::ledger::put_rows(&tx, &ledger)?;
+            tx.commit()?;
             Ok(())
         })
         .await
@@ -250,6 +325,19 @@ impl Store {
         .await
     }
 
+    /// Sets (or clears) why a transfer is held up, leaving its state as it is.
+    pub async fn set_error(&self, id: &str, error: Option<String>) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE transfers SET error = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, error, now()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     pub async fn set_remote(&self, id: &str, remote: Value) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
@@ -280,28 +368,7 @@ impl Store {
         let id = id.to_owned();
         self.call(move |conn| {
             let tx = conn.transaction()?;
-            {
-                let mut stmt = tx.prepare(&format!(
-                    "INSERT INTO transfer_files (transfer_id, {FILE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
-                ))?;
-                for f in &files {
-                    stmt.execute(params![
-                        id,
-                        f.idx,
-                        f.remote_id,
-                        f.kind,
-                        f.name,
-                        f.path,
-                        f.local_path,
-                        f.size,
-                        f.chunk_size,
-                        f.last_modified.as_ref().map(format_time),
-                        f.state,
-                        f.error,
-                        f.extra.as_ref().map(json_text),
-                    ])?;
-                }
-            }
+            insert_file_rows(&tx, &id, &files)?;
             tx.commit()?;
             Ok(())
         })
@@ -318,6 +385,73 @@ impl Store {
                 .query_map([&id], file_row)?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
+        })
+        .await
+    }
+
+    /// One file of a transfer.
+    pub async fn file(&self, id: &str, idx: u32) -> Result<Option<FileRecord>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |conn| {
+            Ok(conn
+                .query_row(
+                    &format!(
+                        "SELECT {FILE_COLUMNS} FROM transfer_files WHERE transfer_id = ?1 AND idx = ?2"
+                    ),
+                    params![id, idx],
+                    file_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// [`FileOutline`] of every file of a transfer, in order.
+    pub async fn file_outlines(&self, id: &str) -> Result<Vec<FileOutline>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT idx, kind, size, chunk_size, state FROM transfer_files \
+                 WHERE transfer_id = ?1 ORDER BY idx",
+            )?;
+            let rows = stmt
+                .query_map([&id], |r| {
+                    Ok(FileOutline {
+                        idx: r.get(0)?,
+                        directory: r.get::<_, String>(1)? == "directory",
+                        size: r.get(2)?,
+                        chunk_size: r.get(3)?,
+                        state: r.get(4)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// How many files of a transfer failed, counted here rather than by reading them all.
+    pub async fn file_failures(&self, id: &str) -> Result<FileFailures, StoreError> {
+        let id = id.to_owned();
+        self.call(move |conn| {
+            let (total, failed) = conn.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(state = 'error'), 0) FROM transfer_files WHERE transfer_id = ?1",
+                [&id],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )?;
+            let first = conn
+                .query_row(
+                    "SELECT local_path, error FROM transfer_files \
+                     WHERE transfer_id = ?1 AND state = 'error' ORDER BY idx LIMIT 1",
+                    [&id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            Ok(FileFailures {
+                total,
+                failed,
+                first,
+            })
         })
         .await
     }
@@ -340,12 +474,17 @@ impl Store {
         .await
     }
 
-    pub async fn set_file_extra(&self, id: &str, idx: u32, extra: Value) -> Result<(), StoreError> {
+    pub async fn set_file_extra(
+        &self,
+        id: &str,
+        idx: u32,
+        extra: String,
+    ) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
             conn.execute(
                 "UPDATE transfer_files SET extra = ?3 WHERE transfer_id = ?1 AND idx = ?2",
-                params![id, idx, json_text(&extra)],
+                params![id, idx, extra],
             )?;
             Ok(())
         })
@@ -403,6 +542,36 @@ impl Store {
         .await
     }
 
+    /// The committed chunks of one file.
+    pub async fn file_chunks(&self, id: &str, idx: u32) -> Result<Vec<ChunkRecord>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT file_idx, chunk_idx, size, etag FROM chunks WHERE transfer_id = ?1 AND file_idx = ?2 ORDER BY chunk_idx",
+            )?;
+            let rows = stmt
+                .query_map(params![id, idx], chunk_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Which chunks of a transfer are committed, as (file, chunk): no sizes or ETags.
+    pub async fn committed_chunks(&self, id: &str) -> Result<Vec<(u32, u32)>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT file_idx, chunk_idx FROM chunks WHERE transfer_id = ?1 ORDER BY file_idx, chunk_idx",
+            )?;
+            let rows = stmt
+                .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     pub async fn chunks(&self, id: &str) -> Result<Vec<ChunkRecord>, StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
@@ -410,14 +579,7 @@ impl Store {
                 "SELECT file_idx, chunk_idx, size, etag FROM chunks WHERE transfer_id = ?1 ORDER BY file_idx, chunk_idx",
             )?;
             let rows = stmt
-                .query_map([&id], |r| {
-                    Ok(ChunkRecord {
-                        file_idx: r.get(0)?,
-                        chunk_idx: r.get(1)?,
-                        size: r.get(2)?,
-                        etag: r.get(3)?,
-                    })
-                })?
+                .query_map([&id], chunk_row)?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })

@@ -3,7 +3,7 @@
 //! multipart upload whose parts stream from disk under the shared connection budget, each
 //! part's ETag committed as it arrives so a restart sends only what was in flight.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -144,13 +144,13 @@ pub(super) struct Remote {
 /// A file's ids on the cloud side, committed as they are obtained.
 #[derive(Clone, Default, Serialize, Deserialize)]
 struct FileRemote {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     file_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     upload_id: Option<String>,
     /// Modification time (Unix nanoseconds) when the upload was created: a change means the
     /// file was edited while being sent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     mtime_ns: Option<i128>,
 }
 
@@ -202,7 +202,7 @@ pub(super) fn file_records(
             state: file_state::PENDING.into(),
             error: None,
             extra: Some(
-                serde_json::to_value(FileRemote {
+                serde_json::to_string(&FileRemote {
                     mtime_ns: nanos(e.modified),
                     ..FileRemote::default()
                 })
@@ -212,19 +212,28 @@ pub(super) fn file_records(
         .collect()
 }
 
-/// Creates the package (and the link of a link upload) and the transfer row.
-pub(super) async fn create(
+/// The record of a new upload, its package not created yet. The spec keeps what was asked but
+/// the paths: the files table holds what is sent, each file with its source path, and every
+/// listing reads the spec (a watch folder's upload may name 100,000 files).
+pub(super) fn new_upload(req: &UploadRequest) -> Result<TransferRecord, TransferError> {
+    let mut spec = serde_json::to_value(req).map_err(|e| TransferError::Invalid(e.to_string()))?;
+    if let Some(fields) = spec.as_object_mut() {
+        fields.remove("paths");
+    }
+    Ok(new_record(TransferKind::Upload, req.priority(), spec))
+}
+
+/// Creates the package of an upload of `count` files (and the link of a link upload).
+pub(super) async fn create_package(
     inner: &Inner,
-    req: UploadRequest,
-    files: &[FileRecord],
-) -> Result<TransferRecord, TransferError> {
-    let total: u64 = files.iter().map(|f| f.size).sum();
+    req: &UploadRequest,
+    count: usize,
+) -> Result<Remote, TransferError> {
     let default_name = format!(
-        "{} files, {}",
-        files.len(),
+        "{count} files, {}",
         chrono::Local::now().format("%Y-%m-%d %H:%M")
     );
-    let remote = match &req {
+    let remote = match req {
         UploadRequest::Team(r) => {
             let team_id = r
                 .team_id
@@ -294,27 +303,81 @@ pub(super) async fn create(
             }
         }
     };
-    let mut spec = serde_json::to_value(&req).map_err(|e| TransferError::Invalid(e.to_string()))?;
-    // The files table holds what is sent, each file with its source path: the paths asked for
-    // are not kept in the spec, which every listing reads (a watch folder's upload may name
-    // 100,000 files).
-    if let Some(fields) = spec.as_object_mut() {
-        fields.remove("paths");
-    }
-    let mut record = new_record(TransferKind::Upload, req.priority(), spec);
-    record.remote = Some(serde_json::to_value(&remote).expect("remote serializes"));
-    tracing::info!(upload_id = %record.id, package_id = %remote.package_id, files = files.len(), bytes = total, "upload created");
-    Ok(record)
+    tracing::info!(package_id = %remote.package_id, files = count, "package created");
+    Ok(remote)
 }
 
+/// The package of a queued upload, created now if it was not when the upload was queued (a
+/// watch folder queues its uploads at once and lets each job create its package). While the
+/// service cannot be reached the job waits, trying again now and then: nothing is lost by
+/// waiting, and the reason shows in the upload's status.
+async fn ensure_package(
+    inner: &Inner,
+    record: &TransferRecord,
+    count: usize,
+    cancel: &CancellationToken,
+) -> Result<Remote, JobError> {
+    if let Some(remote) = &record.remote {
+        return serde_json::from_value(remote.clone())
+            .map_err(|_| JobError::Failed("the upload's package is unknown".into()));
+    }
+    let req: UploadRequest = serde_json::from_value(record.spec.clone())
+        .map_err(|e| JobError::Failed(format!("the upload's request cannot be read: {e}")))?;
+    let mut waited = false;
+    loop {
+        let created = {
+            // A package creation is a connection like any other: it waits its turn, by priority.
+            let _permit = tokio::select! {
+                _ = cancel.cancelled() => return Err(JobError::Stopped),
+                p = inner.budget.acquire(record.priority) => p,
+            };
+            create_package(inner, &req, count).await
+        };
+        match created {
+            Ok(remote) => {
+                // Kept even if the job was stopped meanwhile: a resumed job must not create a
+                // second package.
+                let value = serde_json::to_value(&remote).expect("remote serializes");
+                inner.store.set_remote(&record.id, value).await?;
+                if waited {
+                    inner.store.set_error(&record.id, None).await?;
+                }
+                return Ok(remote);
+            }
+            Err(TransferError::Cloud(e)) if e.is_transient() => {
+                inner.metrics.cloud_error(&e);
+                let reason = format!("waiting for the service to create the package: {e}");
+                tracing::warn!(upload_id = %record.id, error = %e, "cannot create the package yet; trying again");
+                inner.store.set_error(&record.id, Some(reason)).await?;
+                waited = true;
+            }
+            Err(e) => return Err(JobError::Failed(format!("creating the package: {e}"))),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(JobError::Stopped),
+            _ = tokio::time::sleep(inner.config.retry.max_delay) => {}
+        }
+    }
+}
+
+/// What a job keeps of every file: enough to plan and count its parts. Names, paths and ids
+/// are read when the file starts ([`Active`]): a job may hold 100,000 files.
 struct FileJob {
-    record: FileRecord,
-    remote: tokio::sync::Mutex<FileRemote>,
-    ready: OnceCell<()>,
-    urls: tokio::sync::Mutex<BTreeMap<u32, Blueprint>>,
-    etags: Mutex<BTreeMap<u32, String>>,
+    size: u64,
+    chunk_size: u64,
+    directory: bool,
+    /// Still to send (pending or transferring) when the job started.
+    open: bool,
     remaining: AtomicU32,
     failed: AtomicBool,
+}
+
+/// A file being sent: read when its first part goes, dropped once it is finished.
+struct Active {
+    record: FileRecord,
+    remote: FileRemote,
+    urls: tokio::sync::Mutex<BTreeMap<u32, Blueprint>>,
+    etags: Mutex<BTreeMap<u32, String>>,
 }
 
 struct Part {
@@ -333,6 +396,8 @@ struct Job {
     progress: Arc<Progress>,
     remote: Remote,
     files: Vec<FileJob>,
+    /// The files started and not finished, each set up once by whichever worker comes first.
+    active: Mutex<HashMap<usize, Arc<OnceCell<Arc<Active>>>>>,
     queue: Mutex<VecDeque<Part>>,
 }
 
@@ -353,70 +418,60 @@ pub(super) async fn run(
         .transfer(id)
         .await?
         .ok_or_else(|| JobError::Failed("the upload's record is gone".into()))?;
-    let remote: Remote = record
-        .remote
-        .clone()
-        .and_then(|r| serde_json::from_value(r).ok())
-        .ok_or_else(|| JobError::Failed("the upload's package is unknown".into()))?;
-    let files = inner.store.files(id).await?;
-    let chunks = inner.store.chunks(id).await?;
-    let mut done = vec![0u64; files.len()];
-    let mut etags: Vec<BTreeMap<u32, String>> = vec![BTreeMap::new(); files.len()];
-    for c in &chunks {
-        done[c.file_idx as usize] += c.size;
-        if let Some(etag) = &c.etag {
-            etags[c.file_idx as usize].insert(c.chunk_idx, etag.clone());
+    let outlines = inner.store.file_outlines(id).await?;
+    let count = outlines.iter().filter(|f| !f.directory).count();
+    let remote = ensure_package(&inner, &record, count, &cancel).await?;
+    let mut sent: Vec<Vec<u32>> = vec![Vec::new(); outlines.len()];
+    for (file, chunk) in inner.store.committed_chunks(id).await? {
+        if let Some(parts) = sent.get_mut(file as usize) {
+            parts.push(chunk);
         }
     }
-    for (i, f) in files.iter().enumerate() {
-        if f.state == file_state::COMPLETE {
-            done[i] = f.size;
-        }
-    }
-    let progress = Arc::new(Progress::new(&done));
-    *progress_slot
-        .lock()
-        .expect("progress slot lock is never poisoned") = Some(progress.clone());
-
+    let mut done = vec![0u64; outlines.len()];
     let mut queue = VecDeque::new();
-    let mut jobs = Vec::with_capacity(files.len());
-    for (i, (f, etags)) in files.into_iter().zip(etags).enumerate() {
+    let mut jobs = Vec::with_capacity(outlines.len());
+    for (i, (f, sent)) in outlines.into_iter().zip(sent).enumerate() {
         let open = f.state == file_state::PENDING || f.state == file_state::TRANSFERRING;
+        let part_len = |index: u32| {
+            let start = u64::from(index) * f.chunk_size;
+            f.chunk_size.min(f.size.saturating_sub(start))
+        };
+        done[i] = if f.state == file_state::COMPLETE {
+            f.size
+        } else {
+            sent.iter().map(|&index| part_len(index)).sum()
+        };
         let mut remaining = 0;
         // Folders have no parts: they are declared before the workers start.
-        if open && f.kind != "directory" {
+        if open && !f.directory {
             let count = PackageSpec::part_count(f.size, f.chunk_size) as u32;
             for index in 0..count {
-                if etags.contains_key(&index) {
+                if sent.binary_search(&index).is_ok() {
                     continue;
                 }
-                let start = u64::from(index) * f.chunk_size;
                 queue.push_back(Part {
                     file: i,
                     index,
-                    start,
-                    len: f.chunk_size.min(f.size.saturating_sub(start)),
+                    start: u64::from(index) * f.chunk_size,
+                    len: part_len(index),
                 });
                 remaining += 1;
             }
         }
-        // Parsed once; the JSON form is not kept (a job may hold 100,000 files).
-        let mut f = f;
-        let remote: FileRemote = f
-            .extra
-            .take()
-            .and_then(|e| serde_json::from_value(e).ok())
-            .unwrap_or_default();
         jobs.push(FileJob {
-            record: f,
-            remote: tokio::sync::Mutex::new(remote),
-            ready: OnceCell::new(),
-            urls: tokio::sync::Mutex::new(BTreeMap::new()),
-            etags: Mutex::new(etags),
+            size: f.size,
+            chunk_size: f.chunk_size,
+            directory: f.directory,
+            open,
             remaining: AtomicU32::new(remaining),
             failed: AtomicBool::new(false),
         });
     }
+    let progress = Arc::new(Progress::new(&done));
+    drop(done);
+    *progress_slot
+        .lock()
+        .expect("progress slot lock is never poisoned") = Some(progress.clone());
     let job = Arc::new(Job {
         inner,
         id: id.to_owned(),
@@ -425,15 +480,14 @@ pub(super) async fn run(
         progress,
         remote,
         files: jobs,
+        active: Mutex::new(HashMap::new()),
         queue: Mutex::new(queue),
     });
 
     // Folders, and files whose parts were all sent before a restart but not finalized.
     for i in 0..job.files.len() {
         let f = &job.files[i];
-        let open =
-            f.record.state == file_state::PENDING || f.record.state == file_state::TRANSFERRING;
-        if open && f.remaining.load(Ordering::Relaxed) == 0 {
+        if f.open && f.remaining.load(Ordering::Relaxed) == 0 {
             finish_file(&job, i).await?;
         }
     }
@@ -506,8 +560,14 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
         if file.failed.load(Ordering::Relaxed) {
             continue;
         }
-        match send_part(&job, &part).await {
-            Ok(etag) => {
+        let sent = match active(&job, part.file).await {
+            Ok(active) => send_part(&job, &active, &part)
+                .await
+                .map(|etag| (active, etag)),
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok((active, etag)) => {
                 job.inner
                     .store
                     .add_chunk(
@@ -520,7 +580,8 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
                         },
                     )
                     .await?;
-                file.etags
+                active
+                    .etags
                     .lock()
                     .expect("etags lock is never poisoned")
                     .insert(part.index, etag);
@@ -534,15 +595,31 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
     }
 }
 
+/// Forgets a finished (or failed) file: its names and part URLs are not needed any more.
+fn retire(job: &Job, i: usize) {
+    job.active
+        .lock()
+        .expect("active lock is never poisoned")
+        .remove(&i);
+}
+
 async fn fail_file(job: &Job, i: usize, reason: String) -> Result<(), JobError> {
     let file = &job.files[i];
     if !file.failed.swap(true, Ordering::AcqRel) {
-        tracing::warn!(upload_id = %job.id, path = %file.record.local_path, error = %reason, "file failed");
+        let path = job
+            .inner
+            .store
+            .file(&job.id, i as u32)
+            .await?
+            .map(|f| f.local_path)
+            .unwrap_or_default();
+        tracing::warn!(upload_id = %job.id, path = %path, error = %reason, "file failed");
         job.inner
             .store
             .set_file_state(&job.id, i as u32, file_state::ERROR, Some(reason))
             .await?;
     }
+    retire(job, i);
     Ok(())
 }
 
@@ -553,76 +630,111 @@ fn cloud_step<T>(r: Result<T, Option<CloudError>>) -> Result<T, PartError> {
     })
 }
 
-/// Declares the file to the cloud and opens its multipart upload, once; ids are committed.
-async fn ensure_remote(job: &Job, i: usize) -> Result<(), PartError> {
-    let file = &job.files[i];
-    file.ready
-        .get_or_try_init(|| async {
-            let mut remote = file.remote.lock().await;
-            let inner = &job.inner;
-            if remote.file_id.is_none() {
-                let req = AddFile {
-                    kind: if file.record.kind == "directory" {
-                        FileKind::Directory
-                    } else {
-                        FileKind::File
-                    },
-                    name: file.record.name.clone(),
-                    path: file.record.path.clone(),
-                    last_modified: file.record.last_modified,
-                    size: file.record.size,
-                    chunk_size: file.record.chunk_size,
-                };
-                let added = cloud_step(
-                    retry_cloud(
-                        inner,
-                        &job.cancel,
-                        "adding a file",
-                        InFlight::Finish,
-                        || {
-                            inner.client.add_file(
-                                &job.remote.package_id,
-                                &job.remote.access_token,
-                                &req,
-                            )
-                        },
-                    )
-                    .await,
-                )?;
-                remote.file_id = Some(added.file.id.clone());
-                if file.record.kind != "directory" {
-                    let upload_id = cloud_step(
-                        retry_cloud(
-                            inner,
-                            &job.cancel,
-                            "starting a multipart upload",
-                            InFlight::Finish,
-                            || inner.client.create_multipart(&added.create_blueprint),
-                        )
-                        .await,
-                    )?;
-                    remote.upload_id = Some(upload_id);
-                }
-                let extra = serde_json::to_value(&*remote).expect("file remote serializes");
-                inner
-                    .store
-                    .set_file_extra(&job.id, i as u32, extra)
-                    .await
-                    .map_err(|e| PartError::File(e.to_string()))?;
-                let _ = inner
-                    .store
-                    .set_file_state(&job.id, i as u32, file_state::TRANSFERRING, None)
-                    .await;
-            }
-            Ok(())
-        })
+/// The file `i`, set up once: read from the database (with the ETags of its parts sent before
+/// a restart), declared to the cloud and its multipart upload opened (ids committed).
+async fn active(job: &Job, i: usize) -> Result<Arc<Active>, PartError> {
+    let cell = job
+        .active
+        .lock()
+        .expect("active lock is never poisoned")
+        .entry(i)
+        .or_default()
+        .clone();
+    cell.get_or_try_init(|| start_file(job, i))
         .await
-        .map(|_| ())
+        .map(Arc::clone)
+}
+
+async fn start_file(job: &Job, i: usize) -> Result<Arc<Active>, PartError> {
+    let inner = &job.inner;
+    let database = |e: crate::store::StoreError| PartError::File(e.to_string());
+    let record = inner
+        .store
+        .file(&job.id, i as u32)
+        .await
+        .map_err(database)?
+        .ok_or_else(|| PartError::File("the file's record is gone".into()))?;
+    let etags = inner
+        .store
+        .file_chunks(&job.id, i as u32)
+        .await
+        .map_err(database)?
+        .into_iter()
+        .filter_map(|c| c.etag.map(|etag| (c.chunk_idx, etag)))
+        .collect();
+    let mut remote: FileRemote = record
+        .extra
+        .as_deref()
+        .and_then(|e| serde_json::from_str(e).ok())
+        .unwrap_or_default();
+    if remote.file_id.is_none() {
+        let directory = record.kind == "directory";
+        let req = AddFile {
+            kind: if directory {
+                FileKind::Directory
+            } else {
+                FileKind::File
+            },
+            name: record.name.clone(),
+            path: record.path.clone(),
+            last_modified: record.last_modified,
+            size: record.size,
+            chunk_size: record.chunk_size,
+        };
+        let added = cloud_step(
+            retry_cloud(
+                inner,
+                &job.cancel,
+                "adding a file",
+                InFlight::Finish,
+                || {
+                    inner
+                        .client
+                        .add_file(&job.remote.package_id, &job.remote.access_token, &req)
+                },
+            )
+            .await,
+        )?;
+        remote.file_id = Some(added.file.id.clone());
+        if !directory {
+            let upload_id = cloud_step(
+                retry_cloud(
+                    inner,
+                    &job.cancel,
+                    "starting a multipart upload",
+                    InFlight::Finish,
+                    || inner.client.create_multipart(&added.create_blueprint),
+                )
+                .await,
+            )?;
+            remote.upload_id = Some(upload_id);
+        }
+        let extra = serde_json::to_string(&remote).expect("file remote serializes");
+        inner
+            .store
+            .set_file_extra(&job.id, i as u32, extra)
+            .await
+            .map_err(database)?;
+        let _ = inner
+            .store
+            .set_file_state(&job.id, i as u32, file_state::TRANSFERRING, None)
+            .await;
+    }
+    Ok(Arc::new(Active {
+        record,
+        remote,
+        urls: tokio::sync::Mutex::new(BTreeMap::new()),
+        etags: Mutex::new(etags),
+    }))
 }
 
 /// The signed URL of a part, from a cached batch; asked for again when `refresh`.
-async fn part_url(job: &Job, part: &Part, refresh: bool) -> Result<Blueprint, PartError> {
-    let file = &job.files[part.file];
+async fn part_url(
+    job: &Job,
+    file: &Active,
+    part: &Part,
+    refresh: bool,
+) -> Result<Blueprint, PartError> {
     let mut urls = file.urls.lock().await;
     if refresh {
         urls.clear();
@@ -630,8 +742,7 @@ async fn part_url(job: &Job, part: &Part, refresh: bool) -> Result<Blueprint, Pa
     if let Some(url) = urls.remove(&part.index) {
         return Ok(url);
     }
-    let remote = file.remote.lock().await.clone();
-    let (Some(file_id), Some(upload_id)) = (remote.file_id, remote.upload_id) else {
+    let (Some(file_id), Some(upload_id)) = (&file.remote.file_id, &file.remote.upload_id) else {
         return Err(PartError::File("the file has no multipart upload".into()));
     };
     let total = PackageSpec::part_count(file.record.size, file.record.chunk_size);
@@ -646,9 +757,9 @@ async fn part_url(job: &Job, part: &Part, refresh: bool) -> Result<Blueprint, Pa
             || {
                 inner.client.part_urls(
                     &job.remote.package_id,
-                    &file_id,
+                    file_id,
                     &job.remote.access_token,
-                    &upload_id,
+                    upload_id,
                     u64::from(part.index),
                     count,
                 )
@@ -667,12 +778,12 @@ async fn part_url(job: &Job, part: &Part, refresh: bool) -> Result<Blueprint, Pa
 }
 
 /// Whether the file on disk is still what the upload was created from.
-async fn unchanged(file: &FileJob) -> Result<(), PartError> {
+async fn unchanged(file: &Active) -> Result<(), PartError> {
     let path = &file.record.local_path;
     let meta = tokio::fs::metadata(path)
         .await
         .map_err(|e| PartError::File(format!("{path} cannot be read any more: {e}")))?;
-    let expected = file.remote.lock().await.mtime_ns;
+    let expected = file.remote.mtime_ns;
     if meta.len() != file.record.size
         || (expected.is_some() && nanos(meta.modified().ok()) != expected)
     {
@@ -684,22 +795,20 @@ async fn unchanged(file: &FileJob) -> Result<(), PartError> {
 }
 
 /// Sends one part, retrying transient failures; returns its ETag.
-async fn send_part(job: &Job, part: &Part) -> Result<String, PartError> {
-    ensure_remote(job, part.file).await?;
-    let file = &job.files[part.file];
+async fn send_part(job: &Job, file: &Active, part: &Part) -> Result<String, PartError> {
     let retry = job.inner.config.retry;
     let mut attempt = 0u32;
     let mut refreshes = 0u32;
     let mut refresh = false;
     loop {
-        let url = part_url(job, part, refresh).await?;
+        let url = part_url(job, file, part, refresh).await?;
         refresh = false;
         unchanged(file).await?;
         let permit = tokio::select! {
             _ = job.cancel.cancelled() => return Err(PartError::Stopped),
             p = job.inner.budget.acquire(job.priority) => p,
         };
-        let body = part_body(job, part).await?;
+        let body = part_body(job, file, part).await?;
         let sent = tokio::select! {
             _ = job.cancel.cancelled() => return Err(PartError::Stopped),
             r = job.inner.client.put_part(&url, body, part.len) => r,
@@ -736,8 +845,8 @@ async fn send_part(job: &Job, part: &Part) -> Result<String, PartError> {
 }
 
 /// The part's bytes, streamed from disk through a small buffer.
-async fn part_body(job: &Job, part: &Part) -> Result<reqwest::Body, PartError> {
-    let path = &job.files[part.file].record.local_path;
+async fn part_body(job: &Job, file: &Active, part: &Part) -> Result<reqwest::Body, PartError> {
+    let path = &file.record.local_path;
     let mut source = tokio::fs::File::open(path)
         .await
         .map_err(|e| PartError::File(format!("{path} cannot be read: {e}")))?;
@@ -752,22 +861,20 @@ async fn part_body(job: &Job, part: &Part) -> Result<reqwest::Body, PartError> {
 
 /// Finalizes a file whose parts are all sent.
 async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
-    let file = &job.files[i];
-    if let Err(e) = ensure_remote(job, i).await {
-        return match e {
-            PartError::Stopped => Err(JobError::Stopped),
-            PartError::File(e) => fail_file(job, i, e).await,
-        };
-    }
-    if file.record.kind == "directory" {
+    let file = match active(job, i).await {
+        Ok(file) => file,
+        Err(PartError::Stopped) => return Err(JobError::Stopped),
+        Err(PartError::File(e)) => return fail_file(job, i, e).await,
+    };
+    if job.files[i].directory {
         job.inner
             .store
             .set_file_state(&job.id, i as u32, file_state::COMPLETE, None)
             .await?;
+        retire(job, i);
         return Ok(());
     }
-    let remote = file.remote.lock().await.clone();
-    let (Some(file_id), Some(upload_id)) = (remote.file_id, remote.upload_id) else {
+    let (Some(file_id), Some(upload_id)) = (&file.remote.file_id, &file.remote.upload_id) else {
         return fail_file(job, i, "the file has no multipart upload".into()).await;
     };
     let chunk_extras: Vec<ChunkExtra> = file
@@ -781,9 +888,11 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
         })
         .collect();
     let req = FinalizeFile {
-        size: file.record.size,
-        chunk_size: file.record.chunk_size,
-        file_extras: FileExtras { upload_id },
+        size: job.files[i].size,
+        chunk_size: job.files[i].chunk_size,
+        file_extras: FileExtras {
+            upload_id: upload_id.clone(),
+        },
         chunk_extras,
     };
     let inner = &job.inner;
@@ -795,7 +904,7 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
         || {
             inner.client.finalize_file(
                 &job.remote.package_id,
-                &file_id,
+                file_id,
                 &job.remote.access_token,
                 &req,
             )
@@ -808,6 +917,7 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
                 .store
                 .set_file_state(&job.id, i as u32, file_state::COMPLETE, None)
                 .await?;
+            retire(job, i);
             Ok(())
         }
         Err(None) => Err(JobError::Stopped),
