@@ -323,7 +323,7 @@ async fn ensure_package(
     }
     let req: UploadRequest = serde_json::from_value(record.spec.clone())
         .map_err(|e| JobError::Failed(format!("the upload's request cannot be read: {e}")))?;
-    let mut waited = false;
+    let mut attempt = 0;
     loop {
         let created = {
             // A package creation is a connection like any other: it waits its turn, by priority.
@@ -333,29 +333,31 @@ async fn ensure_package(
             };
             create_package(inner, &req, count).await
         };
-        match created {
+        let delay = match created {
             Ok(remote) => {
                 // Kept even if the job was stopped meanwhile: a resumed job must not create a
                 // second package.
                 let value = serde_json::to_value(&remote).expect("remote serializes");
                 inner.store.set_remote(&record.id, value).await?;
-                if waited {
+                if attempt > 0 {
                     inner.store.set_error(&record.id, None).await?;
                 }
                 return Ok(remote);
             }
             Err(TransferError::Cloud(e)) if e.is_transient() => {
+                attempt += 1;
                 inner.metrics.cloud_error(&e);
+                inner.metrics.retry();
                 let reason = format!("waiting for the service to create the package: {e}");
-                tracing::warn!(upload_id = %record.id, error = %e, "cannot create the package yet; trying again");
+                tracing::warn!(upload_id = %record.id, attempt, error = %e, "cannot create the package yet; trying again");
                 inner.store.set_error(&record.id, Some(reason)).await?;
-                waited = true;
+                inner.config.retry.delay(attempt, e.retry_after())
             }
             Err(e) => return Err(JobError::Failed(format!("creating the package: {e}"))),
-        }
+        };
         tokio::select! {
             _ = cancel.cancelled() => return Err(JobError::Stopped),
-            _ = tokio::time::sleep(inner.config.retry.max_delay) => {}
+            _ = tokio::time::sleep(delay) => {}
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::agent::{Api, ProcessAgent, TestAgent, engine_config};
-use crate::support::{FileSpec, World, pseudo_random_bytes};
+use crate::support::{FileSpec, HubOptions, TestHub, World, pseudo_random_bytes};
 
 const LONG: Duration = Duration::from_secs(90);
 
@@ -314,6 +314,99 @@ async fn ten_thousand_files_dropped_at_once_are_each_sent_exactly_once() {
     assert_eq!(files, 10_000, "every file in exactly one package");
     let (_, downloads) = agent.api.get("/downloads").await;
     let _ = downloads;
+}
+
+/// A watch folder queues what settles at once, service or not: each upload waits for its
+/// package (the reason in its status) and goes when the service is back, each file once.
+#[tokio::test(flavor = "multi_thread")]
+async fn files_settled_while_the_service_is_down_are_queued_at_once_and_sent_once_it_is_back() {
+    let World {
+        hub,
+        team_id,
+        api_key,
+        ..
+    } = World::new().await;
+    let addr = hub.addr;
+    let data = hub.stop().await;
+    let site = Site::new();
+    std::fs::create_dir_all(site.path("drop")).unwrap();
+    let config = site.config(&format!(
+        r#"
+[server]
+api_key = "{key}"
+
+[[watch]]
+name = "drop"
+folder = "drop"
+settle = "200ms"
+group = "file"
+[watch.team]
+team_id = "{team_id}"
+"#,
+        key = api_key.expose()
+    ));
+    let mut engine = engine_config(&format!("http://{addr}/v1"));
+    engine.api_key = Some(api_key);
+    let agent = TestAgent::start_configured(site.dir.path(), engine, Some(&config)).await;
+    for name in ["a.mov", "b.mov", "c.mov"] {
+        std::fs::write(site.path(&format!("drop/{name}")), name.repeat(1000)).unwrap();
+    }
+    let start = Instant::now();
+    loop {
+        let (_, uploads) = agent.api.get("/uploads").await;
+        let list = uploads.as_array().cloned().unwrap_or_default();
+        let waiting = list.iter().filter(|u| {
+            u["state"] == "transferring"
+                && u["package_id"].is_null()
+                && u["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("waiting for the service"))
+        });
+        if list.len() == 3 && waiting.count() == 3 {
+            break;
+        }
+        assert!(start.elapsed() < LONG, "three uploads waiting: {uploads}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        rule(&automations(&agent.api).await, "drop")["counts"]["queued"],
+        3
+    );
+
+    let hub = TestHub::start_with(
+        data,
+        HubOptions {
+            addr: Some(addr),
+            ..HubOptions::default()
+        },
+    )
+    .await;
+    wait_for_uploads(&agent, 3).await;
+    let (_, uploads) = agent.api.get("/uploads").await;
+    let mut names = Vec::new();
+    for u in uploads.as_array().unwrap() {
+        assert_eq!(u["error"], Value::Null, "{u}");
+        let package_id = u["package_id"].as_str().expect("a package once sent");
+        let (_, detail) = agent
+            .api
+            .get(&format!("/uploads/{}", u["upload_id"].as_str().unwrap()))
+            .await;
+        assert!(!package_id.is_empty());
+        for f in detail["files"].as_array().unwrap() {
+            names.push(f["name"].as_str().unwrap().to_owned());
+        }
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        ["a.mov", "b.mov", "c.mov"],
+        "each file in one package"
+    );
+    assert_eq!(
+        rule(&automations(&agent.api).await, "drop")["counts"]["sent"],
+        3
+    );
+    drop(hub);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -57,6 +57,8 @@ pub struct HubOptions {
     pub url_ttl: Option<Duration>,
     /// Store names like `../x` as given: the hub plays a hostile service.
     pub accept_hostile_names: bool,
+    /// Serve on this address (a hub started again where a stopped one was), not a free port.
+    pub addr: Option<SocketAddr>,
 }
 
 impl HubOptions {
@@ -99,9 +101,9 @@ impl TestHub {
         // Opened first so that the signing key exists before the served hub reads it.
         let operator = Hub::open(config.clone()).expect("the hub opens its data folder");
         let served = Hub::open(config).expect("a second hub opens the same data folder");
-        let listener = TcpListener::bind("127.0.0.1:0")
+        let listener = TcpListener::bind(options.addr.unwrap_or(([127, 0, 0, 1], 0).into()))
             .await
-            .expect("a free port on 127.0.0.1");
+            .expect("a free port on 127.0.0.1 (or the one asked for)");
         let addr = listener
             .local_addr()
             .expect("a bound listener has an address");
