@@ -4,8 +4,9 @@
 //! 1. Latency. `--batches` batches of `--batch` files are dropped `--gap-ms` apart into a folder
 //!    watched with one package per file (`group = "file"`), then per quiet batch (`"batch"`).
 //!    For each file: from its settle point (its last write plus the quiet period) to its
-//!    upload's `created_at` in the agent's REST API, which is set once the package exists on the
-//!    hub and the job is queued; for each package, the same from its last file's settle point.
+//!    upload's `created_at` in the agent's REST API, set when the upload is recorded and its job
+//!    started (the job then creates the package on the hub); for each package, the same from its
+//!    last file's settle point.
 //!    Then every upload must complete, each file exactly once.
 //! 2. Memory. A fresh agent (one package per quiet batch) is given `--track` files dropped at
 //!    once in folders of 1,000. Its RSS is read from /proc/PID/status once every file is queued

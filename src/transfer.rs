@@ -480,7 +480,7 @@ impl Engine {
         }
         let spec: UploadRequest = serde_json::from_value(t.spec.clone())
             .map_err(|e| TransferError::Invalid(e.to_string()))?;
-        let first = self.inner.store.files(id).await?.len() as u32;
+        let first = self.inner.store.file_outlines(id).await?.len() as u32;
         let files = upload::plan_files(&paths, spec.chunk_size(), first)?;
         self.inner.store.insert_files(id, files).await?;
         self.inner
@@ -729,7 +729,8 @@ impl Engine {
             recipients: None,
             subdomain: None,
             package_id: text(&remote, "package_id"),
-            package_name: text(&remote, "package_name"),
+            // An upload whose job has not created its package yet shows the name it asks for.
+            package_name: text(&remote, "package_name").or_else(|| text(&t.spec, "package_name")),
             priority: t.priority,
             created_at: cloud::dto::format_time(&t.created_at),
             updated_at: cloud::dto::format_time(&t.updated_at),

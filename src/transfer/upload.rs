@@ -329,6 +329,7 @@ async fn ensure_package(
             // A package creation is a connection like any other: it waits its turn, by priority.
             let _permit = tokio::select! {
                 _ = cancel.cancelled() => return Err(JobError::Stopped),
+                _ = inner.draining.cancelled() => return Err(JobError::Stopped),
                 p = inner.budget.acquire(record.priority) => p,
             };
             create_package(inner, &req, count).await
@@ -357,6 +358,7 @@ async fn ensure_package(
         };
         tokio::select! {
             _ = cancel.cancelled() => return Err(JobError::Stopped),
+            _ = inner.draining.cancelled() => return Err(JobError::Stopped),
             _ = tokio::time::sleep(delay) => {}
         }
     }

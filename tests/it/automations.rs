@@ -358,6 +358,7 @@ team_id = "{team_id}"
         let waiting = list.iter().filter(|u| {
             u["state"] == "transferring"
                 && u["package_id"].is_null()
+                && u["package_name"].is_string()
                 && u["error"]
                     .as_str()
                     .is_some_and(|e| e.contains("waiting for the service"))
