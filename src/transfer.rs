@@ -407,14 +407,19 @@ impl Engine {
             state::COMPLETE => {}
             state::IDLE => {
                 let remote = upload::remote_of(&t)?;
-                upload::finalize_package(&self.inner, &remote, &CancellationToken::new())
-                    .await
-                    .map_err(|e| match e {
-                        JobError::Failed(e) => {
-                            TransferError::Conflict(format!("finalizing upload {id}: {e}"))
-                        }
-                        JobError::Stopped => TransferError::Conflict("stopped".into()),
-                    })?;
+                upload::finalize_package(
+                    &self.inner,
+                    &remote,
+                    t.priority,
+                    &CancellationToken::new(),
+                )
+                .await
+                .map_err(|e| match e {
+                    JobError::Failed(e) => {
+                        TransferError::Conflict(format!("finalizing upload {id}: {e}"))
+                    }
+                    JobError::Stopped => TransferError::Conflict("stopped".into()),
+                })?;
                 self.inner
                     .store
                     .set_state(id, state::COMPLETE, None)
@@ -995,10 +1000,14 @@ enum InFlight {
 }
 
 /// Runs a cloud call, retrying transient failures with backoff until the policy gives up;
-/// `Err(None)` when the job was stopped meanwhile, `Err(Some(e))` for the final failure.
+/// `Err(None)` when the job was stopped meanwhile, `Err(Some(e))` for the final failure. Each
+/// attempt takes a connection from the shared budget, by `priority`, like every request to the
+/// service: a thousand jobs starting at once ask a few at a time, not on a thousand
+/// connections.
 async fn retry_cloud<T, F, Fut>(
     inner: &Inner,
     cancel: &CancellationToken,
+    priority: i64,
     what: &str,
     in_flight: InFlight,
     mut call: F,
@@ -1009,6 +1018,10 @@ where
 {
     let mut attempt = 0;
     loop {
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => return Err(None),
+            p = inner.budget.acquire(priority) => p,
+        };
         let result = match in_flight {
             InFlight::Interrupt => tokio::select! {
                 _ = cancel.cancelled() => return Err(None),
@@ -1016,6 +1029,7 @@ where
             },
             InFlight::Finish => call().await,
         };
+        drop(permit);
         match result {
             Ok(v) => return Ok(v),
             Err(_) if cancel.is_cancelled() => return Err(None),
@@ -1042,6 +1056,7 @@ where
 async fn with_retries<T, F, Fut>(
     inner: &Inner,
     cancel: &CancellationToken,
+    priority: i64,
     what: &str,
     call: F,
 ) -> Result<T, JobError>
@@ -1049,7 +1064,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, CloudError>>,
 {
-    retry_cloud(inner, cancel, what, InFlight::Interrupt, call)
+    retry_cloud(inner, cancel, priority, what, InFlight::Interrupt, call)
         .await
         .map_err(|e| match e {
             None => JobError::Stopped,

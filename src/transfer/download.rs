@@ -375,7 +375,7 @@ async fn plan(
         },
         None => {
             let link = LinkUrl::parse(&spec.url).map_err(JobError::Failed)?;
-            let info = with_retries(inner, cancel, "link lookup", || {
+            let info = with_retries(inner, cancel, spec.priority, "link lookup", || {
                 inner
                     .client
                     .link(&link.link_id, &link.secret, spec.password.as_ref())
@@ -389,11 +389,17 @@ async fn plan(
         }
     };
     let info = &remote;
-    let listing = with_retries(inner, cancel, "listing the package's files", || {
-        inner
-            .client
-            .package_files(&info.package_id, &info.package_token)
-    })
+    let listing = with_retries(
+        inner,
+        cancel,
+        spec.priority,
+        "listing the package's files",
+        || {
+            inner
+                .client
+                .package_files(&info.package_id, &info.package_token)
+        },
+    )
     .await?;
     let wanted: HashSet<&str> = spec.file_ids.iter().map(String::as_str).collect();
     if let Some(missing) = spec
@@ -620,6 +626,7 @@ async fn download_url(job: &Job, i: usize, refresh: bool) -> Result<DownloadUrl,
         let asked = retry_cloud(
             &job.inner,
             &job.cancel,
+            job.priority,
             "asking for a download URL",
             InFlight::Interrupt,
             || {
@@ -656,7 +663,7 @@ async fn refresh_token(job: &Job) -> Result<(), ChunkError> {
         ));
     }
     let link = LinkUrl::parse(&job.spec.url).map_err(ChunkError::File)?;
-    let info = with_retries(&job.inner, &job.cancel, "link lookup", || {
+    let info = with_retries(&job.inner, &job.cancel, job.priority, "link lookup", || {
         job.inner
             .client
             .link(&link.link_id, &link.secret, job.spec.password.as_ref())

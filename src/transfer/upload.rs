@@ -512,7 +512,7 @@ pub(super) async fn run(
             .store
             .set_state(&job.id, state::IDLE, None)
             .await?;
-        finalize_package(&job.inner, &job.remote, &job.cancel).await?;
+        finalize_package(&job.inner, &job.remote, job.priority, &job.cancel).await?;
         Ok(state::COMPLETE)
     } else {
         Ok(state::IDLE)
@@ -523,13 +523,21 @@ pub(super) async fn run(
 pub(super) async fn finalize_package(
     inner: &Inner,
     remote: &Remote,
+    priority: i64,
     cancel: &CancellationToken,
 ) -> Result<(), JobError> {
-    retry_cloud(inner, cancel, "package finalize", InFlight::Finish, || {
-        inner
-            .client
-            .finalize_package(&remote.package_id, &remote.access_token)
-    })
+    retry_cloud(
+        inner,
+        cancel,
+        priority,
+        "package finalize",
+        InFlight::Finish,
+        || {
+            inner
+                .client
+                .finalize_package(&remote.package_id, &remote.access_token)
+        },
+    )
     .await
     .map_err(|e| match e {
         None => JobError::Stopped,
@@ -689,6 +697,7 @@ async fn start_file(job: &Job, i: usize) -> Result<Arc<Active>, PartError> {
             retry_cloud(
                 inner,
                 &job.cancel,
+                job.priority,
                 "adding a file",
                 InFlight::Finish,
                 || {
@@ -705,6 +714,7 @@ async fn start_file(job: &Job, i: usize) -> Result<Arc<Active>, PartError> {
                 retry_cloud(
                     inner,
                     &job.cancel,
+                    job.priority,
                     "starting a multipart upload",
                     InFlight::Finish,
                     || inner.client.create_multipart(&added.create_blueprint),
@@ -756,6 +766,7 @@ async fn part_url(
         retry_cloud(
             inner,
             &job.cancel,
+            job.priority,
             "asking for part URLs",
             InFlight::Interrupt,
             || {
@@ -903,6 +914,7 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
     let done = retry_cloud(
         inner,
         &job.cancel,
+        job.priority,
         "file finalize",
         InFlight::Finish,
         || {
