@@ -100,9 +100,10 @@ pub async fn run(
     if let Some(path) = config.config_path.clone() {
         let (automations, stop) = (automations.clone(), stop.clone());
         let rules_dir = config.config.server.rules_dir.clone();
-        let bandwidth = (engine.clone(), config.config.bandwidth.clone());
+        let loaded = (config.config.rules.clone(), config.config.bandwidth.clone());
+        let engine = engine.clone();
         tokio::spawn(async move {
-            reload_on_change(path, rules_dir, automations, bandwidth, stop).await
+            reload_on_change(path, rules_dir, automations, (engine, loaded), stop).await
         });
     }
     let notifier = Arc::new(systemd::Notifier::from_env());
@@ -245,10 +246,18 @@ async fn reload_on_change(
     path: PathBuf,
     rules_dir: Option<PathBuf>,
     automations: Automations,
-    bandwidth: (Engine, config::BandwidthSettings),
+    (engine, loaded): (Engine, (Vec<config::Rule>, config::BandwidthSettings)),
     stop: CancellationToken,
 ) {
-    let (engine, mut loaded_bandwidth) = bandwidth;
+    // What is in force, to tell a change from a save that changed nothing (or the files found
+    // when the watch starts).
+    let fingerprints = |rules: &[config::Rule]| -> Vec<(String, u64)> {
+        rules
+            .iter()
+            .map(|r| (r.name.clone(), r.fingerprint))
+            .collect()
+    };
+    let (mut loaded_rules, mut loaded_bandwidth) = (fingerprints(&loaded.0), loaded.1);
     let (tx, mut changed) = tokio::sync::mpsc::channel::<()>(16);
     // Editors replace files (write elsewhere, rename over): watch the folders, not the files.
     let mut folders = vec![
@@ -305,14 +314,27 @@ async fn reload_on_change(
         };
         #[cfg(not(unix))]
         let hup = std::future::pending::<()>();
-        tokio::select! {
+        let asked = tokio::select! {
             _ = stop.cancelled() => return,
-            _ = changed.recv() => {}
-            _ = hup => tracing::info!("SIGHUP: reloading the configuration"),
-        }
+            _ = changed.recv() => false,
+            _ = hup => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                true
+            }
+        };
+        // Several files saved at once make one reload.
+        while changed.try_recv().is_ok() {}
         match config::load(&path) {
             Ok(config) => {
-                tracing::info!(path = %path.display(), rules = config.rules.len(), "configuration reloaded");
+                let rules = fingerprints(&config.rules);
+                let changed = rules != loaded_rules || config.bandwidth != loaded_bandwidth;
+                if changed || asked {
+                    tracing::info!(path = %path.display(), rules = config.rules.len(), changed, "configuration reloaded");
+                } else {
+                    tracing::debug!(path = %path.display(), "configuration read again: no change");
+                }
+                loaded_rules = rules;
+                // Also clears the error of a broken file put back as it was.
                 automations.apply(config.rules);
                 if config.bandwidth != loaded_bandwidth {
                     tracing::info!(path = %path.display(), "[bandwidth] changed: new limits in force");
