@@ -1018,9 +1018,14 @@ where
 {
     let mut attempt = 0;
     loop {
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => return Err(None),
-            p = inner.budget.acquire(priority) => p,
+        let permit = match in_flight {
+            InFlight::Interrupt => tokio::select! {
+                _ = cancel.cancelled() => return Err(None),
+                p = inner.budget.acquire(priority) => p,
+            },
+            // A step whose answer must not be lost often follows another (a file declared,
+            // then its multipart upload opened): it goes, stopped or not.
+            InFlight::Finish => inner.budget.acquire(priority).await,
         };
         let result = match in_flight {
             InFlight::Interrupt => tokio::select! {

@@ -89,7 +89,8 @@ impl Budget {
         };
         // The sender lives in the queue until a permit is handed over, so this cannot fail
         // while the budget exists; if it somehow does, a fresh wait would deadlock, so take one.
-        wait.await.unwrap_or(Permit {
+        // (Made only then: a permit made and dropped unused would add a connection.)
+        wait.await.unwrap_or_else(|_| Permit {
             budget: Some(self.clone()),
         })
     }
@@ -141,6 +142,27 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(*order.lock().unwrap(), ["high", "mid", "low"]);
+    }
+
+    #[tokio::test]
+    async fn permits_handed_to_waiters_keep_the_count() {
+        let budget = Budget::new(1);
+        let held = budget.acquire(0).await;
+        let waiter = {
+            let budget = budget.clone();
+            tokio::spawn(async move { budget.acquire(0).await })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(held);
+        let handed = waiter.await.unwrap();
+        // The one connection is taken: nobody else gets one until it is given back.
+        let more = tokio::time::timeout(Duration::from_millis(50), budget.acquire(0)).await;
+        assert!(more.is_err(), "a second permit out of a budget of one");
+        drop(handed);
+        let again = tokio::time::timeout(Duration::from_secs(1), budget.acquire(0)).await;
+        assert!(again.is_ok());
+        let more = tokio::time::timeout(Duration::from_millis(50), budget.acquire(0)).await;
+        assert!(more.is_err(), "still one permit after a round trip");
     }
 
     #[tokio::test]
