@@ -146,6 +146,9 @@ pub(super) struct Remote {
 struct FileRemote {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     file_id: Option<String>,
+    /// How to open the file's multipart upload, kept from its declaration until it is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    create_blueprint: Option<Blueprint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     upload_id: Option<String>,
     /// Modification time (Unix nanoseconds) when the upload was created: a change means the
@@ -679,8 +682,12 @@ async fn start_file(job: &Job, i: usize) -> Result<Arc<Active>, PartError> {
         .as_deref()
         .and_then(|e| serde_json::from_str(e).ok())
         .unwrap_or_default();
+    let directory = record.kind == "directory";
+    let save = |remote: &FileRemote| {
+        let extra = serde_json::to_string(remote).expect("file remote serializes");
+        inner.store.set_file_extra(&job.id, i as u32, extra)
+    };
     if remote.file_id.is_none() {
-        let directory = record.kind == "directory";
         let req = AddFile {
             kind: if directory {
                 FileKind::Directory
@@ -709,30 +716,30 @@ async fn start_file(job: &Job, i: usize) -> Result<Arc<Active>, PartError> {
             .await,
         )?;
         remote.file_id = Some(added.file.id.clone());
-        if !directory {
-            let upload_id = cloud_step(
-                retry_cloud(
-                    inner,
-                    &job.cancel,
-                    job.priority,
-                    "starting a multipart upload",
-                    InFlight::Finish,
-                    || inner.client.create_multipart(&added.create_blueprint),
-                )
-                .await,
-            )?;
-            remote.upload_id = Some(upload_id);
-        }
-        let extra = serde_json::to_string(&remote).expect("file remote serializes");
-        inner
-            .store
-            .set_file_extra(&job.id, i as u32, extra)
-            .await
-            .map_err(database)?;
+        // Committed before the multipart upload is opened: declared twice, a file would be
+        // left unfinished in the package, and the package could not be finalized.
+        remote.create_blueprint = (!directory).then_some(added.create_blueprint);
+        save(&remote).await.map_err(database)?;
         let _ = inner
             .store
             .set_file_state(&job.id, i as u32, file_state::TRANSFERRING, None)
             .await;
+    }
+    if let (Some(blueprint), None) = (&remote.create_blueprint, &remote.upload_id) {
+        let upload_id = cloud_step(
+            retry_cloud(
+                inner,
+                &job.cancel,
+                job.priority,
+                "starting a multipart upload",
+                InFlight::Finish,
+                || inner.client.create_multipart(blueprint),
+            )
+            .await,
+        )?;
+        remote.upload_id = Some(upload_id);
+        remote.create_blueprint = None;
+        save(&remote).await.map_err(database)?;
     }
     Ok(Arc::new(Active {
         record,

@@ -440,6 +440,90 @@ async fn hub_bytes_received(world: &World) -> u64 {
         .unwrap()
 }
 
+/// A crash between declaring a file and opening its multipart upload: the restarted agent opens
+/// it from what it committed, instead of declaring the file again (a second, unfinished file
+/// would keep the package from ever being finalized).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_before_the_multipart_upload_opens_does_not_declare_the_file_twice() {
+    // Storage refuses everything: the agent declares the file, then keeps retrying to open
+    // its multipart upload.
+    let refusing = TestHub::start_with(
+        DataDir::new(),
+        HubOptions::faults(Faults {
+            fail_ratio: 1.0,
+            ..Faults::default()
+        }),
+    )
+    .await;
+    let addr = refusing.addr;
+    let World {
+        hub: refusing,
+        team_id,
+        api_key,
+        client,
+        ..
+    } = World::on(refusing);
+    let src = tempfile::tempdir().unwrap();
+    let bytes = pseudo_random_bytes(91, 3 * MIB);
+    std::fs::write(src.path().join("take.mov"), &bytes).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let base_url = format!("http://{addr}/v1");
+    let agent = ProcessAgent::start(data.path(), &base_url, &[], Some(&api_key)).await;
+    let (status, created) = agent
+        .api
+        .post(
+            "/uploads",
+            json!({"team_id": team_id, "paths": [src.path().join("take.mov")]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["upload_id"].as_str().unwrap().to_owned();
+    let link = created["link"].as_str().unwrap().to_owned();
+    // Declared, and the opening of its multipart upload refused and retried at least twice.
+    let metrics = agent.api.base.replace("/api/v1", "/metrics");
+    let start = std::time::Instant::now();
+    loop {
+        let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+        let retries: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("masv_agent_retries_total "))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if retries >= 2 {
+            break;
+        }
+        assert!(start.elapsed() < LONG, "no retry of the multipart upload");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    agent.kill_9();
+
+    let data_dir = refusing.stop().await;
+    let _healthy = TestHub::start_with(
+        data_dir,
+        HubOptions {
+            addr: Some(addr),
+            ..HubOptions::default()
+        },
+    )
+    .await;
+    let agent = ProcessAgent::start(data.path(), &base_url, &[], Some(&api_key)).await;
+    let done = agent
+        .api
+        .wait_for("uploads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    let parsed = LinkUrl::parse(&link).unwrap();
+    let info = client
+        .link(&parsed.link_id, &parsed.secret, None)
+        .await
+        .unwrap();
+    let files = client
+        .package_files(&info.package_id, &info.package_token)
+        .await
+        .unwrap();
+    assert_eq!(files.len(), 1, "declared once: {files:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn uploads_pause_resume_and_are_deleted_by_state() {
     let hub = TestHub::start_with(
