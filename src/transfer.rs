@@ -132,6 +132,10 @@ pub mod file_state {
     pub const ERROR: &str = "error";
 }
 
+/// How the error of a file that can never be fetched starts (a name that would escape the
+/// destination): resuming a transfer tries its other failed files again, not these.
+const REFUSED: &str = "refused: ";
+
 /// How a job ended, short of success.
 #[derive(Debug)]
 enum JobError {
@@ -806,6 +810,11 @@ impl Engine {
         let t = self.record(kind, id).await?;
         match t.state.as_str() {
             state::PAUSED | state::ERROR => {
+                // What failed (a network down longer than the retries, say) is tried again.
+                let retried = self.inner.store.retry_failed_files(id, REFUSED).await?;
+                if retried > 0 {
+                    tracing::info!(transfer_id = %id, files = retried, "failed files are tried again");
+                }
                 self.inner
                     .store
                     .set_state(id, state::TRANSFERRING, None)

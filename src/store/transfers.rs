@@ -456,6 +456,21 @@ impl Store {
         .await
     }
 
+    /// Puts the failed files of a transfer back to pending, but those whose error starts with
+    /// `permanent`; returns how many.
+    pub async fn retry_failed_files(&self, id: &str, permanent: &str) -> Result<u64, StoreError> {
+        let (id, pattern) = (id.to_owned(), format!("{permanent}%"));
+        self.call(move |conn| {
+            let n = conn.execute(
+                "UPDATE transfer_files SET state = 'pending', error = NULL \
+                 WHERE transfer_id = ?1 AND state = 'error' AND (error IS NULL OR error NOT LIKE ?2)",
+                params![id, pattern],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     pub async fn set_file_state(
         &self,
         id: &str,

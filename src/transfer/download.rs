@@ -462,7 +462,7 @@ fn plan_file(
         Err(e) => (
             spec.dst_folder.clone(),
             file_state::ERROR,
-            Some(format!("refused: {e}")),
+            Some(format!("{}{e}", super::REFUSED)),
         ),
     };
     let (state, error) = if f.virus_detected && error.is_none() {

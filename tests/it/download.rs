@@ -277,6 +277,60 @@ async fn storage_failures_and_cut_bodies_are_retried_into_byte_identical_files()
     );
 }
 
+/// Storage down longer than the retries last: the download ends in error; once storage is
+/// back, resuming it tries the failed file again, to an identical file.
+#[tokio::test(flavor = "multi_thread")]
+async fn resuming_a_failed_download_tries_its_failed_files_again() {
+    let world = World::new().await;
+    let bytes = pseudo_random_bytes(13, 3 * MIB + 5);
+    let package = world
+        .upload(vec![FileSpec::file("take.mov", bytes.clone())])
+        .await;
+    let link = world.share(&package, CreateLink::default()).await;
+    let refusing = TestHub::start_with(
+        world.hub.data.clone(),
+        HubOptions::faults(Faults {
+            fail_ratio: 1.0,
+            ..Faults::default()
+        }),
+    )
+    .await;
+    let addr = refusing.addr;
+    let url = refusing.link_url(&link);
+    let agent = TestAgent::start(engine_config(&refusing.base_url)).await;
+    let dst = tempfile::tempdir().unwrap();
+    let id = agent.api.download(download_request(&url, dst.path())).await;
+    let failed = agent
+        .api
+        .wait_for("downloads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(failed["state"], "error", "{failed}");
+
+    refusing.stop().await;
+    let _healthy = TestHub::start_with(
+        world.hub.data.clone(),
+        HubOptions {
+            addr: Some(addr),
+            ..HubOptions::default()
+        },
+    )
+    .await;
+    let (status, resumed) = agent
+        .api
+        .post(&format!("/downloads/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{resumed}");
+    let done = agent
+        .api
+        .wait_for("downloads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    assert_eq!(
+        std::fs::read(dst.path().join("dailies day 1/take.mov")).unwrap(),
+        bytes
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn expired_storage_urls_are_asked_for_again() {
     let world = World::new().await;

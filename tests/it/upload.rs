@@ -524,6 +524,82 @@ async fn a_crash_before_the_multipart_upload_opens_does_not_declare_the_file_twi
     assert_eq!(files.len(), 1, "declared once: {files:?}");
 }
 
+/// Storage down longer than the retries last: the upload ends in error; once storage is back,
+/// resuming it sends the failed file (its multipart upload opened from what was committed) and
+/// the package arrives whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn resuming_a_failed_upload_sends_its_failed_files_again() {
+    let world = World::new().await;
+    let refusing = TestHub::start_with(
+        world.hub.data.clone(),
+        HubOptions::faults(Faults {
+            fail_ratio: 1.0,
+            ..Faults::default()
+        }),
+    )
+    .await;
+    let addr = refusing.addr;
+    let mut config = engine_config(&refusing.base_url);
+    config.api_key = Some(world.api_key.clone());
+    let agent = TestAgent::start(config).await;
+    let src = tempfile::tempdir().unwrap();
+    let bytes = pseudo_random_bytes(17, 2 * MIB + 9);
+    std::fs::write(src.path().join("cut.mov"), &bytes).unwrap();
+    let (status, created) = agent
+        .api
+        .post(
+            "/uploads",
+            json!({"team_id": world.team_id, "paths": [src.path().join("cut.mov")]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["upload_id"].as_str().unwrap().to_owned();
+    let failed = agent
+        .api
+        .wait_for("uploads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(failed["state"], "error", "{failed}");
+
+    refusing.stop().await;
+    let _healthy = TestHub::start_with(
+        world.hub.data.clone(),
+        HubOptions {
+            addr: Some(addr),
+            ..HubOptions::default()
+        },
+    )
+    .await;
+    let (status, resumed) = agent
+        .api
+        .post(&format!("/uploads/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{resumed}");
+    let done = agent
+        .api
+        .wait_for("uploads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    let parsed = LinkUrl::parse(created["link"].as_str().unwrap()).unwrap();
+    let info = world
+        .client
+        .link(&parsed.link_id, &parsed.secret, None)
+        .await
+        .unwrap();
+    let files = world
+        .client
+        .package_files(&info.package_id, &info.package_token)
+        .await
+        .unwrap();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let url = world
+        .client
+        .download_url(&info.package_id, &files[0].id, &info.package_token)
+        .await
+        .unwrap();
+    let got = world.client.get_range(&url, None).await.unwrap();
+    assert_eq!(got.bytes().await.unwrap().as_ref(), bytes.as_slice());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn uploads_pause_resume_and_are_deleted_by_state() {
     let hub = TestHub::start_with(
