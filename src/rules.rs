@@ -365,15 +365,17 @@ impl Automations {
                 Ok(entries) if !entries.is_empty() => entries,
                 _ => continue,
             };
-            let rule = {
+            let slot = {
                 let slots = self
                     .inner
                     .slots
                     .lock()
                     .expect("slots lock is never poisoned");
-                slots.get(&entries[0].rule).map(|s| s.rule.clone())
+                slots
+                    .get(&entries[0].rule)
+                    .map(|s| (s.rule.clone(), s.live.clone()))
             };
-            let Some(rule) = rule else { continue };
+            let Some((rule, live)) = slot else { continue };
             if let (RuleKind::Watch(w), TransferKind::Upload, "sent") =
                 (&rule.kind, event.kind, ledger_state)
             {
@@ -381,6 +383,23 @@ impl Automations {
             }
             if ledger_state == "failed" {
                 tracing::warn!(rule = %rule.name, transfer_id = %event.id, "a transfer of the automation failed");
+                // The rule's last error says why (a wrong access code or portal shows up only
+                // when the job creates its package).
+                let why = self
+                    .inner
+                    .ctx
+                    .store
+                    .transfer(&event.id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|t| t.error)
+                    .unwrap_or_else(|| "see the agent's log".into());
+                live.failed(format!(
+                    "{} {} failed: {why}",
+                    event.kind.as_str(),
+                    event.id
+                ));
             }
         }
     }

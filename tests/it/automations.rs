@@ -410,6 +410,49 @@ team_id = "{team_id}"
     drop(hub);
 }
 
+/// A portal that refuses the rule's access code: the upload fails when its job creates the
+/// package, and the rule shows why in its last error and its failed count.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_access_code_shows_in_the_rule_that_queued_the_upload() {
+    let world = World::new().await;
+    let site = Site::new();
+    std::fs::create_dir_all(site.path("drop")).unwrap();
+    std::fs::write(site.path("portal-code"), "not the code\n").unwrap();
+    let config = site.config(&format!(
+        r#"
+[[watch]]
+name = "vault"
+folder = "drop"
+settle = "200ms"
+[watch.portal]
+subdomain = "{subdomain}"
+sender = "scanner@example.com"
+access_code = {{ file = "{code}" }}
+"#,
+        subdomain = world.coded_portal.subdomain,
+        code = site.path("portal-code").display(),
+    ));
+    let agent = site.agent_of(&world, &config).await;
+    std::fs::write(site.path("drop/page.tif"), b"scan").unwrap();
+    let start = Instant::now();
+    loop {
+        let status = automations(&agent.api).await;
+        let vault = rule(&status, "vault");
+        if vault["counts"]["failed"] == 1 {
+            let error = vault["last_error"].as_str().unwrap_or_default();
+            assert!(
+                error.contains("creating the package") && error.contains("access code"),
+                "{vault}"
+            );
+            break;
+        }
+        assert!(start.elapsed() < LONG, "the upload never failed: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, uploads) = agent.api.get("/uploads").await;
+    assert_eq!(uploads[0]["state"], "error", "{uploads}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_inbox_rule_fetches_portal_packages_once_into_a_folder_per_portal_with_owner_and_modes()
 {
