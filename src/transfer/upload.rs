@@ -320,9 +320,8 @@ async fn ensure_package(
     count: usize,
     cancel: &CancellationToken,
 ) -> Result<Remote, JobError> {
-    if let Some(remote) = &record.remote {
-        return serde_json::from_value(remote.clone())
-            .map_err(|_| JobError::Failed("the upload's package is unknown".into()));
+    if record.remote.is_some() {
+        return remote_of(record).map_err(|e| JobError::Failed(e.to_string()));
     }
     let req: UploadRequest = serde_json::from_value(record.spec.clone())
         .map_err(|e| JobError::Failed(format!("the upload's request cannot be read: {e}")))?;

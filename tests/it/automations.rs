@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::agent::{Api, ProcessAgent, TestAgent, engine_config};
-use crate::support::{FileSpec, HubOptions, TestHub, World, pseudo_random_bytes};
+use crate::support::{FileSpec, TestHub, World, pseudo_random_bytes};
 
 const LONG: Duration = Duration::from_secs(90);
 
@@ -374,14 +374,7 @@ team_id = "{team_id}"
         3
     );
 
-    let hub = TestHub::start_with(
-        data,
-        HubOptions {
-            addr: Some(addr),
-            ..HubOptions::default()
-        },
-    )
-    .await;
+    let hub = TestHub::start_at(data, addr).await;
     wait_for_uploads(&agent, 3).await;
     let (_, uploads) = agent.api.get("/uploads").await;
     let mut names = Vec::new();

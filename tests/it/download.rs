@@ -287,15 +287,7 @@ async fn resuming_a_failed_download_tries_its_failed_files_again() {
         .upload(vec![FileSpec::file("take.mov", bytes.clone())])
         .await;
     let link = world.share(&package, CreateLink::default()).await;
-    let refusing = TestHub::start_with(
-        world.hub.data.clone(),
-        HubOptions::faults(Faults {
-            fail_ratio: 1.0,
-            ..Faults::default()
-        }),
-    )
-    .await;
-    let addr = refusing.addr;
+    let refusing = TestHub::refusing(world.hub.data.clone()).await;
     let url = refusing.link_url(&link);
     let agent = TestAgent::start(engine_config(&refusing.base_url)).await;
     let dst = tempfile::tempdir().unwrap();
@@ -306,15 +298,7 @@ async fn resuming_a_failed_download_tries_its_failed_files_again() {
         .await;
     assert_eq!(failed["state"], "error", "{failed}");
 
-    refusing.stop().await;
-    let _healthy = TestHub::start_with(
-        world.hub.data.clone(),
-        HubOptions {
-            addr: Some(addr),
-            ..HubOptions::default()
-        },
-    )
-    .await;
+    let _healthy = refusing.heal().await;
     let (status, resumed) = agent
         .api
         .post(&format!("/downloads/{id}/resume"), json!({}))

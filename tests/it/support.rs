@@ -15,7 +15,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::future::try_join_all;
 use masv_agent::cloud::dto::{
     AddFile, AddedFile, Blueprint, ChunkExtra, CreateLink, CreatePortalPackage, CreateTeamPackage,
-    CreatedPackage, FileExtras, FileKind, FinalizeFile, Link, PackageSpec, Secret,
+    CreatedPackage, FileExtras, FileKind, FinalizeFile, Link, LinkUrl, PackageSpec, Secret,
 };
 use masv_agent::cloud::{Client, CloudError};
 use masv_agent::hub::{Faults, Hub, HubConfig};
@@ -119,6 +119,32 @@ impl TestHub {
             shutdown: Some(shutdown),
             task: Some(task),
         }
+    }
+
+    /// A hub over `data` whose storage refuses every request (500): storage down.
+    pub async fn refusing(data: DataDir) -> TestHub {
+        let faults = Faults {
+            fail_ratio: 1.0,
+            ..Faults::default()
+        };
+        TestHub::start_with(data, HubOptions::faults(faults)).await
+    }
+
+    /// A default hub over `data` serving on `addr`, where a stopped one was.
+    pub async fn start_at(data: DataDir, addr: SocketAddr) -> TestHub {
+        let options = HubOptions {
+            addr: Some(addr),
+            ..HubOptions::default()
+        };
+        TestHub::start_with(data, options).await
+    }
+
+    /// Stops this hub and serves its data again on its address, without faults: the service
+    /// is back.
+    pub async fn heal(self) -> TestHub {
+        let addr = self.addr;
+        let data = self.stop().await;
+        TestHub::start_at(data, addr).await
     }
 
     /// A client of this hub's API.
@@ -305,6 +331,31 @@ impl World {
             .await
             .expect("the sender creates a link")
     }
+}
+
+/// Every file of the package behind the share URL `link`, by name, with the bytes storage
+/// serves for it.
+pub async fn shared_contents(client: &Client, link: &str) -> Vec<(String, Vec<u8>)> {
+    let parsed = LinkUrl::parse(link).expect("a share URL");
+    let info = client
+        .link(&parsed.link_id, &parsed.secret, None)
+        .await
+        .expect("the link opens");
+    let files = client
+        .package_files(&info.package_id, &info.package_token)
+        .await
+        .expect("the package lists its files");
+    let mut contents = Vec::new();
+    for file in files {
+        let url = client
+            .download_url(&info.package_id, &file.id, &info.package_token)
+            .await
+            .expect("a download URL");
+        let response = client.get_range(&url, None).await.expect("storage serves");
+        let bytes = response.bytes().await.expect("the whole body");
+        contents.push((file.name, bytes.to_vec()));
+    }
+    contents
 }
 
 /// A team package request with only a name.

@@ -3,13 +3,15 @@
 use std::path::Path;
 use std::time::Duration;
 
-use masv_agent::cloud::dto::{InboxQuery, LinkUrl};
+use masv_agent::cloud::dto::InboxQuery;
 use masv_agent::hub::Faults;
 use masv_agent::transfer::EngineConfig;
 use serde_json::{Value, json};
 
 use crate::agent::{ProcessAgent, TestAgent, download_request, engine_config};
-use crate::support::{DataDir, HubOptions, MIB, TestHub, World, pseudo_random_bytes};
+use crate::support::{
+    DataDir, HubOptions, MIB, TestHub, World, pseudo_random_bytes, shared_contents,
+};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -285,18 +287,8 @@ async fn without_auto_finalize_an_upload_waits_idle_takes_more_files_and_finaliz
     for key in ["id", "secret", "email", "expiry", "locked"] {
         assert!(link.get(key).is_some(), "{key} in {link}");
     }
-    let parsed = LinkUrl::parse(link["link"].as_str().unwrap()).unwrap();
-    let info = world
-        .client
-        .link(&parsed.link_id, &parsed.secret, None)
-        .await
-        .unwrap();
-    let files = world
-        .client
-        .package_files(&info.package_id, &info.package_token)
-        .await
-        .unwrap();
-    assert_eq!(files.len(), 2);
+    let contents = shared_contents(&world.client, link["link"].as_str().unwrap()).await;
+    assert_eq!(contents.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -400,31 +392,11 @@ async fn kill_9_mid_upload_resumes_from_committed_parts_to_identical_files() {
         received - received_before <= bytes.len() as u64 - 15 * MIB as u64 + 2 * 5 * MIB as u64,
         "after the restart only what was not committed (plus the 2 parts in flight) went up again"
     );
-    let parsed = LinkUrl::parse(&link).unwrap();
-    let info = world
-        .client
-        .link(&parsed.link_id, &parsed.secret, None)
-        .await
-        .unwrap();
-    let files = world
-        .client
-        .package_files(&info.package_id, &info.package_token)
-        .await
-        .unwrap();
-    let url = world
-        .client
-        .download_url(&info.package_id, &files[0].id, &info.package_token)
-        .await
-        .unwrap();
-    let got = world
-        .client
-        .get_range(&url, None)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert!(got == bytes, "the hub holds exactly the file");
+    let contents = shared_contents(&world.client, &link).await;
+    assert!(
+        contents == [("master.mxf".to_owned(), bytes)],
+        "the hub holds exactly the file"
+    );
 }
 
 async fn hub_bytes_received(world: &World) -> u64 {
@@ -447,15 +419,7 @@ async fn hub_bytes_received(world: &World) -> u64 {
 async fn a_crash_before_the_multipart_upload_opens_does_not_declare_the_file_twice() {
     // Storage refuses everything: the agent declares the file, then keeps retrying to open
     // its multipart upload.
-    let refusing = TestHub::start_with(
-        DataDir::new(),
-        HubOptions::faults(Faults {
-            fail_ratio: 1.0,
-            ..Faults::default()
-        }),
-    )
-    .await;
-    let addr = refusing.addr;
+    let refusing = TestHub::refusing(DataDir::new()).await;
     let World {
         hub: refusing,
         team_id,
@@ -467,7 +431,7 @@ async fn a_crash_before_the_multipart_upload_opens_does_not_declare_the_file_twi
     let bytes = pseudo_random_bytes(91, 3 * MIB);
     std::fs::write(src.path().join("take.mov"), &bytes).unwrap();
     let data = tempfile::tempdir().unwrap();
-    let base_url = format!("http://{addr}/v1");
+    let base_url = refusing.base_url.clone();
     let agent = ProcessAgent::start(data.path(), &base_url, &[], Some(&api_key)).await;
     let (status, created) = agent
         .api
@@ -497,31 +461,18 @@ async fn a_crash_before_the_multipart_upload_opens_does_not_declare_the_file_twi
     }
     agent.kill_9();
 
-    let data_dir = refusing.stop().await;
-    let _healthy = TestHub::start_with(
-        data_dir,
-        HubOptions {
-            addr: Some(addr),
-            ..HubOptions::default()
-        },
-    )
-    .await;
+    let _healthy = refusing.heal().await;
     let agent = ProcessAgent::start(data.path(), &base_url, &[], Some(&api_key)).await;
     let done = agent
         .api
         .wait_for("uploads", &id, &["complete", "error"], LONG)
         .await;
     assert_eq!(done["state"], "complete", "{done}");
-    let parsed = LinkUrl::parse(&link).unwrap();
-    let info = client
-        .link(&parsed.link_id, &parsed.secret, None)
-        .await
-        .unwrap();
-    let files = client
-        .package_files(&info.package_id, &info.package_token)
-        .await
-        .unwrap();
-    assert_eq!(files.len(), 1, "declared once: {files:?}");
+    let contents = shared_contents(&client, &link).await;
+    assert!(
+        contents == [("take.mov".to_owned(), bytes)],
+        "declared once, and whole"
+    );
 }
 
 /// Storage down longer than the retries last: the upload ends in error; once storage is back,
@@ -530,15 +481,7 @@ async fn a_crash_before_the_multipart_upload_opens_does_not_declare_the_file_twi
 #[tokio::test(flavor = "multi_thread")]
 async fn resuming_a_failed_upload_sends_its_failed_files_again() {
     let world = World::new().await;
-    let refusing = TestHub::start_with(
-        world.hub.data.clone(),
-        HubOptions::faults(Faults {
-            fail_ratio: 1.0,
-            ..Faults::default()
-        }),
-    )
-    .await;
-    let addr = refusing.addr;
+    let refusing = TestHub::refusing(world.hub.data.clone()).await;
     let mut config = engine_config(&refusing.base_url);
     config.api_key = Some(world.api_key.clone());
     let agent = TestAgent::start(config).await;
@@ -560,15 +503,7 @@ async fn resuming_a_failed_upload_sends_its_failed_files_again() {
         .await;
     assert_eq!(failed["state"], "error", "{failed}");
 
-    refusing.stop().await;
-    let _healthy = TestHub::start_with(
-        world.hub.data.clone(),
-        HubOptions {
-            addr: Some(addr),
-            ..HubOptions::default()
-        },
-    )
-    .await;
+    let _healthy = refusing.heal().await;
     let (status, resumed) = agent
         .api
         .post(&format!("/uploads/{id}/resume"), json!({}))
@@ -579,25 +514,11 @@ async fn resuming_a_failed_upload_sends_its_failed_files_again() {
         .wait_for("uploads", &id, &["complete", "error"], LONG)
         .await;
     assert_eq!(done["state"], "complete", "{done}");
-    let parsed = LinkUrl::parse(created["link"].as_str().unwrap()).unwrap();
-    let info = world
-        .client
-        .link(&parsed.link_id, &parsed.secret, None)
-        .await
-        .unwrap();
-    let files = world
-        .client
-        .package_files(&info.package_id, &info.package_token)
-        .await
-        .unwrap();
-    assert_eq!(files.len(), 1, "{files:?}");
-    let url = world
-        .client
-        .download_url(&info.package_id, &files[0].id, &info.package_token)
-        .await
-        .unwrap();
-    let got = world.client.get_range(&url, None).await.unwrap();
-    assert_eq!(got.bytes().await.unwrap().as_ref(), bytes.as_slice());
+    let contents = shared_contents(&world.client, created["link"].as_str().unwrap()).await;
+    assert!(
+        contents == [("cut.mov".to_owned(), bytes)],
+        "the package arrived whole"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
