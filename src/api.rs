@@ -180,13 +180,15 @@ async fn metrics(State(engine): State<Engine>) -> Result<Response, TransferError
         .into_response())
 }
 
-/// `GET /healthz`: 200 once the agent serves and its database answers, else 503.
+/// `GET /healthz`: 200 once the agent serves and its database takes writes, else 503 with the
+/// cause (a full disk under the data folder, say: transfers wait meanwhile, and go on by
+/// themselves once it can write again).
 async fn healthz(State(engine): State<Engine>) -> Response {
-    match engine.store().ping().await {
+    match engine.store().probe_write().await {
         Ok(()) => Json(json!({ "status": "ok" })).into_response(),
         Err(e) => ErrorAnswer::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("the agent's database does not answer: {e}"),
+            format!("the agent's database cannot write: {e}; free space under the data folder"),
         )
         .into_response(),
     }

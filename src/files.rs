@@ -19,7 +19,7 @@ use std::time::SystemTime;
 use rustix::fs::{Advice, AtFlags, FallocateFlags, Mode, OFlags};
 use rustix::io::Errno;
 
-pub use names::{Platform, clean_name, clean_name_for, package_relative_path};
+pub use names::{Platform, clean_name, clean_name_for, numbered_name, package_relative_path};
 pub use walk::{LocalEntry, is_ignored, walk_upload_roots};
 
 #[derive(Debug, thiserror::Error)]
@@ -191,34 +191,33 @@ impl Destination {
         Ok(true)
     }
 
-    /// Opens (creating, never truncating) `rel` + `.part`, preallocated to `size` bytes. The
+    /// Opens (never truncating) the part file of `rel` for the writer `tag`, preallocated to
+    /// `size` bytes; `create` makes it when missing (only a file with work left does). The
     /// folders of `rel` must exist.
-    pub fn part_file(&self, rel: &Path, size: u64) -> Result<PartFile, FilesError> {
-        let final_name = rel
-            .file_name()
-            .ok_or_else(|| FilesError::Refused {
-                name: rel.display().to_string(),
-                reason: "a file needs a name".into(),
-            })?
-            .to_os_string();
+    pub fn part_file(
+        &self,
+        rel: &Path,
+        tag: &str,
+        size: u64,
+        create: bool,
+    ) -> Result<PartFile, FilesError> {
+        let final_name = file_name(rel)?;
         let parent = rel.parent().unwrap_or(Path::new(""));
         let dir = self.walk(parent, false)?;
-        let mut part_name = final_name.clone();
-        part_name.push(".part");
+        let part_name = temp_name(&final_name, tag);
         let final_path = self.root.join(rel);
         let part_path = final_path.with_file_name(&part_name);
-        let fd = rustix::fs::openat(
-            &dir,
-            &part_name,
-            OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(FILE_MODE),
-        )
-        .map_err(|e| match e {
-            Errno::LOOP => FilesError::Symlink {
-                path: part_path.clone(),
-            },
-            e => FilesError::io(&part_path, e),
-        })?;
+        let mut flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        if create {
+            flags |= OFlags::CREATE;
+        }
+        let fd = rustix::fs::openat(&dir, &part_name, flags, Mode::from_raw_mode(FILE_MODE))
+            .map_err(|e| match e {
+                Errno::LOOP => FilesError::Symlink {
+                    path: part_path.clone(),
+                },
+                e => FilesError::io(&part_path, e),
+            })?;
         let file = File::from(fd);
         let len = file
             .metadata()
@@ -249,16 +248,57 @@ impl Destination {
         })
     }
 
-    /// Removes `rel` and its `.part`, if they are plain files under the root.
-    pub fn remove_file(&self, rel: &Path) -> Result<(), FilesError> {
+    /// Where the file `rel` of writer `tag` stands on disk: its part file is there, or (no part
+    /// file) `rel` itself is a plain file of `size` bytes: the part was renamed into place.
+    pub fn probe(&self, rel: &Path, tag: &str, size: u64) -> Result<OnDisk, FilesError> {
+        let final_name = file_name(rel)?;
+        let dir = match self.walk(rel.parent().unwrap_or(Path::new("")), false) {
+            Ok(dir) => dir,
+            Err(FilesError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(OnDisk::Neither);
+            }
+            Err(e) => return Err(e),
+        };
+        let stat = |name: &OsStr| match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(st)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(FilesError::io(&self.root.join(rel), e)),
+        };
+        let regular = |st: &rustix::fs::Stat| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+        };
+        if stat(&temp_name(&final_name, tag))?.is_some_and(|st| regular(&st)) {
+            return Ok(OnDisk::Part);
+        }
+        if stat(&final_name)?.is_some_and(|st| regular(&st) && st.st_size as u64 == size) {
+            // Renamed before a crash: make the rename durable before it is recorded.
+            sync_dir(&dir).map_err(|e| FilesError::io(&self.root.join(rel), e))?;
+            return Ok(OnDisk::Final);
+        }
+        Ok(OnDisk::Neither)
+    }
+
+    /// Removes the part file of `rel` for writer `tag`, and `rel` itself unless `keep_final`,
+    /// if they are plain files under the root.
+    pub fn remove_file(&self, rel: &Path, tag: &str, keep_final: bool) -> Result<(), FilesError> {
         let Some(name) = rel.file_name() else {
             return Ok(());
         };
-        let dir = self.walk(rel.parent().unwrap_or(Path::new("")), false)?;
-        let mut part = name.to_os_string();
-        part.push(".part");
-        for n in [name, part.as_os_str()] {
-            match rustix::fs::unlinkat(&dir, n, AtFlags::empty()) {
+        let dir = match self.walk(rel.parent().unwrap_or(Path::new("")), false) {
+            Ok(dir) => dir,
+            Err(FilesError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let part = temp_name(name, tag);
+        let names: &[&OsStr] = if keep_final {
+            &[part.as_os_str()]
+        } else {
+            &[name, part.as_os_str()]
+        };
+        for n in names {
+            match rustix::fs::unlinkat(&dir, *n, AtFlags::empty()) {
                 Ok(()) | Err(Errno::NOENT) => {}
                 Err(e) => return Err(FilesError::io(&self.root.join(rel), e)),
             }
@@ -277,6 +317,47 @@ impl Destination {
             Err(e) => Err(FilesError::io(&self.root.join(rel), e)),
         }
     }
+}
+
+/// What [`Destination::probe`] found of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDisk {
+    /// The writer's part file is there.
+    Part,
+    /// No part file, and the final name holds a plain file of the planned size.
+    Final,
+    /// Neither: whatever was written is gone.
+    Neither,
+}
+
+fn file_name(rel: &Path) -> Result<OsString, FilesError> {
+    rel.file_name()
+        .map(OsStr::to_os_string)
+        .ok_or_else(|| FilesError::Refused {
+            name: rel.display().to_string(),
+            reason: "a file needs a name".into(),
+        })
+}
+
+/// The temporary name under which writer `tag` (a transfer and a file of it) writes the file
+/// `final_name`: `NAME.TAG.part`, the name cut (on a character boundary) so that the whole
+/// fits the 255 bytes a name may have. The tag makes it unique whatever the cut: two writers
+/// never share a part file, and no name of a package can be a part file of another entry.
+pub fn temp_name(final_name: &OsStr, tag: &str) -> OsString {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let suffix = format!(".{tag}.part");
+    let bytes = final_name.as_bytes();
+    let mut cut = bytes
+        .len()
+        .min(names::MAX_COMPONENT.saturating_sub(suffix.len()));
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+    }
+    let mut name = bytes[..cut].to_vec();
+    name.extend_from_slice(suffix.as_bytes());
+    OsString::from_vec(name)
 }
 
 /// Direct I/O wants buffers, file offsets and lengths aligned to the device's logical block;
@@ -384,6 +465,15 @@ impl RangeWriter {
     }
 }
 
+/// Syncs a folder (its entries: a rename in it becomes durable). File systems that cannot sync
+/// a folder (some network shares) have nothing more to offer: that is not an error.
+fn sync_dir(dir: impl AsFd) -> Result<(), Errno> {
+    match rustix::fs::fsync(dir) {
+        Ok(()) | Err(Errno::INVAL | Errno::NOTSUP | Errno::BADF) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 fn preallocate(file: &File, size: u64) -> Result<(), Errno> {
     match rustix::fs::fallocate(file, FallocateFlags::empty(), 0, size) {
         Ok(()) => Ok(()),
@@ -435,16 +525,16 @@ impl PartFile {
         self.file.sync_data()
     }
 
-    /// Sets the modification time, gives the file to `uid`/`gid`, syncs, and renames the part
-    /// to its final name (replacing a file there, never a symlink). Returns the final path.
-    /// The owner goes last but for the rename: once the file is given away, changing its time
-    /// would take more than CAP_CHOWN.
-    pub fn finish(
+    /// Sets the modification time, gives the file to `uid`/`gid`, and syncs it: what must be
+    /// true of its bytes and attributes before [`PartFile::rename`] puts it in place. The owner
+    /// goes last: once the file is given away, changing its time would take more than
+    /// CAP_CHOWN.
+    pub fn seal(
         &self,
         mtime: Option<SystemTime>,
         uid: Option<u32>,
         gid: Option<u32>,
-    ) -> Result<PathBuf, FilesError> {
+    ) -> Result<(), FilesError> {
         let io_err = |source| FilesError::Io {
             path: self.final_path.clone(),
             source,
@@ -453,7 +543,12 @@ impl PartFile {
             self.file.set_modified(mtime).map_err(io_err)?;
         }
         self.set_owner(uid, gid)?;
-        self.file.sync_all().map_err(io_err)?;
+        self.file.sync_all().map_err(io_err)
+    }
+
+    /// Renames the part to its final name (replacing a file there, never a symlink), durably.
+    /// Returns the final path.
+    pub fn rename(&self) -> Result<PathBuf, FilesError> {
         if is_symlink_at(&*self.dir, &self.final_name) {
             return Err(FilesError::Symlink {
                 path: self.final_path.clone(),
@@ -461,10 +556,9 @@ impl PartFile {
         }
         rustix::fs::renameat(&*self.dir, &self.part_name, &*self.dir, &self.final_name)
             .map_err(|e| FilesError::io(&self.final_path, e))?;
-        // The rename is durable only once its folder is synced.
-        if let Err(e) = rustix::fs::fsync(&*self.dir) {
-            tracing::warn!(path = %self.final_path.display(), error = %e, "cannot sync the folder after a rename");
-        }
+        // The rename is durable only once its folder is synced: a file is recorded complete
+        // only once its name is.
+        sync_dir(&*self.dir).map_err(|e| FilesError::io(&self.final_path, e))?;
         Ok(self.final_path.clone())
     }
 

@@ -5,6 +5,7 @@
 //! - `cli`: the `masv` command line.
 //! - `cloud`: the typed MASV API client and the wire types (DTOs) shared with the hub.
 //! - `config`: the agent's configuration.
+//! - `crash`: named crash points for the fault-injection tests (debug builds only).
 //! - `daemon`: the agent as a service: store, engine and API started and stopped together.
 //! - `files`: safe paths under a destination, name cleaning, preallocated part files, chown.
 //! - `hub`: the MASV-compatible service: control plane routes, tokens, signed blob storage.
@@ -20,6 +21,7 @@ pub mod api;
 pub mod cli;
 pub mod cloud;
 pub mod config;
+pub mod crash;
 pub mod daemon;
 pub mod files;
 pub mod hub;

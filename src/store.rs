@@ -36,6 +36,7 @@ pub enum StoreError {
 const MIGRATIONS: &[&str] = &[
     include_str!("store/migrations/0001_transfers.sql"),
     include_str!("store/migrations/0002_automations.sql"),
+    include_str!("store/migrations/0003_health.sql"),
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -105,9 +106,24 @@ impl Store {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Whether the database thread answers and SQLite can run a query (health checks).
+    /// Whether the database thread answers and SQLite can run a query (the watchdog: a full
+    /// disk is no reason to restart the agent).
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.call(|conn| Ok(conn.execute_batch("SELECT 1")?)).await
+    }
+
+    /// Whether SQLite can commit a write (health checks, and jobs waiting for a database that
+    /// could not write, its disk full say, to take writes again).
+    pub async fn probe_write(&self) -> Result<(), StoreError> {
+        self.call(|conn| {
+            conn.execute(
+                "INSERT INTO health (id, checked_at) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+                [chrono::Utc::now().to_rfc3339()],
+            )?;
+            Ok(())
+        })
+        .await
     }
 }
 

@@ -142,11 +142,15 @@ enum JobError {
     /// Paused, deleted or shut down: whoever stopped it has recorded the state.
     Stopped,
     Failed(String),
+    /// The agent's database could not take a write (its disk full, say): nothing of the job's
+    /// state can be recorded, so it waits for the database and runs again (every step may be
+    /// repeated).
+    Store(String),
 }
 
 impl From<StoreError> for JobError {
     fn from(e: StoreError) -> JobError {
-        JobError::Failed(format!("the agent's database failed: {e}"))
+        JobError::Store(e.to_string())
     }
 }
 
@@ -248,6 +252,8 @@ pub struct TransferEvent {
 struct Running {
     cancel: CancellationToken,
     progress: Arc<Mutex<Option<Arc<Progress>>>>,
+    /// Why the job is waiting, when that cannot be recorded (the database cannot write).
+    note: Arc<Mutex<Option<String>>>,
     task: JoinHandle<()>,
 }
 
@@ -275,7 +281,12 @@ impl Engine {
                 // Oldest first from the store; FIFO mode lets the first ones in.
                 transfers.sort_by_key(|t| std::cmp::Reverse(t.priority));
                 for t in transfers {
-                    if t.state == state::TRANSFERRING {
+                    // An idle upload under auto-finalize was stopped between its last file and
+                    // the package's finalize: it is finished now.
+                    let finishing = kind == TransferKind::Upload
+                        && t.state == state::IDLE
+                        && engine.inner.config.auto_finalize;
+                    if t.state == state::TRANSFERRING || finishing {
                         tracing::info!(transfer_id = %t.id, kind = kind.as_str(), "resuming");
                         engine.spawn(&t);
                     }
@@ -419,7 +430,7 @@ impl Engine {
                 )
                 .await
                 .map_err(|e| match e {
-                    JobError::Failed(e) => {
+                    JobError::Failed(e) | JobError::Store(e) => {
                         TransferError::Conflict(format!("finalizing upload {id}: {e}"))
                     }
                     JobError::Stopped => TransferError::Conflict("stopped".into()),
@@ -504,8 +515,14 @@ impl Engine {
     fn spawn(&self, record: &TransferRecord) {
         let cancel = CancellationToken::new();
         let progress = Arc::new(Mutex::new(None));
+        let note = Arc::new(Mutex::new(None));
         let inner = self.inner.clone();
-        let (id, job_cancel, job_progress) = (record.id.clone(), cancel.clone(), progress.clone());
+        let (id, job_cancel, job_progress, job_note) = (
+            record.id.clone(),
+            cancel.clone(),
+            progress.clone(),
+            note.clone(),
+        );
         let kind = record.kind;
         // FIFO mode: a place in line now, in the order jobs are spawned.
         let ticket = inner
@@ -516,18 +533,36 @@ impl Engine {
             let Some(_slot) = ticket.admitted(&job_cancel).await else {
                 return;
             };
-            let result = match kind {
-                TransferKind::Download => {
-                    download::run(inner.clone(), &id, job_cancel, job_progress).await
-                }
-                TransferKind::Upload => {
-                    upload::run(inner.clone(), &id, job_cancel, job_progress).await
-                }
+            let set_note = |text: Option<String>| {
+                *job_note.lock().expect("note lock is never poisoned") = text;
             };
-            let outcome = match result {
-                Ok(state) => Some((state, None)),
-                Err(JobError::Stopped) => None,
-                Err(JobError::Failed(reason)) => Some((state::ERROR, Some(reason))),
+            let outcome = loop {
+                // A run of its own: a worker failing the run stops that run's other workers.
+                let run_cancel = job_cancel.child_token();
+                let result = match kind {
+                    TransferKind::Download => {
+                        download::run(inner.clone(), &id, run_cancel, job_progress.clone()).await
+                    }
+                    TransferKind::Upload => {
+                        upload::run(inner.clone(), &id, run_cancel, job_progress.clone()).await
+                    }
+                };
+                match result {
+                    Ok(state) => break Some((state, None)),
+                    Err(JobError::Stopped) => break None,
+                    Err(JobError::Failed(reason)) => break Some((state::ERROR, Some(reason))),
+                    Err(JobError::Store(reason)) => {
+                        tracing::error!(transfer_id = %id, error = %reason, "the agent's database cannot write; the transfer waits for it");
+                        set_note(Some(format!(
+                            "waiting: the agent's database cannot write ({reason}); free space under the data folder and it goes on by itself"
+                        )));
+                        if !wait_for_store(&inner, &job_cancel).await {
+                            break None;
+                        }
+                        set_note(None);
+                        tracing::info!(transfer_id = %id, "the agent's database writes again; the transfer goes on");
+                    }
+                }
             };
             if let Some((state, error)) = outcome {
                 match &error {
@@ -538,9 +573,16 @@ impl Engine {
                         tracing::info!(transfer_id = %id, kind = kind.as_str(), state, "transfer ended")
                     }
                 }
-                if let Err(e) = inner.store.set_state(&id, state, error).await {
-                    tracing::error!(transfer_id = %id, error = %e, "cannot record the end of a transfer");
+                while let Err(e) = inner.store.set_state(&id, state, error.clone()).await {
+                    tracing::error!(transfer_id = %id, error = %e, "cannot record the end of a transfer; waiting for the database");
+                    set_note(Some(format!(
+                        "{state}, not recorded yet: the agent's database cannot write ({e})"
+                    )));
+                    if !wait_for_store(&inner, &job_cancel).await {
+                        break;
+                    }
                 }
+                set_note(None);
                 let _ = inner.events.send(TransferEvent {
                     id: id.clone(),
                     kind,
@@ -572,6 +614,7 @@ impl Engine {
                 Running {
                     cancel,
                     progress,
+                    note,
                     task,
                 },
             );
@@ -670,18 +713,22 @@ impl Engine {
         with_files: bool,
     ) -> Result<TransferSummary, TransferError> {
         let progress = self.inner.store.file_progress(&t.id).await?;
-        let live = self
+        let (live, note) = self
             .inner
             .running
             .lock()
             .expect("running lock is never poisoned")
             .get(&t.id)
-            .and_then(|r| {
-                r.progress
+            .map(|r| {
+                let live = r
+                    .progress
                     .lock()
                     .expect("progress slot lock is never poisoned")
-                    .clone()
-            });
+                    .clone();
+                let note = r.note.lock().expect("note lock is never poisoned").clone();
+                (live, note)
+            })
+            .unwrap_or_default();
         let done_of = |i: usize, p: &crate::store::FileProgress| match p.state.as_str() {
             file_state::COMPLETE => p.size,
             _ => live
@@ -753,7 +800,7 @@ impl Engine {
             files_total,
             files_done,
             queue_position: self.inner.bandwidth.queue_position(t.kind, &t.id),
-            error: t.error.clone(),
+            error: note.or_else(|| t.error.clone()),
             rule: t.rule.clone(),
             files: views,
         };
@@ -929,6 +976,21 @@ impl Engine {
     }
 }
 
+/// Waits until the database takes writes again (checked every second); `false` if the job
+/// was stopped (paused, deleted, shut down) meanwhile.
+async fn wait_for_store(inner: &Inner, cancel: &CancellationToken) -> bool {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return false,
+            _ = inner.draining.cancelled() => return false,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if inner.store.probe_write().await.is_ok() {
+            return true;
+        }
+    }
+}
+
 /// A new transfer row.
 fn new_record(kind: TransferKind, priority: i64, spec: serde_json::Value) -> TransferRecord {
     let now = Utc::now();
@@ -970,18 +1032,18 @@ where
         match result {
             Ok(Ok(())) => {}
             Ok(Err(JobError::Stopped)) => stopped = true,
-            Ok(Err(JobError::Failed(e))) => {
+            Ok(Err(e)) => {
                 cancel.cancel();
                 fatal.get_or_insert(e);
             }
             Err(e) => {
                 cancel.cancel();
-                fatal.get_or_insert(format!("a transfer worker crashed: {e}"));
+                fatal.get_or_insert(JobError::Failed(format!("a transfer worker crashed: {e}")));
             }
         }
     }
     if let Some(e) = fatal {
-        return Err(JobError::Failed(e));
+        return Err(e);
     }
     if stopped || cancel.is_cancelled() {
         return Err(JobError::Stopped);

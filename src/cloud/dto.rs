@@ -155,6 +155,11 @@ pub struct PackageFile {
     pub last_modified: Option<DateTime<Utc>>,
     #[serde(default)]
     pub virus_detected: bool,
+    /// For the sender (an upload token), how to open the multipart upload of a file entry not
+    /// finalized yet: a client that lost the answer of its declaration adopts the entry with
+    /// it instead of declaring the file twice. [ours] Absent elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_blueprint: Option<Blueprint>,
 }
 
 /// `GET /packages/{id}/files/{file_id}/download`.

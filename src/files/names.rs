@@ -20,7 +20,7 @@ impl Platform {
 }
 
 /// Longest component most filesystems hold (bytes).
-const MAX_COMPONENT: usize = 255;
+pub(super) const MAX_COMPONENT: usize = 255;
 
 const WINDOWS_RESERVED: [&str; 22] = [
     "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
@@ -77,6 +77,21 @@ fn truncate(name: String) -> String {
         cut -= 1;
     }
     format!("{}{ext}", &name[..cut])
+}
+
+/// The `n`-th name for a file whose name is taken (`n` ≥ 2): `stem (n).ext`, within the 255
+/// bytes a name may have (the stem is cut, the number and extension kept).
+pub fn numbered_name(name: &str, n: u32) -> String {
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 && name.len() - i <= 16 => name.split_at(i),
+        _ => (name, ""),
+    };
+    let tail = format!(" ({n}){ext}");
+    let mut cut = stem.len().min(MAX_COMPONENT.saturating_sub(tail.len()));
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{tail}", &stem[..cut])
 }
 
 /// Where a package entry goes under the destination: its folder `path` (`/`- or

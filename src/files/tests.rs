@@ -68,19 +68,19 @@ fn a_symlink_inside_the_destination_is_never_followed() {
         Err(FilesError::Symlink { .. })
     ));
     assert!(matches!(
-        dest.part_file(Path::new("evil/x"), 3),
+        dest.part_file(Path::new("evil/x"), "t1", 3, true),
         Err(FilesError::Symlink { .. })
     ));
     // A symlink where the part file or the final file goes.
-    std::os::unix::fs::symlink(outside.path().join("t"), root.path().join("f.part")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("t"), root.path().join("f.t1.part")).unwrap();
     assert!(matches!(
-        dest.part_file(Path::new("f"), 3),
+        dest.part_file(Path::new("f"), "t1", 3, true),
         Err(FilesError::Symlink { .. })
     ));
-    let part = dest.part_file(Path::new("g"), 3).unwrap();
+    let part = dest.part_file(Path::new("g"), "t1", 3, true).unwrap();
     std::os::unix::fs::symlink(outside.path().join("u"), root.path().join("g")).unwrap();
     assert!(matches!(
-        part.finish(None, None, None),
+        part.seal(None, None, None).and_then(|()| part.rename()),
         Err(FilesError::Symlink { .. })
     ));
     assert_eq!(
@@ -96,9 +96,11 @@ fn part_files_take_parallel_writes_resume_without_truncating_and_finish() {
     let dest = Destination::open(&root.path().join("new")).unwrap();
     dest.create_dirs(Path::new("a/b")).unwrap();
     assert!(root.path().join("new/a/b").is_dir());
-    let part = dest.part_file(Path::new("a/b/f.bin"), 4 * 1024).unwrap();
+    let part = dest
+        .part_file(Path::new("a/b/f.bin"), "t1", 4 * 1024, true)
+        .unwrap();
     assert_eq!(
-        std::fs::metadata(root.path().join("new/a/b/f.bin.part"))
+        std::fs::metadata(root.path().join("new/a/b/f.bin.t1.part"))
             .unwrap()
             .len(),
         4096
@@ -110,14 +112,36 @@ fn part_files_take_parallel_writes_resume_without_truncating_and_finish() {
         }
     });
     drop(part);
-    let again = dest.part_file(Path::new("a/b/f.bin"), 4 * 1024).unwrap();
+    let again = dest
+        .part_file(Path::new("a/b/f.bin"), "t1", 4 * 1024, false)
+        .unwrap();
     let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_500_000_000);
-    let done = again.finish(Some(mtime), None, None).unwrap();
+    again.seal(Some(mtime), None, None).unwrap();
+    assert_eq!(
+        dest.probe(Path::new("a/b/f.bin"), "t1", 4096).unwrap(),
+        OnDisk::Part
+    );
+    let done = again.rename().unwrap();
+    // Renamed: found in place (a restart records it complete, never makes a new part file).
+    assert_eq!(
+        dest.probe(Path::new("a/b/f.bin"), "t1", 4096).unwrap(),
+        OnDisk::Final
+    );
+    assert_eq!(
+        dest.probe(Path::new("a/b/f.bin"), "t1", 4095).unwrap(),
+        OnDisk::Neither,
+        "a file of another size is not this one"
+    );
+    assert!(matches!(
+        dest.part_file(Path::new("a/b/f.bin"), "t1", 4096, false),
+        Err(FilesError::Io { .. })
+    ));
     let bytes = std::fs::read(&done).unwrap();
     assert_eq!(bytes[0], 0);
     assert_eq!(bytes[3 * 1024], 3, "resuming kept what was written");
     assert_eq!(std::fs::metadata(&done).unwrap().modified().unwrap(), mtime);
-    dest.remove_file(Path::new("a/b/f.bin")).unwrap();
+    dest.remove_file(Path::new("a/b/f.bin"), "t1", false)
+        .unwrap();
     dest.remove_empty_dir(Path::new("a/b")).unwrap();
     assert!(!root.path().join("new/a/b").exists());
 }
@@ -165,7 +189,9 @@ fn range_writers_land_every_byte_in_place_aligned_or_not() {
     let len = range.len() as u64;
     // One range at an aligned offset (direct I/O where the disk has it), one at an odd one.
     let (aligned, odd) = (8192u64, 8192 + len + 123);
-    let part = dest.part_file(Path::new("r.bin"), odd + len + 10).unwrap();
+    let part = dest
+        .part_file(Path::new("r.bin"), "t1", odd + len + 10, true)
+        .unwrap();
     for offset in [aligned, odd] {
         let mut writer = part.range_writer(offset, 64 * 1024);
         for piece in &pieces {
@@ -177,7 +203,8 @@ fn range_writers_land_every_byte_in_place_aligned_or_not() {
         writer.finish().unwrap();
     }
     part.start_writeback(0, odd + len);
-    let bytes = std::fs::read(part.finish(None, None, None).unwrap()).unwrap();
+    part.seal(None, None, None).unwrap();
+    let bytes = std::fs::read(part.rename().unwrap()).unwrap();
     assert_eq!(bytes.len() as u64, odd + len + 10);
     assert!(bytes[..aligned as usize].iter().all(|b| *b == 0));
     assert!(
@@ -187,4 +214,36 @@ fn range_writers_land_every_byte_in_place_aligned_or_not() {
     );
     assert!(bytes[aligned as usize..][..len as usize] == range[..]);
     assert!(bytes[odd as usize..][..len as usize] == range[..]);
+}
+
+#[test]
+fn temporary_names_fit_and_never_collide() {
+    use std::os::unix::ffi::OsStrExt;
+    for len in [1usize, 200, 250, 251, 255] {
+        let name = "n".repeat(len);
+        let temp = temp_name(OsStr::new(&name), "0123abcd-17");
+        assert!(temp.as_bytes().len() <= 255, "{len}: {temp:?}");
+        assert!(temp.as_bytes().ends_with(b".0123abcd-17.part"));
+    }
+    // Cut on a character boundary.
+    let cjk = "映".repeat(85);
+    let temp = temp_name(OsStr::new(&cjk), "0123abcd-1");
+    assert!(temp.to_str().is_some() && temp.as_bytes().len() <= 255);
+    assert_ne!(
+        temp_name(OsStr::new(&cjk), "0123abcd-1"),
+        temp_name(OsStr::new(&cjk), "0123abcd-2")
+    );
+}
+
+#[test]
+fn numbered_names_keep_the_extension_and_fit() {
+    assert_eq!(numbered_name("clip.mov", 2), "clip (2).mov");
+    assert_eq!(numbered_name("README", 3), "README (3)");
+    assert_eq!(numbered_name(".hidden", 2), ".hidden (2)");
+    let long = format!("{}.mov", "映".repeat(83));
+    let numbered = numbered_name(&long, 2);
+    assert!(
+        numbered.len() <= 255 && numbered.ends_with(" (2).mov"),
+        "{numbered}"
+    );
 }

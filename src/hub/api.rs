@@ -332,6 +332,18 @@ fn package_file(row: &FileRow) -> PackageFile {
         size: row.size,
         last_modified: row.last_modified,
         virus_detected: row.virus_detected,
+        create_blueprint: None,
+    }
+}
+
+/// How to open the multipart upload of the file entry `file_id`: an S3 CreateMultipartUpload
+/// on the hub's storage.
+fn create_blueprint(state: &State, package_id: &str, file_id: &str) -> Blueprint {
+    Blueprint {
+        url: storage::signed_url(state, "POST", package_id, file_id, &[("uploads", "")]),
+        method: "POST".into(),
+        headers: BTreeMap::new(),
+        body: String::new(),
     }
 }
 
@@ -481,10 +493,19 @@ async fn list_files(
         last.insert(package.id.clone(), now);
     }
     // Recipients see only what has arrived; the sender also sees files still uploading.
+    // The sender may have lost the answer of a declaration: an entry still open carries its
+    // create blueprint, so the entry is adopted rather than declared twice.
+    let sender = claims.lvl == Access::Upload;
     let files: Vec<PackageFile> = rows
         .iter()
-        .filter(|f| f.finalized || claims.lvl == Access::Upload)
-        .map(package_file)
+        .filter(|f| f.finalized || sender)
+        .map(|row| {
+            let mut file = package_file(row);
+            if sender && !row.finalized && row.kind == "file" {
+                file.create_blueprint = Some(create_blueprint(&state, &package.id, &row.id));
+            }
+            file
+        })
         .collect();
     Ok(Json(files).into_response())
 }
@@ -585,12 +606,7 @@ async fn add_file(
             body: String::new(),
         }
     } else {
-        Blueprint {
-            url: storage::signed_url(&state, "POST", &package.id, &row.id, &[("uploads", "")]),
-            method: "POST".into(),
-            headers: BTreeMap::new(),
-            body: String::new(),
-        }
+        create_blueprint(&state, &package.id, &row.id)
     };
     Ok((
         StatusCode::CREATED,

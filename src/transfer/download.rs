@@ -193,13 +193,58 @@ pub(super) async fn run(
                     serde_json::to_value(&remote).expect("remote serializes"),
                 )
                 .await?;
+            crate::crash_point!("download.planned");
             inner.store.insert_files(id, planned.clone()).await?;
             files = planned;
             remote
         }
     };
     let (dest, created_destination) = open_destination(&spec)?;
-    let chunks = inner.store.chunks(id).await?;
+    let root = package_root(&spec, &remote);
+    let rel_of = |f: &FileRecord| {
+        PathBuf::from(&f.local_path)
+            .strip_prefix(&spec.dst_folder)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|_| root.join(&f.name))
+    };
+    let mut chunks = inner.store.chunks(id).await?;
+    // What was committed is only worth what is on disk: a file whose part file is gone (deleted
+    // by hand, or renamed into place before a crash) is checked before anything is planned.
+    let mut started = vec![false; files.len()];
+    for c in &chunks {
+        started[c.file_idx as usize] = true;
+    }
+    for (i, f) in files.iter_mut().enumerate() {
+        let open = f.state == file_state::PENDING || f.state == file_state::TRANSFERRING;
+        if !open || f.kind == "directory" || !started[i] {
+            continue;
+        }
+        let committed: u64 = chunks
+            .iter()
+            .filter(|c| c.file_idx as usize == i)
+            .map(|c| c.size)
+            .sum();
+        let probed = dest
+            .probe(&rel_of(f), &part_tag(id, f.idx), f.size)
+            .map_err(|e| JobError::Failed(e.to_string()))?;
+        match probed {
+            files::OnDisk::Part => {}
+            // Renamed into place, then stopped before it was recorded: it is complete. Its
+            // part file is never made again (that would write zeros over the file).
+            files::OnDisk::Final if committed == f.size => {
+                inner
+                    .store
+                    .set_file_state(id, f.idx, file_state::COMPLETE, None)
+                    .await?;
+                f.state = file_state::COMPLETE.into();
+            }
+            _ => {
+                tracing::info!(download_id = %id, file = %f.name, "the file's part is gone; fetching it again");
+                inner.store.clear_chunks(id, f.idx).await?;
+                chunks.retain(|c| c.file_idx as usize != i);
+            }
+        }
+    }
     let mut done_per_file = vec![0u64; files.len()];
     let mut done_chunks: HashSet<(u32, u32)> = HashSet::new();
     for c in &chunks {
@@ -216,14 +261,10 @@ pub(super) async fn run(
         .lock()
         .expect("progress slot lock is never poisoned") = Some(progress.clone());
 
-    let root = package_root(&spec, &remote);
     let mut queue = VecDeque::new();
     let mut jobs = Vec::with_capacity(files.len());
     for (i, f) in files.into_iter().enumerate() {
-        let rel = PathBuf::from(&f.local_path)
-            .strip_prefix(&spec.dst_folder)
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|_| root.join(&f.name));
+        let rel = rel_of(&f);
         let mut remaining = 0;
         if f.kind != "directory"
             && (f.state == file_state::PENDING || f.state == file_state::TRANSFERRING)
@@ -439,8 +480,46 @@ async fn plan(
         }
         planned.push(plan_file(planned.len() as u32, f, &root, spec, chunk_size));
     }
+    unique_local_paths(&mut planned);
     tracing::info!(download_id = %id, package_id = %info.package_id, files = planned.len(), "download planned");
     Ok((remote, planned))
+}
+
+/// One writer per local path: entries of a package whose cleaned paths collide (the same name
+/// twice, names that differ only in what cleaning removed, long names cut to the same 255
+/// bytes, a file where a folder of the package is) keep the first one's name, in listing
+/// order; the others become `name (2).ext`, `name (3).ext`… (within 255 bytes).
+fn unique_local_paths(planned: &mut [FileRecord]) {
+    let placed = |f: &FileRecord| f.state == file_state::PENDING;
+    let mut folders: HashSet<PathBuf> = HashSet::new();
+    for f in planned.iter().filter(|f| placed(f)) {
+        let path = PathBuf::from(&f.local_path);
+        if f.kind == "directory" {
+            folders.insert(path.clone());
+        }
+        folders.extend(path.ancestors().skip(1).map(Path::to_path_buf));
+    }
+    let mut taken: HashSet<PathBuf> = HashSet::new();
+    for f in planned
+        .iter_mut()
+        .filter(|f| f.kind != "directory" && placed(f))
+    {
+        let path = PathBuf::from(&f.local_path);
+        if !folders.contains(&path) && taken.insert(path.clone()) {
+            continue;
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let free = (2..)
+            .map(|n| path.with_file_name(files::numbered_name(&name, n)))
+            .find(|p| !folders.contains(p) && !taken.contains(p))
+            .expect("some number is free");
+        tracing::info!(file = %f.name, local_path = %free.display(), "a name taken by another entry of the package: numbered");
+        taken.insert(free.clone());
+        f.local_path = free.display().to_string();
+    }
 }
 
 fn plan_file(
@@ -512,6 +591,7 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
         }
         match fetch_chunk(&job, &chunk).await {
             Ok(()) => {
+                crate::crash_point!("download.chunk.written");
                 job.inner
                     .store
                     .add_chunk(
@@ -524,6 +604,7 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
                         },
                     )
                     .await?;
+                crate::crash_point!("download.chunk.committed");
                 if file.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
                     finish_file(&job, chunk.file).await?;
                 }
@@ -552,10 +633,12 @@ async fn fail_file(job: &Job, i: usize, reason: String) -> Result<(), JobError> 
     Ok(())
 }
 
-/// Dates, chowns, syncs and renames a file whose chunks are all written.
+/// Dates, chowns, syncs and renames a file whose chunks are all written, then records it
+/// complete. Each step may be repeated after a crash: the part file is opened, never created,
+/// so a file renamed before a crash is found complete at the restart ([`run`]), not replaced.
 async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
     let file = &job.files[i];
-    let part = match part_file(job, i).await {
+    let part = match part_file(job, i, false).await {
         Ok(part) => part,
         Err(reason) => return fail_file(job, i, reason).await,
     };
@@ -568,16 +651,20 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
         if let Some(mode) = mode {
             part.set_mode(mode)?;
         }
-        part.finish(mtime, uid, gid)
+        part.seal(mtime, uid, gid)?;
+        crate::crash_point!("download.file.synced");
+        part.rename()
     })
     .await
     .map_err(|e| JobError::Failed(e.to_string()))?;
     match finished {
         Ok(_) => {
+            crate::crash_point!("download.file.renamed");
             job.inner
                 .store
                 .set_file_state(&job.id, i as u32, file_state::COMPLETE, None)
                 .await?;
+            crate::crash_point!("download.file.complete");
             tracing::debug!(download_id = %job.id, file = %file.record.name, "file complete");
             Ok(())
         }
@@ -585,18 +672,27 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
     }
 }
 
-/// The file's `.part`, opened (and its folders created) at first use.
-async fn part_file(job: &Job, i: usize) -> Result<PartFile, String> {
+/// The tag of a file's part name: the transfer and the file, so that no two writers (two
+/// downloads into one folder, two entries of a package) ever share a part file.
+fn part_tag(id: &str, idx: u32) -> String {
+    format!("{}-{idx}", id.get(..8).unwrap_or(id))
+}
+
+/// The file's part file, opened (with `create`, made along with its folders) at first use.
+async fn part_file(job: &Job, i: usize, create: bool) -> Result<PartFile, String> {
     let file = &job.files[i];
     let mut slot = file.part.lock().await;
     if let Some(part) = slot.as_ref() {
         return Ok(part.clone());
     }
     let parent = file.rel.parent().map(Path::to_path_buf).unwrap_or_default();
-    job.dest.create_dirs(&parent).map_err(|e| e.to_string())?;
+    if create {
+        job.dest.create_dirs(&parent).map_err(|e| e.to_string())?;
+    }
+    let tag = part_tag(&job.id, file.record.idx);
     let part = job
         .dest
-        .part_file(&file.rel, file.record.size)
+        .part_file(&file.rel, &tag, file.record.size, create)
         .map_err(|e| e.to_string())?;
     if file.record.state == file_state::PENDING {
         let _ = job
@@ -671,7 +767,7 @@ async fn refresh_token(job: &Job) -> Result<(), ChunkError> {
     .await
     .map_err(|e| match e {
         JobError::Stopped => ChunkError::Stopped,
-        JobError::Failed(e) => ChunkError::File(e),
+        JobError::Failed(e) | JobError::Store(e) => ChunkError::File(e),
     })?;
     let mut remote = job.remote.write().await;
     remote.package_token = info.package_token;
@@ -688,7 +784,9 @@ async fn refresh_token(job: &Job) -> Result<(), ChunkError> {
 
 /// Fetches one range into place, retrying transient failures.
 async fn fetch_chunk(job: &Job, chunk: &Chunk) -> Result<(), ChunkError> {
-    let part = part_file(job, chunk.file).await.map_err(ChunkError::File)?;
+    let part = part_file(job, chunk.file, true)
+        .await
+        .map_err(ChunkError::File)?;
     if chunk.len == 0 {
         return Ok(());
     }
@@ -838,7 +936,9 @@ pub(super) async fn remove_files(store: &Store, id: &str) -> Result<(), Transfer
         serde_json::from_value(record.spec).map_err(|e| TransferError::Invalid(e.to_string()))?;
     let files = store.files(id).await?;
     let root = spec.dst_folder.clone();
+    let id = id.to_owned();
     tokio::task::spawn_blocking(move || {
+        let id = id.as_str();
         let Ok(dest) = Destination::open_existing(&root) else {
             return;
         };
@@ -850,7 +950,7 @@ pub(super) async fn remove_files(store: &Store, id: &str) -> Result<(), Transfer
             if f.kind == "directory" {
                 folders.push(rel.to_path_buf());
             } else {
-                let _ = dest.remove_file(rel);
+                let _ = dest.remove_file(rel, &part_tag(id, f.idx), false);
                 if let Some(parent) = rel.parent() {
                     folders.push(parent.to_path_buf());
                 }

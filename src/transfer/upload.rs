@@ -146,6 +146,10 @@ pub(super) struct Remote {
 struct FileRemote {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     file_id: Option<String>,
+    /// A declaration was (or may have been) sent: before declaring again, the package's
+    /// entries are listed and the file's own adopted ([`adopt`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    declaring: bool,
     /// How to open the file's multipart upload, kept from its declaration until it is open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     create_blueprint: Option<Blueprint>,
@@ -404,12 +408,16 @@ struct Job {
     files: Vec<FileJob>,
     /// The files started and not finished, each set up once by whichever worker comes first.
     active: Mutex<HashMap<usize, Arc<OnceCell<Arc<Active>>>>>,
+    /// The package's entries that files of this upload own, read when a file is adopted.
+    claimed: tokio::sync::Mutex<Option<std::collections::HashSet<String>>>,
     queue: Mutex<VecDeque<Part>>,
 }
 
 enum PartError {
     Stopped,
     File(String),
+    /// The agent's database could not write: the job waits for it (see [`JobError::Store`]).
+    Store(String),
 }
 
 /// Sends what is left of an upload; `Ok` with the state it ends in (`idle` or `complete`).
@@ -487,6 +495,7 @@ pub(super) async fn run(
         remote,
         files: jobs,
         active: Mutex::new(HashMap::new()),
+        claimed: tokio::sync::Mutex::new(None),
         queue: Mutex::new(queue),
     });
 
@@ -514,7 +523,9 @@ pub(super) async fn run(
             .store
             .set_state(&job.id, state::IDLE, None)
             .await?;
+        crate::crash_point!("upload.package.finalizing");
         finalize_package(&job.inner, &job.remote, job.priority, &job.cancel).await?;
+        crate::crash_point!("upload.package.finalized");
         Ok(state::COMPLETE)
     } else {
         Ok(state::IDLE)
@@ -582,6 +593,7 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
         };
         match sent {
             Ok((active, etag)) => {
+                crate::crash_point!("upload.part.sent");
                 job.inner
                     .store
                     .add_chunk(
@@ -594,6 +606,7 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
                         },
                     )
                     .await?;
+                crate::crash_point!("upload.part.committed");
                 active
                     .etags
                     .lock()
@@ -605,6 +618,7 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
             }
             Err(PartError::Stopped) => return Err(JobError::Stopped),
             Err(PartError::File(reason)) => fail_file(&job, part.file, reason).await?,
+            Err(PartError::Store(reason)) => return Err(JobError::Store(reason)),
         }
     }
 }
@@ -661,7 +675,7 @@ async fn active(job: &Job, i: usize) -> Result<Arc<Active>, PartError> {
 
 async fn start_file(job: &Job, i: usize) -> Result<Arc<Active>, PartError> {
     let inner = &job.inner;
-    let database = |e: crate::store::StoreError| PartError::File(e.to_string());
+    let database = |e: crate::store::StoreError| PartError::Store(e.to_string());
     let record = inner
         .store
         .file(&job.id, i as u32)
@@ -699,25 +713,26 @@ async fn start_file(job: &Job, i: usize) -> Result<Arc<Active>, PartError> {
             size: record.size,
             chunk_size: record.chunk_size,
         };
-        let added = cloud_step(
-            retry_cloud(
-                inner,
-                &job.cancel,
-                job.priority,
-                "adding a file",
-                InFlight::Finish,
-                || {
-                    inner
-                        .client
-                        .add_file(&job.remote.package_id, &job.remote.access_token, &req)
-                },
-            )
-            .await,
-        )?;
-        remote.file_id = Some(added.file.id.clone());
+        let adopted = if remote.declaring {
+            // Declared before a crash, its answer lost: the entry may be there already.
+            adopt(job, &req).await?
+        } else {
+            // Recorded before the declaration goes: a restart knows to look for the entry.
+            remote.declaring = true;
+            save(&remote).await.map_err(database)?;
+            crate::crash_point!("upload.file.declaring");
+            None
+        };
+        let (file_id, blueprint) = match adopted {
+            Some(found) => found,
+            None => declare(job, &req).await?,
+        };
+        crate::crash_point!("upload.file.declared");
+        remote.file_id = Some(file_id);
+        remote.declaring = false;
         // Committed before the multipart upload is opened: declared twice, a file would be
         // left unfinished in the package, and the package could not be finalized.
-        remote.create_blueprint = (!directory).then_some(added.create_blueprint);
+        remote.create_blueprint = if directory { None } else { blueprint };
         save(&remote).await.map_err(database)?;
         let _ = inner
             .store
@@ -736,6 +751,7 @@ async fn start_file(job: &Job, i: usize) -> Result<Arc<Active>, PartError> {
             )
             .await,
         )?;
+        crate::crash_point!("upload.multipart.opened");
         remote.upload_id = Some(upload_id);
         remote.create_blueprint = None;
         save(&remote).await.map_err(database)?;
@@ -745,6 +761,102 @@ async fn start_file(job: &Job, i: usize) -> Result<Arc<Active>, PartError> {
         remote,
         urls: tokio::sync::Mutex::new(BTreeMap::new()),
         etags: Mutex::new(etags),
+    }))
+}
+
+/// Declares a file to the package. A declaration whose answer is lost (a connection cut
+/// after the service took the request, a timeout, a 5xx) is never simply sent again: the
+/// package's entries are listed first, and the file's own adopted if it is there.
+async fn declare(job: &Job, req: &AddFile) -> Result<(String, Option<Blueprint>), PartError> {
+    let inner = &job.inner;
+    let mut attempt = 0;
+    loop {
+        // Like every step that creates something on the service, it goes even if the job is
+        // stopped meanwhile: its answer must not be lost.
+        let permit = inner.budget.acquire(job.priority).await;
+        let added = inner
+            .client
+            .add_file(&job.remote.package_id, &job.remote.access_token, req)
+            .await;
+        drop(permit);
+        let error = match added {
+            Ok(added) => return Ok((added.file.id, Some(added.create_blueprint))),
+            Err(e) => e,
+        };
+        inner.metrics.cloud_error(&error);
+        if !error.is_transient() || attempt >= inner.config.retry.max_retries {
+            return Err(PartError::File(error.to_string()));
+        }
+        if job.cancel.is_cancelled() {
+            return Err(PartError::Stopped);
+        }
+        attempt += 1;
+        inner.metrics.retry();
+        let delay = inner.config.retry.delay(attempt, error.retry_after());
+        tracing::debug!(upload_id = %job.id, file = %req.name, attempt, error = %error, "declaring a file failed; looking for it before trying again");
+        tokio::select! {
+            _ = job.cancel.cancelled() => return Err(PartError::Stopped),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        if let Some(found) = adopt(job, req).await? {
+            return Ok(found);
+        }
+    }
+}
+
+/// The package's entry for a file whose declaration may have been taken without its answer
+/// reaching us: same kind, name, folder and size, and not the entry of another file of this
+/// upload. An entry of a file is adopted with the create blueprint the listing gives the
+/// sender; without one (a service that does not give it) it cannot be opened, so the file is
+/// declared again.
+async fn adopt(job: &Job, req: &AddFile) -> Result<Option<(String, Option<Blueprint>)>, PartError> {
+    let inner = &job.inner;
+    let listing = cloud_step(
+        retry_cloud(
+            inner,
+            &job.cancel,
+            job.priority,
+            "listing the package's files",
+            InFlight::Interrupt,
+            || {
+                inner
+                    .client
+                    .package_files(&job.remote.package_id, &job.remote.access_token)
+            },
+        )
+        .await,
+    )?;
+    let mut claimed = job.claimed.lock().await;
+    if claimed.is_none() {
+        let ids = inner
+            .store
+            .files(&job.id)
+            .await
+            .map_err(|e| PartError::Store(e.to_string()))?
+            .into_iter()
+            .filter_map(|f| {
+                f.extra
+                    .and_then(|e| serde_json::from_str::<FileRemote>(&e).ok())
+                    .and_then(|r| r.file_id)
+            })
+            .collect();
+        *claimed = Some(ids);
+    }
+    let claimed = claimed.as_mut().expect("claimed ids were read");
+    let folder = |p: &str| p.replace('\\', "/").trim_matches('/').to_owned();
+    let directory = req.kind == FileKind::Directory;
+    let found = listing.into_iter().find(|f| {
+        f.kind == req.kind
+            && f.name == req.name
+            && folder(&f.path) == folder(&req.path)
+            && (directory || f.size == req.size)
+            && !claimed.contains(&f.id)
+            && (directory || f.create_blueprint.is_some())
+    });
+    Ok(found.map(|f| {
+        tracing::info!(upload_id = %job.id, file = %req.name, file_id = %f.id, "the file was declared before its answer was lost: adopted");
+        claimed.insert(f.id.clone());
+        (f.id, f.create_blueprint)
     }))
 }
 
@@ -886,6 +998,7 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
         Ok(file) => file,
         Err(PartError::Stopped) => return Err(JobError::Stopped),
         Err(PartError::File(e)) => return fail_file(job, i, e).await,
+        Err(PartError::Store(e)) => return Err(JobError::Store(e)),
     };
     if job.files[i].directory {
         job.inner
@@ -935,6 +1048,7 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
     .await;
     match done {
         Ok(()) => {
+            crate::crash_point!("upload.file.finalized");
             inner
                 .store
                 .set_file_state(&job.id, i as u32, file_state::COMPLETE, None)

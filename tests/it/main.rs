@@ -4,10 +4,12 @@
 //! - `support`: starting hubs, a ready-made world, uploads and downloads through the client.
 //! - `agent`: agents in-process or as a real process, driven through their REST API.
 //! - `cli`: the real `masv` command line against an agent and a hub.
+//! - `crash`: the real agent aborted at every named crash point, restarted, checked intact.
 //! - `bandwidth`: rate limits and FIFO caps felt by real transfers, changed through the API and
 //!   the configuration file.
 //! - `automations`: configuration files run by agents: watch folders, link and inbox rules, reloads.
 //! - `hub`: the hub against the typed client, route by route (spec §2–4).
+//! - `proxy`: a loss proxy that cuts connections on the way up or back.
 //! - `download`: downloads end to end: the tree on disk, hostile packages, faults, crashes.
 //! - `service`: the agent as a service: systemd notify, SIGTERM, logs, metrics, the API token.
 //! - `upload`: uploads end to end: folders up, links back down, edits mid-send, crashes.
@@ -16,8 +18,10 @@ mod agent;
 mod automations;
 mod bandwidth;
 mod cli;
+mod crash;
 mod download;
 mod hub;
+mod proxy;
 mod service;
 mod support;
 mod upload;
