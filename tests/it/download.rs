@@ -672,3 +672,196 @@ async fn a_package_of_more_files_than_the_descriptor_limit_downloads_whole() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn colliding_and_long_names_each_arrive_under_their_documented_name() {
+    let world = World::new().await;
+    // Names of 251 to 255 bytes (a part file's suffix would once overflow them), two of 300
+    // bytes that are the same once cut to 255, the same name twice, and two names the same
+    // once cleaned (a control character goes).
+    let mut specs = Vec::new();
+    let mut expected = Vec::new();
+    for len in 251..=255usize {
+        let name = format!("{}.mov", "n".repeat(len - 4));
+        let bytes = pseudo_random_bytes(len as u64, 1000 + len);
+        specs.push(FileSpec::file(&name, bytes.clone()));
+        expected.push((name, bytes));
+    }
+    let stem = "映".repeat(98); // 294 bytes
+    for (seed, last) in [(1u64, "a"), (2, "b")] {
+        let name = format!("{stem}{last}.mov");
+        specs.push(FileSpec::file(&name, pseudo_random_bytes(seed, 3000)));
+    }
+    // Cut to 255 bytes on a character boundary, extension kept: 249 bytes of stem.
+    let cut = format!("{}.mov", "映".repeat(83));
+    let numbered = format!("{} (2).mov", "映".repeat(82));
+    expected.push((cut, pseudo_random_bytes(1, 3000)));
+    expected.push((numbered, pseudo_random_bytes(2, 3000)));
+    for (seed, name) in [(3u64, "take.wav"), (4, "take.wav"), (5, "ta\u{7}ke.wav")] {
+        specs.push(FileSpec::file(name, pseudo_random_bytes(seed, 5000)));
+    }
+    expected.push(("take.wav".into(), pseudo_random_bytes(3, 5000)));
+    expected.push(("take (2).wav".into(), pseudo_random_bytes(4, 5000)));
+    expected.push(("take (3).wav".into(), pseudo_random_bytes(5, 5000)));
+    let (_, url) = world.shared(specs).await;
+    let agent = TestAgent::start(engine_config(&world.hub.base_url)).await;
+    let dst = tempfile::tempdir().unwrap();
+    let id = agent.api.download(download_request(&url, dst.path())).await;
+    let done = agent
+        .api
+        .wait_for("downloads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    let root = dst.path().join("dailies day 1");
+    let mut found: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    found.sort();
+    let mut names: Vec<String> = expected.iter().map(|(n, _)| n.clone()).collect();
+    names.sort();
+    assert_eq!(found, names);
+    // Every entry arrived whole, each under one of the names; which of the colliding entries
+    // keeps the plain name follows the service's listing order.
+    let mut arrived: Vec<Vec<u8>> = found
+        .iter()
+        .map(|name| std::fs::read(root.join(name)).unwrap())
+        .collect();
+    arrived.sort();
+    let mut sent: Vec<Vec<u8>> = expected.into_iter().map(|(_, b)| b).collect();
+    sent.sort();
+    assert!(
+        arrived == sent,
+        "the files' contents differ from the package's"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_downloads_into_one_folder_never_share_a_part_file() {
+    let world = World::new().await;
+    let bytes = pseudo_random_bytes(8, 6 * MIB + 5);
+    let (_, url) = world
+        .shared(vec![FileSpec::file("same.mov", bytes.clone())])
+        .await;
+    let agent = TestAgent::start(engine_config(&world.hub.base_url)).await;
+    let dst = tempfile::tempdir().unwrap();
+    let first = agent.api.download(download_request(&url, dst.path())).await;
+    let second = agent.api.download(download_request(&url, dst.path())).await;
+    for id in [first, second] {
+        let done = agent
+            .api
+            .wait_for("downloads", &id, &["complete", "error"], LONG)
+            .await;
+        assert_eq!(done["state"], "complete", "{done}");
+    }
+    let folder = dst.path().join("dailies day 1");
+    let left: Vec<_> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("same.mov")]);
+    assert_eq!(std::fs::read(folder.join("same.mov")).unwrap(), bytes);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_that_cannot_write_is_seen_and_the_download_goes_on_once_it_can() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test mounts a small tmpfs: run the tests as root (CI does)"
+    );
+    let hub = TestHub::start_with(
+        DataDir::new(),
+        HubOptions::faults(Faults {
+            delay: Duration::from_millis(50),
+            ..Faults::default()
+        }),
+    )
+    .await;
+    let world = World::on(hub);
+    let bytes = pseudo_random_bytes(21, 40 * MIB);
+    let (_, url) = world
+        .shared(vec![FileSpec::file("reel.mov", bytes.clone())])
+        .await;
+    // The agent's data folder on a disk of its own, 2 MiB: the database fills it up.
+    let data = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(data.path())
+        .status()
+        .expect("mount runs");
+    assert!(status.success(), "mounting a 2 MiB tmpfs");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(data.path());
+    let mut config = engine_config(&world.hub.base_url);
+    config.max_connections = 2;
+    let agent = TestAgent::start_on(data.path(), config).await;
+    let dst = tempfile::tempdir().unwrap();
+    let id = agent.api.download(download_request(&url, dst.path())).await;
+    agent
+        .api
+        .wait_for_bytes("downloads", &id, 4 * MIB as u64, LONG)
+        .await;
+
+    // The disk fills up: the database cannot write.
+    let filler = data.path().join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while file.write_all(&block).is_ok() {}
+        let _ = file.write_all(&[0u8; 1]);
+        while file.write_all(&[0u8; 512]).is_ok() {}
+    }
+    let start = std::time::Instant::now();
+    let (health, detail) = loop {
+        let (health, answer) = healthz(&agent.api).await;
+        let (_, detail) = agent.api.get(&format!("/downloads/{id}")).await;
+        let waiting = detail["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("database cannot write"));
+        if health == 503 && waiting {
+            break (answer, detail);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "5 s after the disk filled: /healthz {health} {answer}, download {detail}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        health["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot write")),
+        "{health}"
+    );
+    assert_eq!(detail["state"], "transferring", "{detail}");
+
+    // Space is freed: the download goes on by itself and arrives whole.
+    std::fs::remove_file(&filler).unwrap();
+    let done = agent
+        .api
+        .wait_for("downloads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    assert_eq!(done["error"], serde_json::Value::Null, "{done}");
+    assert!(std::fs::read(dst.path().join("dailies day 1/reel.mov")).unwrap() == bytes);
+    let (health, _) = healthz(&agent.api).await;
+    assert_eq!(health, 200);
+    drop(agent);
+}
+
+/// The agent's `GET /healthz` (beside the API, not under it).
+async fn healthz(api: &crate::agent::Api) -> (u16, serde_json::Value) {
+    let url = api.base.replace("/api/v1", "/healthz");
+    let response = reqwest::get(url).await.expect("the agent answers /healthz");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
