@@ -1,6 +1,27 @@
 //! Downloading a package from a link: look the link up, plan the files, then fetch every file
-//! as parallel ranged chunks written in place into a preallocated `.part` file, each chunk
+//! as parallel ranged chunks written in place into a preallocated part file, each chunk
 //! committed to the store when written, so a restart fetches only what was in flight.
+//!
+//! # State machine, and what a crash at any instruction leaves
+//! Durable facts (store) are in brackets; side effects on disk are plain. Each named crash
+//! point (`crate::crash::POINTS`) sits where a crash is tested.
+//! 1. Plan: [remote] (`download.planned`), then [files, `pending`], each with its local path
+//!    made unique (`name (2).ext`). A crash before the files are recorded plans again.
+//! 2. Per chunk: part file `NAME.TAG.part` created (TAG = transfer and file: no two writers ever
+//!    share one, and it fits 255 bytes whatever NAME) and preallocated → bytes written
+//!    (`download.chunk.written`) → [chunk] (`download.chunk.committed`). A crash before the
+//!    commit fetches the chunk again; the write is positional, so repeating it is harmless.
+//! 3. Per file, once every chunk is committed: mode, time and owner set, data synced
+//!    (`download.file.synced`) → renamed to NAME, folder synced (`download.file.renamed`) →
+//!    [file `complete`] (`download.file.complete`).
+//! 4. A restart looks at each open file that has committed chunks ([`run`]): its part file
+//!    there → go on; no part file but NAME a plain file of the planned size with every chunk
+//!    committed → the rename happened: recorded `complete`, nothing written; neither → its
+//!    chunks are forgotten and it is fetched again. A part file is only ever created for a
+//!    file with chunks left to fetch, so finishing a file never creates data.
+//! 5. A store write that fails (a full disk) stops the run with `JobError::Store`; the engine
+//!    shows why the transfer waits and runs it again once the store writes: every step above
+//!    may be repeated.
 
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};

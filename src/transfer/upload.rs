@@ -2,6 +2,30 @@
 //! for (so bad paths, access codes and keys fail at once); then every file is sent as a
 //! multipart upload whose parts stream from disk under the shared connection budget, each
 //! part's ETag committed as it arrives so a restart sends only what was in flight.
+//!
+//! # State machine, and what a crash at any instruction leaves
+//! Durable facts (store) are in brackets; requests to the service are plain. Each named crash
+//! point (`crate::crash::POINTS`) sits where a crash is tested.
+//! 1. Package: created (by the API call, or by the job for a queued upload) → [remote]. A crash
+//!    between the two leaves an empty package on the service, never delivered.
+//! 2. Per file: [declaring] (`upload.file.declaring`) → `POST …/files` (`upload.file.declared`)
+//!    → [file id, create blueprint]. After a crash, or an answer lost on the way back (a cut
+//!    connection, a timeout, a 5xx), the file is not declared again blindly: the package's
+//!    entries are listed and the entry of the same kind, name, folder and size that no other
+//!    file of the upload owns is adopted, with the create blueprint the listing gives the
+//!    sender ([`adopt`]). A second entry would never be uploaded, and the package could never
+//!    be finalized.
+//! 3. Multipart upload opened with the blueprint (`upload.multipart.opened`) → [upload id]. A
+//!    crash between them opens another one; the first is abandoned, harmless.
+//! 4. Per part: PUT (`upload.part.sent`) → [ETag] (`upload.part.committed`). Sent again if the
+//!    crash came before the commit: same bytes, same ETag.
+//! 5. File finalize (`upload.file.finalized`) → [file `complete`]. Finalizing a finalized file
+//!    is answered as done.
+//! 6. Package: [upload `idle`] (`upload.package.finalizing`) → package finalize
+//!    (`upload.package.finalized`) → [upload `complete`]. An idle upload under auto-finalize
+//!    is finished at the next start; finalizing a finalized package is answered as done.
+//! 7. A store write that fails (a full disk) stops the run with `JobError::Store`; the engine
+//!    shows why the transfer waits and runs it again once the store writes.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
