@@ -11,7 +11,7 @@ keep=false
 [ "${1:-}" = "--keep" ] && keep=true
 
 cargo build --release --quiet
-masv=target/release/masv
+masv="${CARGO_TARGET_DIR:-target}/release/masv"
 root=target/quickstart
 rm -rf "$root"
 mkdir -p "$root/outbox" "$root/inbox"

@@ -259,6 +259,24 @@ fn read(path: &Path) -> Result<String, ConfigErrors> {
     })
 }
 
+/// The text of the rule whose `[[…]]` header starts `span`: up to the next header (a line
+/// starting with `[`) or the end. The parser's span of an array-of-tables item covers its
+/// header only; a rule's fingerprint must cover every key, inline tables included.
+fn rule_text<'a>(text: &'a str, span: &Range<usize>) -> &'a str {
+    let start = span.start.min(text.len());
+    let body = span.end.min(text.len()).max(start);
+    let end = text[body..]
+        .match_indices('\n')
+        .map(|(i, _)| body + i + 1)
+        .find(|&line| {
+            text[line..]
+                .trim_start_matches([' ', '\t'])
+                .starts_with('[')
+        })
+        .unwrap_or(text.len());
+    &text[start..end]
+}
+
 fn fingerprint(text: &str) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     text.hash(&mut h);
@@ -429,7 +447,7 @@ fn check_rules(
     let text = at.text;
     let mut rules = Vec::new();
     for (raw, span) in watch {
-        let print = fingerprint(&text[span.clone()]);
+        let print = fingerprint(rule_text(text, &span));
         let mut check = rules::RuleChecker {
             at,
             span,
@@ -439,7 +457,7 @@ fn check_rules(
         rules.push(check.watch(&raw, print));
     }
     for (raw, span) in download {
-        let print = fingerprint(&text[span.clone()]);
+        let print = fingerprint(rule_text(text, &span));
         let mut check = rules::RuleChecker {
             at,
             span,

@@ -266,3 +266,40 @@ fn the_cli_reads_only_the_api_token_of_a_configuration() {
     let error = load_api_token(&path).unwrap_err().to_string();
     assert!(error.contains("agent.toml:2:1: api_token"), "{error}");
 }
+
+#[test]
+fn a_rule_fingerprint_covers_every_key_of_the_rule_inline_tables_included() {
+    let print = |text: &str| {
+        parse(Path::new("/etc/masv/agent.toml"), text)
+            .unwrap()
+            .rules
+            .iter()
+            .map(|r| (r.name.clone(), r.fingerprint))
+            .collect::<Vec<_>>()
+    };
+    let watch = |folder: &str, subdomain: &str| {
+        format!(
+            r#"
+[[watch]]
+name = "out"
+folder = "{folder}"
+portal = {{ subdomain = "{subdomain}", sender = "me@example.com" }}
+
+[[watch]]
+name = "other"
+folder = "/srv/other"
+portal = {{ subdomain = "dailies", sender = "me@example.com" }}
+"#
+        )
+    };
+    let base = print(&watch("/srv/out", "dailies"));
+    let moved = print(&watch("/srv/elsewhere", "dailies"));
+    let retargeted = print(&watch("/srv/out", "vault"));
+    assert_ne!(base[0], moved[0], "a new folder changes the rule");
+    assert_ne!(
+        base[0], retargeted[0],
+        "a new inline portal table changes the rule"
+    );
+    assert_eq!(base[1], moved[1], "the other rule is left alone");
+    assert_eq!(base[1], retargeted[1], "the other rule is left alone");
+}
