@@ -130,7 +130,7 @@ def wait_end(agent, kind, tid, limit=600):
 
 def check_download(dst, manifest, package):
     """Corrupt files (missing or different) and part files left behind."""
-    root = dst / package
+    root = dst / package / "day 1"
     corrupt = sum(1 for rel, digest in manifest.items()
                   if not (root / rel).is_file() or sha256(root / rel) != digest)
     parts = [p for p in dst.rglob("*.part")]

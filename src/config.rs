@@ -51,6 +51,10 @@ pub struct ServerConfig {
     pub chunk_size: Option<u64>,
     pub max_connections: Option<usize>,
     pub rules_dir: Option<PathBuf>,
+    /// `retry.max_delay`.
+    pub retry_max_delay: Option<std::time::Duration>,
+    /// `retry.give_up_after`: `Some(None)` is "never".
+    pub retry_give_up_after: Option<Option<std::time::Duration>>,
     pub api_token: Option<Secret>,
     pub log_format: Option<LogFormat>,
     /// An `EnvFilter` directive, checked.
@@ -616,6 +620,22 @@ fn server(raw: RawServer, base: &Path, at: &mut Located<'_>, text: &str) -> Serv
             }
         },
     });
+    let retry = raw.retry.unwrap_or_default();
+    let mut duration = |key: &str, value: DurationValue| match value {
+        DurationValue::Seconds(s) => Some(std::time::Duration::from_secs(s)),
+        DurationValue::Text(t) => match parse_duration(&t) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                key_error(at, text, key, format!("retry.{key}: {e}"));
+                None
+            }
+        },
+    };
+    let retry_max_delay = retry.max_delay.and_then(|d| duration("max_delay", d));
+    let retry_give_up_after = retry.give_up_after.and_then(|d| match d {
+        DurationValue::Text(t) if t.trim().eq_ignore_ascii_case("never") => Some(None),
+        d => duration("give_up_after", d).map(Some),
+    });
     let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
     ServerConfig {
         api_token,
@@ -631,6 +651,8 @@ fn server(raw: RawServer, base: &Path, at: &mut Located<'_>, text: &str) -> Serv
         chunk_size,
         max_connections,
         rules_dir: raw.rules_dir.map(resolve),
+        retry_max_delay,
+        retry_give_up_after,
     }
 }
 

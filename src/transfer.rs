@@ -6,6 +6,7 @@
 mod budget;
 mod download;
 mod progress;
+mod queue;
 mod rate;
 mod retry;
 mod upload;
@@ -132,6 +133,10 @@ pub mod file_state {
     pub const ERROR: &str = "error";
 }
 
+/// How the error of a file starts when its transient failures outlasted `give_up_after`:
+/// such transfers are resumed by themselves once the service answers again.
+const GAVE_UP: &str = "transient: ";
+
 /// How the error of a file that can never be fetched starts (a name that would escape the
 /// destination): resuming a transfer tries its other failed files again, not these.
 const REFUSED: &str = "refused: ";
@@ -190,6 +195,12 @@ pub struct TransferSummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<usize>,
     pub error: Option<String>,
+    /// Why a transferring transfer is not moving (a transient failure retried, the agent's
+    /// database unable to write), and when it tries next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_try_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -225,6 +236,39 @@ struct Inner {
     metrics: Metrics,
     /// Cancelled at shutdown: workers take no new chunk or part, those in flight finish.
     draining: CancellationToken,
+    /// Running transfers that wait, by id.
+    waiting: Mutex<HashMap<String, Waiting>>,
+}
+
+impl Inner {
+    /// Says that the transfer of the current task waits `delay` because of `reason`.
+    fn wait_noted(&self, reason: String, delay: Duration) {
+        if let Ok(id) = TRANSFER.try_with(Clone::clone) {
+            self.note_waiting(&id, reason, delay);
+        }
+    }
+
+    fn note_waiting(&self, id: &str, reason: String, delay: Duration) {
+        let next_try = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+        self.waiting
+            .lock()
+            .expect("waiting lock is never poisoned")
+            .insert(id.to_owned(), Waiting { reason, next_try });
+    }
+
+    /// The transfer of the current task moves again.
+    fn moving(&self) {
+        if let Ok(id) = TRANSFER.try_with(Clone::clone) {
+            self.not_waiting(&id);
+        }
+    }
+
+    fn not_waiting(&self, id: &str) {
+        let mut waiting = self.waiting.lock().expect("waiting lock is never poisoned");
+        if !waiting.is_empty() {
+            waiting.remove(id);
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -252,9 +296,21 @@ pub struct TransferEvent {
 struct Running {
     cancel: CancellationToken,
     progress: Arc<Mutex<Option<Arc<Progress>>>>,
-    /// Why the job is waiting, when that cannot be recorded (the database cannot write).
-    note: Arc<Mutex<Option<String>>>,
     task: JoinHandle<()>,
+}
+
+/// Why a running transfer is not moving, and when it tries again: a transient failure being
+/// retried, or a database that cannot write. Shown by the status API; never recorded (it
+/// changes too often, and may be about the database itself).
+#[derive(Debug, Clone)]
+struct Waiting {
+    reason: String,
+    next_try: chrono::DateTime<Utc>,
+}
+
+tokio::task_local! {
+    /// The transfer a job's task works for, so that deep steps can say why it waits.
+    static TRANSFER: String;
 }
 
 impl Engine {
@@ -273,6 +329,7 @@ impl Engine {
                 events: tokio::sync::broadcast::channel(4096).0,
                 metrics: Metrics::default(),
                 draining: CancellationToken::new(),
+                waiting: Mutex::new(HashMap::new()),
             }),
         };
         if engine.inner.config.auto_resume {
@@ -515,14 +572,8 @@ impl Engine {
     fn spawn(&self, record: &TransferRecord) {
         let cancel = CancellationToken::new();
         let progress = Arc::new(Mutex::new(None));
-        let note = Arc::new(Mutex::new(None));
         let inner = self.inner.clone();
-        let (id, job_cancel, job_progress, job_note) = (
-            record.id.clone(),
-            cancel.clone(),
-            progress.clone(),
-            note.clone(),
-        );
+        let (id, job_cancel, job_progress) = (record.id.clone(), cancel.clone(), progress.clone());
         let kind = record.kind;
         // FIFO mode: a place in line now, in the order jobs are spawned.
         let ticket = inner
@@ -533,33 +584,41 @@ impl Engine {
             let Some(_slot) = ticket.admitted(&job_cancel).await else {
                 return;
             };
-            let set_note = |text: Option<String>| {
-                *job_note.lock().expect("note lock is never poisoned") = text;
+            let store_waits = |reason: String| {
+                inner.note_waiting(
+                    &id,
+                    format!(
+                        "the agent's database cannot write ({reason}); free space under the data folder and the transfer goes on by itself"
+                    ),
+                    STORE_CHECK,
+                );
             };
             let outcome = loop {
                 // A run of its own: a worker failing the run stops that run's other workers.
                 let run_cancel = job_cancel.child_token();
-                let result = match kind {
-                    TransferKind::Download => {
-                        download::run(inner.clone(), &id, run_cancel, job_progress.clone()).await
-                    }
-                    TransferKind::Upload => {
-                        upload::run(inner.clone(), &id, run_cancel, job_progress.clone()).await
+                let run = async {
+                    match kind {
+                        TransferKind::Download => {
+                            download::run(inner.clone(), &id, run_cancel, job_progress.clone())
+                                .await
+                        }
+                        TransferKind::Upload => {
+                            upload::run(inner.clone(), &id, run_cancel, job_progress.clone()).await
+                        }
                     }
                 };
+                let result = TRANSFER.scope(id.clone(), run).await;
                 match result {
                     Ok(state) => break Some((state, None)),
                     Err(JobError::Stopped) => break None,
                     Err(JobError::Failed(reason)) => break Some((state::ERROR, Some(reason))),
                     Err(JobError::Store(reason)) => {
                         tracing::error!(transfer_id = %id, error = %reason, "the agent's database cannot write; the transfer waits for it");
-                        set_note(Some(format!(
-                            "waiting: the agent's database cannot write ({reason}); free space under the data folder and it goes on by itself"
-                        )));
+                        store_waits(reason);
                         if !wait_for_store(&inner, &job_cancel).await {
                             break None;
                         }
-                        set_note(None);
+                        inner.not_waiting(&id);
                         tracing::info!(transfer_id = %id, "the agent's database writes again; the transfer goes on");
                     }
                 }
@@ -575,20 +634,18 @@ impl Engine {
                 }
                 while let Err(e) = inner.store.set_state(&id, state, error.clone()).await {
                     tracing::error!(transfer_id = %id, error = %e, "cannot record the end of a transfer; waiting for the database");
-                    set_note(Some(format!(
-                        "{state}, not recorded yet: the agent's database cannot write ({e})"
-                    )));
+                    store_waits(e.to_string());
                     if !wait_for_store(&inner, &job_cancel).await {
                         break;
                     }
                 }
-                set_note(None);
                 let _ = inner.events.send(TransferEvent {
                     id: id.clone(),
                     kind,
                     state,
                 });
             }
+            inner.not_waiting(&id);
             let mut running = inner
                 .running
                 .lock()
@@ -614,7 +671,6 @@ impl Engine {
                 Running {
                     cancel,
                     progress,
-                    note,
                     task,
                 },
             );
@@ -713,22 +769,26 @@ impl Engine {
         with_files: bool,
     ) -> Result<TransferSummary, TransferError> {
         let progress = self.inner.store.file_progress(&t.id).await?;
-        let (live, note) = self
+        let live = self
             .inner
             .running
             .lock()
             .expect("running lock is never poisoned")
             .get(&t.id)
-            .map(|r| {
-                let live = r
-                    .progress
+            .and_then(|r| {
+                r.progress
                     .lock()
                     .expect("progress slot lock is never poisoned")
-                    .clone();
-                let note = r.note.lock().expect("note lock is never poisoned").clone();
-                (live, note)
-            })
-            .unwrap_or_default();
+                    .clone()
+            });
+        let waiting = self
+            .inner
+            .waiting
+            .lock()
+            .expect("waiting lock is never poisoned")
+            .get(&t.id)
+            .cloned()
+            .filter(|_| t.state == state::TRANSFERRING);
         let done_of = |i: usize, p: &crate::store::FileProgress| match p.state.as_str() {
             file_state::COMPLETE => p.size,
             _ => live
@@ -800,7 +860,9 @@ impl Engine {
             files_total,
             files_done,
             queue_position: self.inner.bandwidth.queue_position(t.kind, &t.id),
-            error: note.or_else(|| t.error.clone()),
+            error: t.error.clone(),
+            waiting: waiting.as_ref().map(|w| w.reason.clone()),
+            next_try_at: waiting.map(|w| cloud::dto::format_time(&w.next_try)),
             rule: t.rule.clone(),
             files: views,
         };
@@ -976,6 +1038,9 @@ impl Engine {
     }
 }
 
+/// How often a job waiting for the database checks whether it writes again.
+const STORE_CHECK: Duration = Duration::from_secs(1);
+
 /// Waits until the database takes writes again (checked every second); `false` if the job
 /// was stopped (paused, deleted, shut down) meanwhile.
 async fn wait_for_store(inner: &Inner, cancel: &CancellationToken) -> bool {
@@ -983,7 +1048,7 @@ async fn wait_for_store(inner: &Inner, cancel: &CancellationToken) -> bool {
         tokio::select! {
             _ = cancel.cancelled() => return false,
             _ = inner.draining.cancelled() => return false,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(STORE_CHECK) => {}
         }
         if inner.store.probe_write().await.is_ok() {
             return true;
@@ -1024,7 +1089,7 @@ where
 {
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..inner.config.max_connections.max(1).min(queued) {
-        set.spawn(worker().in_current_span());
+        set.spawn(TRANSFER.scope(id.to_owned(), worker()).in_current_span());
     }
     let mut stopped = false;
     let mut fatal = None;
@@ -1088,6 +1153,7 @@ where
     Fut: std::future::Future<Output = Result<T, CloudError>>,
 {
     let mut attempt = 0;
+    let mut failing_since = None;
     loop {
         let permit = match in_flight {
             InFlight::Interrupt => tokio::select! {
@@ -1107,16 +1173,31 @@ where
         };
         drop(permit);
         match result {
-            Ok(v) => return Ok(v),
+            Ok(v) => {
+                if attempt > 0 {
+                    inner.moving();
+                }
+                return Ok(v);
+            }
             Err(_) if cancel.is_cancelled() => return Err(None),
-            Err(e) if e.is_transient() && attempt < inner.config.retry.max_retries => {
+            Err(e)
+                if e.is_transient()
+                    && !inner
+                        .config
+                        .retry
+                        .gives_up(*failing_since.get_or_insert_with(std::time::Instant::now)) =>
+            {
                 attempt += 1;
                 inner.metrics.cloud_error(&e);
                 inner.metrics.retry();
                 let delay = inner.config.retry.delay(attempt, e.retry_after());
                 tracing::debug!(step = what, attempt, error = %e, "transient failure; retrying");
+                inner.wait_noted(format!("{what}: {e}"), delay);
+                // A shutdown does not wait for a backoff: the step is taken again at the next
+                // start (every step may be repeated).
                 tokio::select! {
                     _ = cancel.cancelled() => return Err(None),
+                    _ = inner.draining.cancelled() => return Err(None),
                     _ = tokio::time::sleep(delay) => {}
                 }
             }

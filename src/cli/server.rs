@@ -120,6 +120,13 @@ pub async fn run(
                 .map(crate::cloud::dto::Secret::new)
                 .or(file.api_key),
             bandwidth: loaded.bandwidth.clone(),
+            retry: crate::transfer::RetryPolicy {
+                max_delay: file.retry_max_delay.unwrap_or(defaults.retry.max_delay),
+                give_up_after: file
+                    .retry_give_up_after
+                    .unwrap_or(defaults.retry.give_up_after),
+                ..defaults.retry
+            },
             ..defaults
         },
         config_path: args.config.clone(),

@@ -121,6 +121,19 @@ pub struct RawServer {
     pub max_connections: Option<usize>,
     /// A folder of more rule files (`*.toml` holding only [[watch]] and [[download]]).
     pub rules_dir: Option<PathBuf>,
+    /// How transient failures (connect errors, timeouts, 5xx, 408, 429) are retried.
+    pub retry: Option<RawRetry>,
+}
+
+/// `[server] retry = { max_delay = "5m", give_up_after = "never" }`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// The longest wait between two tries, e.g. "5m" (the default).
+    pub max_delay: Option<DurationValue>,
+    /// How long a step may keep failing before its file fails: "never" (the default: an
+    /// outage costs time, never a delivery) or a duration such as "12h".
+    pub give_up_after: Option<DurationValue>,
 }
 
 /// An embedded hub.

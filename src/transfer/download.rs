@@ -34,6 +34,7 @@ use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
 use super::progress::Progress;
+use super::queue::{Next, WorkQueue};
 use super::{
     EngineConfig, InFlight, Inner, JobError, TransferError, file_state, new_record, retry_cloud,
     run_workers, with_retries,
@@ -168,6 +169,9 @@ struct Chunk {
     index: u32,
     start: u64,
     len: u64,
+    /// Tries that failed for a transient reason, and since when it fails.
+    attempt: u32,
+    failing_since: Option<std::time::Instant>,
 }
 
 struct Job {
@@ -182,7 +186,7 @@ struct Job {
     created_destination: bool,
     remote: RwLock<Remote>,
     files: Vec<FileJob>,
-    queue: Mutex<VecDeque<Chunk>>,
+    queue: WorkQueue<Chunk>,
 }
 
 pub(super) async fn run(
@@ -302,6 +306,8 @@ pub(super) async fn run(
                     index,
                     start,
                     len: chunk_size.min(f.size - start.min(f.size)),
+                    attempt: 0,
+                    failing_since: None,
                 });
                 remaining += 1;
             }
@@ -326,7 +332,7 @@ pub(super) async fn run(
         created_destination,
         remote: RwLock::new(remote),
         files: jobs,
-        queue: Mutex::new(queue),
+        queue: WorkQueue::new(queue),
     });
 
     // Folders first (empty ones included), then files whose chunks were all committed before a
@@ -351,11 +357,7 @@ pub(super) async fn run(
         }
     }
 
-    let queued = job
-        .queue
-        .lock()
-        .expect("queue lock is never poisoned")
-        .len();
+    let queued = job.queue.len();
     let pool = job.clone();
     let ended = run_workers(&job.inner, &job.id, &job.cancel, queued, move || {
         worker(pool.clone())
@@ -598,13 +600,10 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
         if job.cancel.is_cancelled() || job.inner.draining.is_cancelled() {
             return Err(JobError::Stopped);
         }
-        let Some(chunk) = job
-            .queue
-            .lock()
-            .expect("queue lock is never poisoned")
-            .pop_front()
-        else {
-            return Ok(());
+        let mut chunk = match job.queue.next(&[&job.cancel, &job.inner.draining]).await {
+            Next::Item(chunk) => chunk,
+            Next::Done => return Ok(()),
+            Next::Stopped => return Err(JobError::Stopped),
         };
         let file = &job.files[chunk.file];
         if file.failed.load(Ordering::Relaxed) {
@@ -612,6 +611,7 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
         }
         match fetch_chunk(&job, &chunk).await {
             Ok(()) => {
+                job.inner.moving();
                 crate::crash_point!("download.chunk.written");
                 job.inner
                     .store
@@ -630,6 +630,29 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
                     finish_file(&job, chunk.file).await?;
                 }
             }
+            Err(ChunkError::Retry(e)) => {
+                // The chunk waits in the queue, not in this worker: the others go on meanwhile.
+                let retry = job.inner.config.retry;
+                let since = *chunk
+                    .failing_since
+                    .get_or_insert_with(std::time::Instant::now);
+                if retry.gives_up(since) {
+                    let reason = format!(
+                        "{}gave up after {}s of failures: {e}",
+                        super::GAVE_UP,
+                        since.elapsed().as_secs()
+                    );
+                    fail_file(&job, chunk.file, reason).await?;
+                    continue;
+                }
+                chunk.attempt += 1;
+                job.inner.metrics.retry();
+                let delay = retry.delay(chunk.attempt, e.retry_after());
+                tracing::debug!(download_id = %job.id, chunk = chunk.index, attempt = chunk.attempt, error = %e, "chunk failed; retrying");
+                job.inner
+                    .wait_noted(format!("{}: {e}; trying again", file.record.name), delay);
+                job.queue.retry_at(chunk, std::time::Instant::now() + delay);
+            }
             Err(ChunkError::Stopped) => return Err(JobError::Stopped),
             Err(ChunkError::File(reason)) => fail_file(&job, chunk.file, reason).await?,
         }
@@ -638,6 +661,8 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
 
 enum ChunkError {
     Stopped,
+    /// A transient failure: the chunk goes again after a backoff.
+    Retry(CloudError),
     /// This file cannot be downloaded; the others go on.
     File(String),
 }
@@ -811,13 +836,10 @@ async fn fetch_chunk(job: &Job, chunk: &Chunk) -> Result<(), ChunkError> {
     if chunk.len == 0 {
         return Ok(());
     }
-    let retry = job.inner.config.retry;
-    let mut attempt = 0u32;
     let mut refreshes = 0u32;
     let mut refresh = false;
     loop {
-        let url = download_url(job, chunk.file, refresh).await?;
-        refresh = false;
+        let url = download_url(job, chunk.file, std::mem::take(&mut refresh)).await?;
         let permit = tokio::select! {
             _ = job.cancel.cancelled() => return Err(ChunkError::Stopped),
             p = job.inner.budget.acquire(job.priority) => p,
@@ -836,16 +858,7 @@ async fn fetch_chunk(job: &Job, chunk: &Chunk) -> Result<(), ChunkError> {
                 refreshes += 1;
                 refresh = true;
             }
-            e if e.is_transient() && attempt < retry.max_retries => {
-                attempt += 1;
-                job.inner.metrics.retry();
-                let delay = retry.delay(attempt, e.retry_after());
-                tracing::debug!(download_id = %job.id, chunk = chunk.index, attempt, error = %e, "chunk failed; retrying");
-                tokio::select! {
-                    _ = job.cancel.cancelled() => return Err(ChunkError::Stopped),
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
+            e if e.is_transient() => return Err(ChunkError::Retry(e)),
             CloudError::Quarantined { .. } if job.spec.bypass_package_quarantine => {
                 return Err(ChunkError::File("quarantined: a virus was detected".into()));
             }

@@ -1,25 +1,26 @@
 //! When to try again: transient failures (connect errors, timeouts, 5xx, 408, 429) are retried
-//! with exponential backoff, capped, with full jitter; anything else is final.
+//! with exponential backoff, capped, with full jitter, for as long as the policy says (by
+//! default for ever: an outage costs time, never a delivery); anything else is final.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     pub first_delay: Duration,
+    /// The longest wait between two tries (default 5 minutes).
     pub max_delay: Duration,
-    /// Tries after the first before giving up. With the defaults, a chunk keeps trying for about
-    /// five minutes: long enough to ride out a flapping link, short enough to report a dead one.
-    pub max_retries: u32,
+    /// How long a step may keep failing before it gives up (`None`, the default: never).
+    pub give_up_after: Option<Duration>,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
             first_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(30),
-            max_retries: 12,
+            max_delay: Duration::from_secs(300),
+            give_up_after: None,
         }
     }
 }
@@ -36,6 +37,11 @@ impl RetryPolicy {
         let jittered = half + rand::rng().random_range(Duration::ZERO..=half);
         jittered.max(server_asked.unwrap_or_default())
     }
+
+    /// Whether a step failing since `since` has failed for too long.
+    pub fn gives_up(&self, since: Instant) -> bool {
+        self.give_up_after.is_some_and(|d| since.elapsed() >= d)
+    }
 }
 
 #[cfg(test)]
@@ -45,12 +51,24 @@ mod tests {
     #[test]
     fn delays_grow_are_capped_and_honour_the_server() {
         let policy = RetryPolicy::default();
-        for attempt in 1..20 {
+        for attempt in 1..40 {
             let d = policy.delay(attempt, None);
             assert!(d <= policy.max_delay);
             assert!(d >= policy.first_delay / 2);
         }
-        assert!(policy.delay(10, None) >= policy.max_delay / 2);
+        assert!(policy.delay(20, None) >= policy.max_delay / 2);
         assert!(policy.delay(1, Some(Duration::from_secs(7))) >= Duration::from_secs(7));
+    }
+
+    #[test]
+    fn by_default_a_step_never_gives_up() {
+        let long_ago = Instant::now() - Duration::from_secs(30 * 24 * 3600);
+        assert!(!RetryPolicy::default().gives_up(long_ago));
+        let impatient = RetryPolicy {
+            give_up_after: Some(Duration::from_secs(60)),
+            ..RetryPolicy::default()
+        };
+        assert!(impatient.gives_up(long_ago));
+        assert!(!impatient.gives_up(Instant::now()));
     }
 }

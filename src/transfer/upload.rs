@@ -40,6 +40,7 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 use super::progress::Progress;
+use super::queue::{Next, WorkQueue};
 use super::{
     InFlight, Inner, JobError, TransferError, file_state, new_record, retry_cloud, run_workers,
     state,
@@ -420,6 +421,9 @@ struct Part {
     index: u32,
     start: u64,
     len: u64,
+    /// Tries that failed for a transient reason, and since when it fails.
+    attempt: u32,
+    failing_since: Option<std::time::Instant>,
 }
 
 struct Job {
@@ -434,11 +438,13 @@ struct Job {
     active: Mutex<HashMap<usize, Arc<OnceCell<Arc<Active>>>>>,
     /// The package's entries that files of this upload own, read when a file is adopted.
     claimed: tokio::sync::Mutex<Option<std::collections::HashSet<String>>>,
-    queue: Mutex<VecDeque<Part>>,
+    queue: WorkQueue<Part>,
 }
 
 enum PartError {
     Stopped,
+    /// A transient failure: the part goes again after a backoff.
+    Retry(CloudError),
     File(String),
     /// The agent's database could not write: the job waits for it (see [`JobError::Store`]).
     Store(String),
@@ -492,6 +498,8 @@ pub(super) async fn run(
                     index,
                     start: u64::from(index) * f.chunk_size,
                     len: part_len(index),
+                    attempt: 0,
+                    failing_since: None,
                 });
                 remaining += 1;
             }
@@ -520,7 +528,7 @@ pub(super) async fn run(
         files: jobs,
         active: Mutex::new(HashMap::new()),
         claimed: tokio::sync::Mutex::new(None),
-        queue: Mutex::new(queue),
+        queue: WorkQueue::new(queue),
     });
 
     // Folders, and files whose parts were all sent before a restart but not finalized.
@@ -531,11 +539,7 @@ pub(super) async fn run(
         }
     }
 
-    let queued = job
-        .queue
-        .lock()
-        .expect("queue lock is never poisoned")
-        .len();
+    let queued = job.queue.len();
     let pool = job.clone();
     run_workers(&job.inner, &job.id, &job.cancel, queued, move || {
         worker(pool.clone())
@@ -597,13 +601,10 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
         if job.cancel.is_cancelled() || job.inner.draining.is_cancelled() {
             return Err(JobError::Stopped);
         }
-        let Some(part) = job
-            .queue
-            .lock()
-            .expect("queue lock is never poisoned")
-            .pop_front()
-        else {
-            return Ok(());
+        let mut part = match job.queue.next(&[&job.cancel, &job.inner.draining]).await {
+            Next::Item(part) => part,
+            Next::Done => return Ok(()),
+            Next::Stopped => return Err(JobError::Stopped),
         };
         let file = &job.files[part.file];
         if file.failed.load(Ordering::Relaxed) {
@@ -617,6 +618,7 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
         };
         match sent {
             Ok((active, etag)) => {
+                job.inner.moving();
                 crate::crash_point!("upload.part.sent");
                 job.inner
                     .store
@@ -639,6 +641,29 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
                 if file.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
                     finish_file(&job, part.file).await?;
                 }
+            }
+            Err(PartError::Retry(e)) => {
+                // The part waits in the queue, not in this worker: the others go on meanwhile.
+                let retry = job.inner.config.retry;
+                let since = *part
+                    .failing_since
+                    .get_or_insert_with(std::time::Instant::now);
+                if retry.gives_up(since) {
+                    let reason = format!(
+                        "{}gave up after {}s of failures: {e}",
+                        super::GAVE_UP,
+                        since.elapsed().as_secs()
+                    );
+                    fail_file(&job, part.file, reason).await?;
+                    continue;
+                }
+                part.attempt += 1;
+                job.inner.metrics.retry();
+                let delay = retry.delay(part.attempt, e.retry_after());
+                tracing::debug!(upload_id = %job.id, part = part.index + 1, attempt = part.attempt, error = %e, "part failed; retrying");
+                job.inner
+                    .wait_noted(format!("part {}: {e}; trying again", part.index + 1), delay);
+                job.queue.retry_at(part, std::time::Instant::now() + delay);
             }
             Err(PartError::Stopped) => return Err(JobError::Stopped),
             Err(PartError::File(reason)) => fail_file(&job, part.file, reason).await?,
@@ -794,6 +819,7 @@ async fn start_file(job: &Job, i: usize) -> Result<Arc<Active>, PartError> {
 async fn declare(job: &Job, req: &AddFile) -> Result<(String, Option<Blueprint>), PartError> {
     let inner = &job.inner;
     let mut attempt = 0;
+    let since = std::time::Instant::now();
     loop {
         // Like every step that creates something on the service, it goes even if the job is
         // stopped meanwhile: its answer must not be lost.
@@ -804,12 +830,22 @@ async fn declare(job: &Job, req: &AddFile) -> Result<(String, Option<Blueprint>)
             .await;
         drop(permit);
         let error = match added {
-            Ok(added) => return Ok((added.file.id, Some(added.create_blueprint))),
+            Ok(added) => {
+                inner.moving();
+                return Ok((added.file.id, Some(added.create_blueprint)));
+            }
             Err(e) => e,
         };
         inner.metrics.cloud_error(&error);
-        if !error.is_transient() || attempt >= inner.config.retry.max_retries {
+        if !error.is_transient() {
             return Err(PartError::File(error.to_string()));
+        }
+        if inner.config.retry.gives_up(since) {
+            return Err(PartError::File(format!(
+                "{}gave up after {}s of failures: {error}",
+                super::GAVE_UP,
+                since.elapsed().as_secs()
+            )));
         }
         if job.cancel.is_cancelled() {
             return Err(PartError::Stopped);
@@ -818,8 +854,10 @@ async fn declare(job: &Job, req: &AddFile) -> Result<(String, Option<Blueprint>)
         inner.metrics.retry();
         let delay = inner.config.retry.delay(attempt, error.retry_after());
         tracing::debug!(upload_id = %job.id, file = %req.name, attempt, error = %error, "declaring a file failed; looking for it before trying again");
+        inner.wait_noted(format!("declaring {}: {error}", req.name), delay);
         tokio::select! {
             _ = job.cancel.cancelled() => return Err(PartError::Stopped),
+            _ = inner.draining.cancelled() => return Err(PartError::Stopped),
             _ = tokio::time::sleep(delay) => {}
         }
         if let Some(found) = adopt(job, req).await? {
@@ -953,13 +991,10 @@ async fn unchanged(file: &Active) -> Result<(), PartError> {
 
 /// Sends one part, retrying transient failures; returns its ETag.
 async fn send_part(job: &Job, file: &Active, part: &Part) -> Result<String, PartError> {
-    let retry = job.inner.config.retry;
-    let mut attempt = 0u32;
     let mut refreshes = 0u32;
     let mut refresh = false;
     loop {
-        let url = part_url(job, file, part, refresh).await?;
-        refresh = false;
+        let url = part_url(job, file, part, std::mem::take(&mut refresh)).await?;
         unchanged(file).await?;
         let permit = tokio::select! {
             _ = job.cancel.cancelled() => return Err(PartError::Stopped),
@@ -986,16 +1021,7 @@ async fn send_part(job: &Job, file: &Active, part: &Part) -> Result<String, Part
                 refreshes += 1;
                 refresh = true;
             }
-            Err(e) if e.is_transient() && attempt < retry.max_retries => {
-                attempt += 1;
-                job.inner.metrics.retry();
-                let delay = retry.delay(attempt, e.retry_after());
-                tracing::debug!(upload_id = %job.id, part = part.index + 1, attempt, error = %e, "part failed; retrying");
-                tokio::select! {
-                    _ = job.cancel.cancelled() => return Err(PartError::Stopped),
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
+            Err(e) if e.is_transient() => return Err(PartError::Retry(e)),
             Err(e) => return Err(PartError::File(e.to_string())),
         }
     }
@@ -1022,6 +1048,7 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
         Ok(file) => file,
         Err(PartError::Stopped) => return Err(JobError::Stopped),
         Err(PartError::File(e)) => return fail_file(job, i, e).await,
+        Err(PartError::Retry(e)) => return fail_file(job, i, e.to_string()).await,
         Err(PartError::Store(e)) => return Err(JobError::Store(e)),
     };
     if job.files[i].directory {

@@ -16,12 +16,13 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// Retries fast enough for tests, as many as in production.
+/// Retries fast enough for tests, giving up after 1.5 s of failures (production: never), so
+/// that tests of what follows a failure do not wait.
 pub fn quick_retries() -> RetryPolicy {
     RetryPolicy {
         first_delay: Duration::from_millis(20),
         max_delay: Duration::from_millis(200),
-        max_retries: 12,
+        give_up_after: Some(Duration::from_millis(1500)),
     }
 }
 

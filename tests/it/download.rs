@@ -824,7 +824,7 @@ async fn a_database_that_cannot_write_is_seen_and_the_download_goes_on_once_it_c
     let (health, detail) = loop {
         let (health, answer) = healthz(&agent.api).await;
         let (_, detail) = agent.api.get(&format!("/downloads/{id}")).await;
-        let waiting = detail["error"]
+        let waiting = detail["waiting"]
             .as_str()
             .is_some_and(|e| e.contains("database cannot write"));
         if health == 503 && waiting {
@@ -852,6 +852,7 @@ async fn a_database_that_cannot_write_is_seen_and_the_download_goes_on_once_it_c
         .await;
     assert_eq!(done["state"], "complete", "{done}");
     assert_eq!(done["error"], serde_json::Value::Null, "{done}");
+    assert_eq!(done["waiting"], serde_json::Value::Null, "{done}");
     assert!(std::fs::read(dst.path().join("dailies day 1/reel.mov")).unwrap() == bytes);
     let (health, _) = healthz(&agent.api).await;
     assert_eq!(health, 200);

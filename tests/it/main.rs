@@ -10,6 +10,7 @@
 //! - `automations`: configuration files run by agents: watch folders, link and inbox rules, reloads.
 //! - `hub`: the hub against the typed client, route by route (spec §2–4).
 //! - `proxy`: a loss proxy that cuts connections on the way up or back.
+//! - `recovery`: outages ridden out unattended, with the reason shown meanwhile.
 //! - `download`: downloads end to end: the tree on disk, hostile packages, faults, crashes.
 //! - `service`: the agent as a service: systemd notify, SIGTERM, logs, metrics, the API token.
 //! - `upload`: uploads end to end: folders up, links back down, edits mid-send, crashes.
@@ -22,6 +23,7 @@ mod crash;
 mod download;
 mod hub;
 mod proxy;
+mod recovery;
 mod service;
 mod support;
 mod upload;
