@@ -332,6 +332,7 @@ impl Engine {
                 waiting: Mutex::new(HashMap::new()),
             }),
         };
+        tokio::spawn(heal(engine.clone()));
         if engine.inner.config.auto_resume {
             for kind in [TransferKind::Download, TransferKind::Upload] {
                 let mut transfers = engine.inner.store.transfers(kind).await?;
@@ -1038,6 +1039,47 @@ impl Engine {
     }
 }
 
+/// Resumes, once the service answers again, the transfers that ended in `error` because a
+/// transient fault outlasted `give_up_after`. Checks every `max_delay` (at most every 30 s).
+async fn heal(engine: Engine) {
+    let inner = &engine.inner;
+    let every = inner
+        .config
+        .retry
+        .max_delay
+        .clamp(Duration::from_millis(100), Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = inner.draining.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let mut gave_up = Vec::new();
+        for kind in [TransferKind::Download, TransferKind::Upload] {
+            let Ok(transfers) = inner.store.transfers(kind).await else {
+                continue;
+            };
+            gave_up.extend(
+                transfers
+                    .into_iter()
+                    .filter(|t| {
+                        t.state == state::ERROR
+                            && t.error.as_deref().is_some_and(|e| e.starts_with(GAVE_UP))
+                    })
+                    .map(|t| (kind, t.id)),
+            );
+        }
+        if gave_up.is_empty() || inner.client.package_spec().await.is_err() {
+            continue;
+        }
+        for (kind, id) in gave_up {
+            tracing::info!(transfer_id = %id, "the service answers again: resuming a transfer that gave up on it");
+            if let Err(e) = engine.resume(kind, &id).await {
+                tracing::warn!(transfer_id = %id, error = %e, "cannot resume");
+            }
+        }
+    }
+}
+
 /// How often a job waiting for the database checks whether it writes again.
 const STORE_CHECK: Duration = Duration::from_secs(1);
 
@@ -1113,15 +1155,24 @@ where
     if stopped || cancel.is_cancelled() {
         return Err(JobError::Stopped);
     }
-    let failures = inner.store.file_failures(id).await?;
+    let failures = inner.store.file_failures(id, GAVE_UP).await?;
     match failures.first {
         None => Ok(()),
-        Some((path, error)) => Err(JobError::Failed(format!(
-            "{} of {} files failed; first: {path}: {}",
-            failures.failed,
-            failures.total,
-            error.as_deref().unwrap_or("unknown error")
-        ))),
+        Some((path, error)) => {
+            // Every failure a transient one that outlasted `give_up_after`: the transfer is
+            // resumed by itself once the service answers again ([`heal`]).
+            let prefix = if failures.transient == failures.failed {
+                GAVE_UP
+            } else {
+                ""
+            };
+            Err(JobError::Failed(format!(
+                "{prefix}{} of {} files failed; first: {path}: {}",
+                failures.failed,
+                failures.total,
+                error.as_deref().unwrap_or("unknown error")
+            )))
+        }
     }
 }
 
@@ -1225,6 +1276,7 @@ where
         .await
         .map_err(|e| match e {
             None => JobError::Stopped,
+            Some(e) if e.is_transient() => JobError::Failed(format!("{GAVE_UP}{e}")),
             Some(e) => JobError::Failed(e.to_string()),
         })
 }

@@ -87,6 +87,8 @@ pub struct FileOutline {
 pub struct FileFailures {
     pub total: u64,
     pub failed: u64,
+    /// Failed files that gave up on a transient fault.
+    pub transient: u64,
     pub first: Option<(String, Option<String>)>,
 }
 
@@ -431,13 +433,27 @@ impl Store {
     }
 
     /// How many files of a transfer failed, counted here rather than by reading them all.
-    pub async fn file_failures(&self, id: &str) -> Result<FileFailures, StoreError> {
+    /// How the files of a transfer failed; `transient` counts those whose error starts with
+    /// `transient_prefix` (they gave up on a transient fault).
+    pub async fn file_failures(
+        &self,
+        id: &str,
+        transient_prefix: &'static str,
+    ) -> Result<FileFailures, StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
-            let (total, failed) = conn.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(state = 'error'), 0) FROM transfer_files WHERE transfer_id = ?1",
-                [&id],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            let (total, failed, transient) = conn.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(state = 'error'), 0), \
+                 COALESCE(SUM(state = 'error' AND error LIKE ?2 || '%'), 0) \
+                 FROM transfer_files WHERE transfer_id = ?1",
+                rusqlite::params![&id, transient_prefix],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, i64>(2)? as u64,
+                    ))
+                },
             )?;
             let first = conn
                 .query_row(
@@ -450,6 +466,7 @@ impl Store {
             Ok(FileFailures {
                 total,
                 failed,
+                transient,
                 first,
             })
         })

@@ -144,3 +144,36 @@ async fn sigterm_with_the_service_down_exits_within_two_seconds() {
     );
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_that_gave_up_on_an_outage_resumes_by_itself_once_the_service_is_back() {
+    let world = World::new().await;
+    let bytes = pseudo_random_bytes(12, 3 * MIB);
+    let (_, url) = world
+        .shared(vec![FileSpec::file("take.mov", bytes.clone())])
+        .await;
+    // Storage down; the agent gives up after 1.5 s of failures (configured so).
+    let refusing = TestHub::refusing(world.hub.data.clone()).await;
+    let agent = TestAgent::start(engine_config(&refusing.base_url)).await;
+    let dst = tempfile::tempdir().unwrap();
+    let id = agent.api.download(download_request(&url, dst.path())).await;
+    let failed = agent
+        .api
+        .wait_for("downloads", &id, &["error", "complete"], LONG)
+        .await;
+    assert_eq!(failed["state"], "error", "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("transient: ")),
+        "{failed}"
+    );
+    // Storage is back on the same address: no one resumes it by hand.
+    let _healed = refusing.heal().await;
+    let done = agent
+        .api
+        .wait_for("downloads", &id, &["complete"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    assert!(std::fs::read(dst.path().join("dailies day 1/take.mov")).unwrap() == bytes);
+}
