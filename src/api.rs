@@ -122,14 +122,18 @@ pub fn router(engine: Engine, automations: Automations, token: Option<Secret>) -
         .fallback(unknown_route)
         .with_state(ApiState {
             engine: engine.clone(),
-            automations,
+            automations: automations.clone(),
         });
     let router = Router::new()
         .nest("/api/v1", v1)
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .fallback(unknown_route)
-        .with_state(engine);
+        .with_state(ApiState {
+            engine,
+            automations,
+        });
     match token {
         Some(token) => router.layer(axum::middleware::from_fn(move |req, next| {
             let expected = token_digest(token.expose());
@@ -170,14 +174,57 @@ async fn bearer_only(expected: [u8; 32], req: Request, next: Next) -> Response {
     answer
 }
 
-/// `GET /metrics`: the engine's counters and gauges in the Prometheus text format.
-async fn metrics(State(engine): State<Engine>) -> Result<Response, TransferError> {
+/// `GET /metrics`: the engine's counters and gauges, and each rule's health, in the Prometheus
+/// text format.
+async fn metrics(
+    State(engine): State<Engine>,
+    State(automations): State<Automations>,
+) -> Result<Response, TransferError> {
     let gauges = engine.gauges().await?;
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        engine.metrics().render(&gauges),
-    )
-        .into_response())
+    let rules: Vec<crate::metrics::RuleSample> = automations
+        .status()
+        .await
+        .automations
+        .into_iter()
+        .map(|r| crate::metrics::RuleSample {
+            up: r.state != "error",
+            last_success: r.last_success.as_deref().and_then(|t| {
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .ok()
+                    .map(|t| t.timestamp_millis() as f64 / 1000.0)
+            }),
+            failures: r.failures,
+            name: r.name,
+        })
+        .collect();
+    let mut text = engine.metrics().render(&gauges);
+    text.push_str(&crate::metrics::render_rules(&rules));
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// `GET /readyz`: 200 when everything the agent does unattended works, else 503 naming each
+/// problem: a database that cannot write, every rule in error (with its last error). Liveness
+/// (`/healthz`) does not fail for a rule: a restart would not mount a share.
+async fn readyz(State(engine): State<Engine>, State(automations): State<Automations>) -> Response {
+    let mut problems = Vec::new();
+    if let Err(e) = engine.store().probe_write().await {
+        problems.push(format!("the agent's database cannot write: {e}"));
+    }
+    for rule in automations.status().await.automations {
+        if rule.state == "error" {
+            problems.push(format!(
+                "rule {:?} is in error: {}",
+                rule.name,
+                rule.last_error.as_deref().unwrap_or("see the agent's log")
+            ));
+        }
+    }
+    if problems.is_empty() {
+        return Json(json!({ "status": "ready" })).into_response();
+    }
+    // The `{code, message}` of every error, and the problems one by one.
+    let body = json!({ "code": 503, "message": problems.join("; "), "problems": problems });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 /// `GET /healthz`: 200 once the agent serves and its database takes writes, else 503 with the

@@ -219,3 +219,63 @@ mod tests {
         }
     }
 }
+
+/// One rule's health, for `/metrics`.
+#[derive(Debug, Clone)]
+pub struct RuleSample {
+    pub name: String,
+    /// Not in error.
+    pub up: bool,
+    /// Unix seconds of the last completed transfer.
+    pub last_success: Option<f64>,
+    pub failures: u64,
+}
+
+/// The per-rule series: `masv_agent_rule_up`, `masv_agent_rule_failures_total` and
+/// `masv_agent_rule_last_success_timestamp_seconds` (rules that never succeeded have none).
+pub fn render_rules(rules: &[RuleSample]) -> String {
+    let mut out = String::new();
+    let label = |name: &str| {
+        name.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    let _ = writeln!(
+        out,
+        "# HELP masv_agent_rule_up 1 while the automation runs, 0 while it is in error.\n# TYPE masv_agent_rule_up gauge"
+    );
+    for r in rules {
+        let _ = writeln!(
+            out,
+            "masv_agent_rule_up{{rule=\"{}\"}} {}",
+            label(&r.name),
+            u8::from(r.up)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP masv_agent_rule_failures_total Transfers of the automation that failed, and times it stopped on an error.\n# TYPE masv_agent_rule_failures_total counter"
+    );
+    for r in rules {
+        let _ = writeln!(
+            out,
+            "masv_agent_rule_failures_total{{rule=\"{}\"}} {}",
+            label(&r.name),
+            r.failures
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP masv_agent_rule_last_success_timestamp_seconds When a transfer of the automation last completed.\n# TYPE masv_agent_rule_last_success_timestamp_seconds gauge"
+    );
+    for r in rules {
+        if let Some(at) = r.last_success {
+            let _ = writeln!(
+                out,
+                "masv_agent_rule_last_success_timestamp_seconds{{rule=\"{}\"}} {at:.3}",
+                label(&r.name)
+            );
+        }
+    }
+    out
+}

@@ -61,6 +61,10 @@ struct LiveStatus {
     last_run: Option<DateTime<Utc>>,
     next_run: Option<DateTime<Utc>>,
     last_error: Option<String>,
+    /// When a transfer of the rule last completed.
+    last_success: Option<DateTime<Utc>>,
+    /// Transfers of the rule that failed, and times the rule itself stopped on an error.
+    failures: u64,
 }
 
 impl Live {
@@ -81,7 +85,14 @@ impl Live {
 
     pub(crate) fn failed(&self, error: impl Into<String>) {
         let error = error.into();
-        self.set(|s| s.last_error = Some(error));
+        self.set(|s| {
+            s.last_error = Some(error);
+            s.failures += 1;
+        });
+    }
+
+    fn succeeded(&self) {
+        self.set(|s| s.last_success = Some(Utc::now()));
     }
 
     pub(crate) fn state(&self, state: &'static str) {
@@ -100,6 +111,11 @@ pub struct RuleStatus {
     pub next_run: Option<String>,
     pub counts: LedgerCounts,
     pub last_error: Option<String>,
+    /// When a transfer of the rule last completed.
+    pub last_success: Option<String>,
+    /// Transfers of the rule that failed, and times the rule stopped on an error (since the
+    /// agent started or the rule changed).
+    pub failures: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -213,21 +229,39 @@ impl Automations {
                 let (ctx, name, cancel) = (ctx.clone(), rule.name.clone(), cancel.clone());
                 tokio::spawn(async move { hold_to_window(ctx, name, window, cancel).await });
             }
-            let result = match &rule.kind {
-                RuleKind::Watch(w) => watching::run(&ctx, &rule, w, &live, &cancel).await,
-                RuleKind::Download(d) => fetching::run(&ctx, &rule, d, &live, &cancel).await,
-            };
-            match result {
-                Ok(()) => live.state(if cancel.is_cancelled() {
-                    "stopped"
-                } else {
-                    "done"
-                }),
-                Err(e) => {
-                    tracing::warn!(rule = %rule.name, error = %e, "automation stopped on an error");
-                    live.failed(e);
-                    live.state("error");
+            // A rule that stops on an error (its folder not mounted yet, the service down)
+            // heals: it starts again by itself, at once when `masv automation run` asks.
+            let mut attempt = 0u32;
+            loop {
+                let result = match &rule.kind {
+                    RuleKind::Watch(w) => watching::run(&ctx, &rule, w, &live, &cancel).await,
+                    RuleKind::Download(d) => fetching::run(&ctx, &rule, d, &live, &cancel).await,
+                };
+                let error = match result {
+                    Ok(()) => {
+                        live.state(if cancel.is_cancelled() {
+                            "stopped"
+                        } else {
+                            "done"
+                        });
+                        return;
+                    }
+                    Err(e) => e,
+                };
+                if cancel.is_cancelled() {
+                    live.state("stopped");
+                    return;
                 }
+                attempt += 1;
+                tracing::warn!(rule = %rule.name, error = %error, attempt, "automation stopped on an error; it starts again by itself");
+                live.failed(error);
+                live.state("error");
+                if !wait_to_heal(&rule, &live, &cancel, attempt).await {
+                    live.state("stopped");
+                    return;
+                }
+                tracing::info!(rule = %rule.name, "automation starting again");
+                live.state("running");
             }
         });
     }
@@ -256,6 +290,8 @@ impl Automations {
                 .await
                 .unwrap_or_default();
             let time = |t: Option<DateTime<Utc>>| t.as_ref().map(crate::cloud::dto::format_time);
+            let last_success = time(status.last_success);
+            let failures = status.failures;
             automations.push(RuleStatus {
                 enabled: stored.enabled.unwrap_or(rule.enabled),
                 kind: rule.kind_name(),
@@ -274,6 +310,8 @@ impl Automations {
                     .await
                     .unwrap_or_default(),
                 last_error: status.last_error,
+                last_success,
+                failures,
                 name: rule.name,
             });
         }
@@ -381,6 +419,9 @@ impl Automations {
             {
                 watching::after_send(&self.inner.ctx, &rule, w, &event.id, &entries).await;
             }
+            if ledger_state == "sent" {
+                live.succeeded();
+            }
             if ledger_state == "failed" {
                 tracing::warn!(rule = %rule.name, transfer_id = %event.id, "a transfer of the automation failed");
                 // The rule's last error says why (a wrong access code or portal shows up only
@@ -401,6 +442,39 @@ impl Automations {
                     event.id
                 ));
             }
+        }
+    }
+}
+
+/// The longest a rule in error waits before it starts again by itself.
+const HEAL_CAP: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits until a rule that stopped on an error may start again: a watch folder that is missing
+/// (a share not mounted yet) is looked for every half second; otherwise the rule waits 1 s,
+/// 2 s, 4 s… up to 30 s. `masv automation run` ends the wait at once. `false` when the rule
+/// is stopped meanwhile.
+async fn wait_to_heal(rule: &Rule, live: &Live, cancel: &CancellationToken, attempt: u32) -> bool {
+    let missing_folder = match &rule.kind {
+        RuleKind::Watch(w) if !w.folder.is_dir() => Some(w.folder.clone()),
+        _ => None,
+    };
+    let backoff = std::time::Duration::from_secs(1)
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(5))
+        .min(HEAL_CAP);
+    let until = tokio::time::Instant::now() + backoff;
+    loop {
+        let step = match &missing_folder {
+            Some(_) => std::time::Duration::from_millis(500),
+            None => until.saturating_duration_since(tokio::time::Instant::now()),
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return false,
+            _ = live.run_now.notified() => return true,
+            _ = tokio::time::sleep(step) => {}
+        }
+        match &missing_folder {
+            Some(folder) if !folder.is_dir() => continue,
+            _ => return true,
         }
     }
 }

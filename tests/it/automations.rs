@@ -939,3 +939,79 @@ async fn sighup_reloads_the_rules_and_the_cli_drives_them() {
         "{err}"
     );
 }
+
+/// `GET /readyz` and `GET /metrics` of an agent, beside its API.
+async fn beside_api(api: &Api, path: &str) -> (u16, String) {
+    let url = api.base.replace("/api/v1", path);
+    let response = reqwest::get(url).await.expect("the agent answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rule_whose_folder_is_mounted_late_starts_by_itself_and_monitoring_sees_it() {
+    let world = World::new().await;
+    let site = Site::new();
+    let file = site.config(&format!(
+        r#"
+[[watch]]
+name = "late"
+folder = "nas/outbox"
+settle = "200ms"
+portal = {{ subdomain = "{}", sender = "dit@example.com" }}
+"#,
+        world.open_portal.subdomain
+    ));
+    let agent = site.agent_of(&world, &file).await;
+    // The share is not mounted: the rule is in error, and readiness and metrics say so.
+    let mut seen = false;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        let (ready, body) = beside_api(&agent.api, "/readyz").await;
+        let (_, metrics) = beside_api(&agent.api, "/metrics").await;
+        if ready == 503
+            && body.contains("late")
+            && metrics.contains("masv_agent_rule_up{rule=\"late\"} 0")
+        {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "readiness and metrics show the rule in error");
+    let (health, _) = beside_api(&agent.api, "/healthz").await;
+    assert_eq!(health, 200, "liveness does not fail for a rule");
+
+    // Mounted 1.5 s later: the rule starts by itself and sends what is dropped there.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    std::fs::create_dir_all(site.path("nas/outbox")).unwrap();
+    let start = Instant::now();
+    loop {
+        let answer = automations(&agent.api).await;
+        if rule(&answer, "late")["state"] == "watching" {
+            break;
+        }
+        assert!(start.elapsed() < LONG, "{answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::write(site.path("nas/outbox/take.mov"), b"frames").unwrap();
+    wait_for_uploads(&agent, 1).await;
+    let (ready, body) = beside_api(&agent.api, "/readyz").await;
+    assert_eq!(ready, 200, "{body}");
+    let start = Instant::now();
+    loop {
+        let (_, metrics) = beside_api(&agent.api, "/metrics").await;
+        if metrics.contains("masv_agent_rule_up{rule=\"late\"} 1")
+            && metrics.contains("masv_agent_rule_last_success_timestamp_seconds{rule=\"late\"}")
+        {
+            break;
+        }
+        assert!(start.elapsed() < LONG, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer = automations(&agent.api).await;
+    assert!(
+        rule(&answer, "late")["last_success"].is_string(),
+        "{answer}"
+    );
+}
