@@ -610,7 +610,7 @@ impl Engine {
                 };
                 let result = TRANSFER.scope(id.clone(), run).await;
                 match result {
-                    Ok(state) => break Some((state, None)),
+                    Ok((state, note)) => break Some((state, note)),
                     Err(JobError::Stopped) => break None,
                     Err(JobError::Failed(reason)) => break Some((state::ERROR, Some(reason))),
                     Err(JobError::Store(reason)) => {
@@ -626,8 +626,11 @@ impl Engine {
             };
             if let Some((state, error)) = outcome {
                 match &error {
-                    Some(reason) => {
+                    Some(reason) if state == state::ERROR => {
                         tracing::warn!(transfer_id = %id, kind = kind.as_str(), error = %reason, "transfer failed")
+                    }
+                    Some(note) => {
+                        tracing::warn!(transfer_id = %id, kind = kind.as_str(), state, note = %note, "transfer ended without some files")
                     }
                     None => {
                         tracing::info!(transfer_id = %id, kind = kind.as_str(), state, "transfer ended")
@@ -1116,16 +1119,17 @@ fn new_record(kind: TransferKind, priority: i64, spec: serde_json::Value) -> Tra
 }
 
 /// Runs a job's workers (one per connection, at most one per `queued` item) until they are
-/// all done, then tells how its files fared:
-/// `Ok` when none failed, else `Failed("N of M files failed; first: …")`. A worker failing the
-/// whole job (the database, say) stops the others.
+/// all done, then tells how its files fared: `Ok(None)` when none failed, `Ok(Some(note))`
+/// when only files that can never arrive failed (refused names), else
+/// `Failed("N of M files failed; first: …")`. A worker failing the whole job (the database,
+/// say) stops the others.
 async fn run_workers<Fut>(
     inner: &Inner,
     id: &str,
     cancel: &CancellationToken,
     queued: usize,
     worker: impl Fn() -> Fut,
-) -> Result<(), JobError>
+) -> Result<Option<String>, JobError>
 where
     Fut: std::future::Future<Output = Result<(), JobError>> + Send + 'static,
 {
@@ -1155,9 +1159,17 @@ where
     if stopped || cancel.is_cancelled() {
         return Err(JobError::Stopped);
     }
-    let failures = inner.store.file_failures(id, GAVE_UP).await?;
+    let failures = inner.store.file_failures(id, GAVE_UP, REFUSED).await?;
     match failures.first {
-        None => Ok(()),
+        None => Ok(None),
+        // Only files that can never arrive failed: the others did, and the transfer is
+        // complete, its note naming what is missing (a rule records the package as fetched).
+        Some((path, error)) if failures.refused == failures.failed => Ok(Some(format!(
+            "{} of {} files could never arrive; first: {path}: {}",
+            failures.failed,
+            failures.total,
+            error.as_deref().unwrap_or("unknown error")
+        ))),
         Some((path, error)) => {
             // Every failure a transient one that outlasted `give_up_after`: the transfer is
             // resumed by itself once the service answers again ([`heal`]).

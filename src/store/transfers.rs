@@ -89,6 +89,8 @@ pub struct FileFailures {
     pub failed: u64,
     /// Failed files that gave up on a transient fault.
     pub transient: u64,
+    /// Failed files that can never arrive (refused names).
+    pub refused: u64,
     pub first: Option<(String, Option<String>)>,
 }
 
@@ -434,24 +436,28 @@ impl Store {
 
     /// How many files of a transfer failed, counted here rather than by reading them all.
     /// How the files of a transfer failed; `transient` counts those whose error starts with
-    /// `transient_prefix` (they gave up on a transient fault).
+    /// `transient_prefix` (they gave up on a transient fault), `refused` those whose error
+    /// starts with `refused_prefix` (they can never arrive).
     pub async fn file_failures(
         &self,
         id: &str,
         transient_prefix: &'static str,
+        refused_prefix: &'static str,
     ) -> Result<FileFailures, StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
-            let (total, failed, transient) = conn.query_row(
+            let (total, failed, transient, refused) = conn.query_row(
                 "SELECT COUNT(*), COALESCE(SUM(state = 'error'), 0), \
-                 COALESCE(SUM(state = 'error' AND error LIKE ?2 || '%'), 0) \
+                 COALESCE(SUM(state = 'error' AND error LIKE ?2 || '%'), 0), \
+                 COALESCE(SUM(state = 'error' AND error LIKE ?3 || '%'), 0) \
                  FROM transfer_files WHERE transfer_id = ?1",
-                rusqlite::params![&id, transient_prefix],
+                rusqlite::params![&id, transient_prefix, refused_prefix],
                 |r| {
                     Ok((
                         r.get::<_, i64>(0)? as u64,
                         r.get::<_, i64>(1)? as u64,
                         r.get::<_, i64>(2)? as u64,
+                        r.get::<_, i64>(3)? as u64,
                     ))
                 },
             )?;
@@ -467,6 +473,7 @@ impl Store {
                 total,
                 failed,
                 transient,
+                refused,
                 first,
             })
         })

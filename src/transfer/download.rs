@@ -194,7 +194,7 @@ pub(super) async fn run(
     id: &str,
     cancel: CancellationToken,
     progress_slot: Arc<Mutex<Option<Arc<Progress>>>>,
-) -> Result<&'static str, JobError> {
+) -> Result<(&'static str, Option<String>), JobError> {
     let record = inner
         .store
         .transfer(id)
@@ -369,8 +369,8 @@ pub(super) async fn run(
             .await
             .map_err(|e| JobError::Failed(e.to_string()))??;
     }
-    ended?;
-    Ok(super::state::COMPLETE)
+    let note = ended?;
+    Ok((super::state::COMPLETE, note))
 }
 
 fn package_root(spec: &DownloadRequest, remote: &Remote) -> PathBuf {

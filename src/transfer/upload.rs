@@ -456,7 +456,7 @@ pub(super) async fn run(
     id: &str,
     cancel: CancellationToken,
     progress_slot: Arc<Mutex<Option<Arc<Progress>>>>,
-) -> Result<&'static str, JobError> {
+) -> Result<(&'static str, Option<String>), JobError> {
     let record = inner
         .store
         .transfer(id)
@@ -541,7 +541,8 @@ pub(super) async fn run(
 
     let queued = job.queue.len();
     let pool = job.clone();
-    run_workers(&job.inner, &job.id, &job.cancel, queued, move || {
+    // Uploads refuse no name: every failure fails the upload.
+    let _ = run_workers(&job.inner, &job.id, &job.cancel, queued, move || {
         worker(pool.clone())
     })
     .await?;
@@ -554,9 +555,9 @@ pub(super) async fn run(
         crate::crash_point!("upload.package.finalizing");
         finalize_package(&job.inner, &job.remote, job.priority, &job.cancel).await?;
         crate::crash_point!("upload.package.finalized");
-        Ok(state::COMPLETE)
+        Ok((state::COMPLETE, None))
     } else {
-        Ok(state::IDLE)
+        Ok((state::IDLE, None))
     }
 }
 

@@ -866,3 +866,43 @@ async fn healthz(api: &crate::agent::Api) -> (u16, serde_json::Value) {
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or_default())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_that_can_never_arrive_do_not_hold_back_the_others() {
+    let hub = TestHub::start_with(
+        DataDir::new(),
+        HubOptions {
+            accept_hostile_names: true,
+            ..HubOptions::default()
+        },
+    )
+    .await;
+    let world = World::on(hub);
+    let (_, url) = world
+        .shared(vec![
+            FileSpec::file("../../escaped.txt", b"x".to_vec()),
+            FileSpec::file("take 1.mov", pseudo_random_bytes(1, 3000)),
+            FileSpec::file("take 2.mov", pseudo_random_bytes(2, 3000)),
+        ])
+        .await;
+    let agent = TestAgent::start(engine_config(&world.hub.base_url)).await;
+    let dst = tempfile::tempdir().unwrap();
+    let id = agent.api.download(download_request(&url, dst.path())).await;
+    let done = agent
+        .api
+        .wait_for("downloads", &id, &["complete", "error"], LONG)
+        .await;
+    // The others arrived: complete, saying which file could never arrive and why.
+    assert_eq!(done["state"], "complete", "{done}");
+    let note = done["error"].as_str().unwrap_or_default();
+    assert!(
+        note.contains("1 of 3 files could never arrive") && note.contains("escaped.txt"),
+        "{done}"
+    );
+    for (name, seed) in [("take 1.mov", 1), ("take 2.mov", 2)] {
+        assert!(
+            std::fs::read(dst.path().join("dailies day 1").join(name)).unwrap()
+                == pseudo_random_bytes(seed, 3000)
+        );
+    }
+}
