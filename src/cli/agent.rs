@@ -346,13 +346,18 @@ pub struct Progress {
     pub error: Option<String>,
     /// FIFO mode: the place of a `transferring` transfer still waiting for its turn.
     pub queue_position: Option<u64>,
+    /// Why a transfer is not moving (a retry, its window), and when it tries next.
+    pub waiting: Option<String>,
+    pub next_try_at: Option<String>,
 }
 
 impl Progress {
     /// The state as tables show it: a transfer waiting in FIFO mode reads `queued (N)`.
     pub fn shown_state(&self) -> String {
-        match self.queue_position {
-            Some(n) if self.state == "transferring" => format!("queued ({n})"),
+        match (self.queue_position, &self.waiting) {
+            (Some(n), _) if self.state == "transferring" => format!("queued ({n})"),
+            (_, Some(_)) if self.state == "transferring" => "waiting".into(),
+            (_, Some(_)) if self.state == "paused" => "held".into(),
             _ => self.state.clone(),
         }
     }

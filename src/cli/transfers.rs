@@ -234,6 +234,13 @@ pub fn detail_text(noun: Noun, detail: &Detail) -> String {
     let title = noun.title();
     let mut lines: Vec<(&str, String)> = vec![(&title, d.id.clone())];
     lines.push(("State", p.shown_state()));
+    if let Some(waiting) = &p.waiting {
+        let next = match &p.next_try_at {
+            Some(at) if p.state == "transferring" => format!("; next try at {at}"),
+            _ => String::new(),
+        };
+        lines.push(("Waiting", format!("{waiting}{next}")));
+    }
     if let Some(error) = &p.error {
         lines.push(("Error", error.clone()));
     }
