@@ -577,21 +577,14 @@ async fn add_file(
         .db
         .call(move |conn| db::insert_file(conn, &insert))
         .await?;
-    let create_blueprint = if directory {
-        Blueprint {
-            url: Secret::default(),
-            method: String::new(),
-            headers: BTreeMap::new(),
-            body: String::new(),
-        }
-    } else {
-        Blueprint {
-            url: storage::signed_url(&state, "POST", &package.id, &row.id, &[("uploads", "")]),
-            method: "POST".into(),
-            headers: BTreeMap::new(),
-            body: String::new(),
-        }
-    };
+    // A folder carries no bytes: no multipart upload to open, so no blueprint (`null`, as a
+    // docs-following service answers; clients must accept it, spec §3 step 1).
+    let create_blueprint = (!directory).then(|| Blueprint {
+        url: storage::signed_url(&state, "POST", &package.id, &row.id, &[("uploads", "")]),
+        method: "POST".into(),
+        headers: BTreeMap::new(),
+        body: String::new(),
+    });
     Ok((
         StatusCode::CREATED,
         Json(AddedFile {

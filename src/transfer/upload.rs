@@ -717,7 +717,12 @@ async fn start_file(job: &Job, i: usize) -> Result<Arc<Active>, PartError> {
         remote.file_id = Some(added.file.id.clone());
         // Committed before the multipart upload is opened: declared twice, a file would be
         // left unfinished in the package, and the package could not be finalized.
-        remote.create_blueprint = (!directory).then_some(added.create_blueprint);
+        if !directory && added.create_blueprint.is_none() {
+            return Err(PartError::File(
+                "adding a file to the package: the service answered no create_blueprint for a file with bytes".into(),
+            ));
+        }
+        remote.create_blueprint = added.create_blueprint.filter(|_| !directory);
         save(&remote).await.map_err(database)?;
         let _ = inner
             .store

@@ -470,7 +470,13 @@ pub async fn start_file(
     if spec.kind == FileKind::Directory {
         return Ok((added, None));
     }
-    let upload_id = client.create_multipart(&added.create_blueprint).await?;
+    let blueprint = added
+        .create_blueprint
+        .as_ref()
+        .ok_or_else(|| CloudError::Protocol {
+            message: "the hub answered no create_blueprint for a file with bytes".into(),
+        })?;
+    let upload_id = client.create_multipart(blueprint).await?;
     Ok((added, Some(upload_id)))
 }
 
