@@ -459,6 +459,20 @@ impl Client {
             .await
     }
 
+    /// `GET {inbox_base}/portals/{portal_id}` with `X-API-KEY`: one of the team's portals, by
+    /// id (its subdomain names inbox folders).
+    pub async fn team_portal(
+        &self,
+        portal_id: &str,
+        api_key: &Secret,
+    ) -> Result<Portal, CloudError> {
+        let what = "portal lookup by id";
+        let url = join(&self.inbox_base, &["portals", portal_id])?;
+        let headers = api_key_headers(api_key, what)?;
+        self.get_json(Call::new(Route::Team, what), url, headers)
+            .await
+    }
+
     /// `GET /system/packages/spec`: the part limits the service enforces.
     pub async fn package_spec(&self) -> Result<PackageSpec, CloudError> {
         let url = self.api_url(&["system", "packages", "spec"])?;

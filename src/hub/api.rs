@@ -26,6 +26,8 @@ use crate::web::JsonBody;
 /// Above this many files a package may be listed once every [`LISTING_INTERVAL`] (spec §1).
 const LISTING_LIMITED_ABOVE: usize = 10_000;
 const LISTING_INTERVAL: Duration = Duration::from_secs(5);
+/// Most packages on one page of the team inbox (MASV's docs for team package listings).
+const MAX_INBOX_LIMIT: u64 = 50;
 /// Most part URLs handed out in one batch.
 const MAX_PART_BATCH: u64 = 1_000;
 
@@ -45,6 +47,8 @@ pub struct Metrics {
     pub storage_bytes_sent: std::sync::atomic::AtomicU64,
     pub storage_bytes_received: std::sync::atomic::AtomicU64,
     pub storage_requests: std::sync::atomic::AtomicU64,
+    /// Team inbox pages asked for (answered or refused).
+    pub inbox_requests: std::sync::atomic::AtomicU64,
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<Shared>) -> impl IntoResponse {
@@ -59,10 +63,14 @@ async fn metrics(axum::extract::State(state): axum::extract::State<Shared>) -> i
          masv_hub_storage_bytes_received_total {}\n\
          # HELP masv_hub_storage_requests_total Storage requests answered.\n\
          # TYPE masv_hub_storage_requests_total counter\n\
-         masv_hub_storage_requests_total {}\n",
+         masv_hub_storage_requests_total {}\n\
+         # HELP masv_hub_inbox_requests_total Team inbox pages asked for.\n\
+         # TYPE masv_hub_inbox_requests_total counter\n\
+         masv_hub_inbox_requests_total {}\n",
         m.storage_bytes_sent.load(Relaxed),
         m.storage_bytes_received.load(Relaxed),
         m.storage_requests.load(Relaxed),
+        m.inbox_requests.load(Relaxed),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
@@ -96,11 +104,13 @@ pub fn router(state: Shared) -> Router {
         .route("/portals/{portal_id}/packages", post(create_portal_package))
         .route("/teams/{team_id}/packages", post(create_team_package))
         .route("/teams/{team_id}/inbox", get(team_inbox))
+        .route("/portals/{portal_id}", get(team_portal))
         .route("/system/packages/spec", get(package_spec))
         .fallback(unknown_route)
         .with_state(state.clone());
     let v1_1 = Router::new()
         .route("/teams/{team_id}/inbox", get(team_inbox))
+        .route("/portals/{portal_id}", get(team_portal))
         .fallback(unknown_route)
         .with_state(state);
     Router::new()
@@ -871,6 +881,29 @@ async fn portal_lookup(
     }))
 }
 
+/// `GET /portals/{portal_id}` with the `X-API-KEY` of the portal's team: the portal, by id
+/// (real MASV serves it under `/v1.1`, as the inbox).
+async fn team_portal(
+    axum::extract::State(state): axum::extract::State<Shared>,
+    Path(portal_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Portal>, HubError> {
+    require_id(&portal_id, "portal")?;
+    let pid = portal_id.clone();
+    let portal = state
+        .db
+        .call(move |conn| db::portal(conn, &pid))
+        .await?
+        .ok_or_else(|| HubError::NotFound(format!("unknown portal {portal_id}")))?;
+    authorize_team(&state, &headers, &portal.team_id).await?;
+    Ok(Json(Portal {
+        id: portal.id,
+        name: portal.name,
+        subdomain: portal.subdomain,
+        has_access_code: portal.access_code_hash.is_some(),
+    }))
+}
+
 fn check_package_text(name: &str, description: &str) -> Result<(), HubError> {
     check_text("name", name, 1024)?;
     check_text("description", description, 16 * 1024)
@@ -1004,6 +1037,10 @@ async fn team_inbox(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Json<Inbox>, HubError> {
+    state
+        .metrics
+        .inbox_requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     require_id(&team_id, "team")?;
     authorize_team(&state, &headers, &team_id).await?;
     let query = crate::web::query_pairs(&raw);
@@ -1019,8 +1056,19 @@ async fn team_inbox(
         })
         .transpose()?;
     let portal = query.get("portal").filter(|v| !v.is_empty()).cloned();
-    let page = query_number(&query, "page")?.unwrap_or(1).max(1);
-    let limit = query_number(&query, "limit")?.unwrap_or(50).clamp(1, 1000);
+    // MASV's docs for team package listings: pages start at 1, a page holds 1 to 50.
+    let page = query_number(&query, "page")?.unwrap_or(1);
+    if page < 1 {
+        return Err(HubError::BadRequest(format!(
+            "page={page}: pages start at 1"
+        )));
+    }
+    let limit = query_number(&query, "limit")?.unwrap_or(MAX_INBOX_LIMIT);
+    if !(1..=MAX_INBOX_LIMIT).contains(&limit) {
+        return Err(HubError::BadRequest(format!(
+            "limit={limit}: a page holds 1 to {MAX_INBOX_LIMIT} packages; ask for more pages instead"
+        )));
+    }
     // A page past any real one is empty, not an overflow: SQLite offsets are i64.
     let offset = (page - 1).saturating_mul(limit).min(i64::MAX as u64);
     let (total, rows) = state

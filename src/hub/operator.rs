@@ -181,6 +181,15 @@ impl Hub {
         Ok(row.id)
     }
 
+    /// How many times a link has been accessed (looked up), as counted against its limit.
+    pub fn link_accesses(&self, link_id: &str) -> Result<u32, HubError> {
+        let id = link_id.to_ascii_uppercase();
+        self.db
+            .with(|conn| db::link(conn, &id))?
+            .map(|l| l.access_count)
+            .ok_or_else(|| HubError::NotFound(format!("no link {link_id}")))
+    }
+
     /// Flags (or clears) a file as virus-infected: its download URL then answers 403.
     pub fn set_virus_detected(&self, file_id: &str, flagged: bool) -> Result<(), HubError> {
         let id = file_id.to_ascii_uppercase();

@@ -57,7 +57,9 @@ pub struct DownloadRequest {
     /// Mode of the folders created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub folder_mode: Option<u32>,
-    /// A package known by id and token (from a team inbox) instead of by link.
+    /// A package known by id and token (from a team inbox, or a link an automation looked up
+    /// already) instead of by link: the download looks nothing up. With `url` also given, the
+    /// link is looked up only to renew an expired package token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package: Option<PackageSource>,
 }
@@ -656,7 +658,7 @@ async fn download_url(job: &Job, i: usize, refresh: bool) -> Result<DownloadUrl,
 }
 
 async fn refresh_token(job: &Job) -> Result<(), ChunkError> {
-    if job.spec.package.is_some() {
+    if job.spec.package.is_some() && job.spec.url.is_empty() {
         return Err(ChunkError::File(
             "the package token has expired; the inbox automation fetches a new one on its next run"
                 .into(),

@@ -157,7 +157,262 @@ async fn s3_a_folder_with_an_empty_subfolder_is_delivered() {
     assert_eq!(std::fs::read(root.join("cuts/take.mov")).unwrap(), take);
 }
 
-#[allow(dead_code)]
+// ----- §3 Team inbox -----
+
+/// §3 inbox, hub side: `page` starts at 1 and `limit` is 1 to 50; anything else is `400`.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_the_inbox_refuses_pages_below_1_and_limits_outside_1_to_50() {
+    let world = World::new().await;
+    let inbox = |query: &str| {
+        raw_http()
+            .get(
+                world
+                    .hub
+                    .url(&format!("/teams/{}/inbox?{query}", world.team_id)),
+            )
+            .header("X-API-KEY", world.api_key.expose())
+            .send()
+    };
+    for bad in [
+        "limit=100",
+        "limit=51",
+        "limit=0",
+        "page=0",
+        "page=0&limit=10",
+    ] {
+        let answer = inbox(bad).await.unwrap();
+        assert_eq!(answer.status(), 400, "{bad}");
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["code"], 400, "{bad}: {body}");
+        assert!(body["message"].as_str().unwrap().contains("1"), "{body}");
+    }
+    for good in ["", "limit=50", "limit=1&page=1", "page=7"] {
+        assert_eq!(inbox(good).await.unwrap().status(), 200, "{good}");
+    }
+}
+
+/// §3 inbox, agent side: an inbox rule asks pages of at most 50, stops once it has listed
+/// `total` (no second page), and files each portal's packages under the portal's subdomain.
+/// (It asked `limit=100`, which a docs-following service refuses, so nothing ever arrived;
+/// and named the folders by portal id.)
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_an_inbox_rule_reads_pages_of_50_once_into_folders_named_by_subdomain() {
+    let world = World::new().await;
+    world
+        .portal_upload(
+            &world.open_portal,
+            "Ep 1",
+            vec![FileSpec::file("ep1.mov", b"episode one".to_vec())],
+        )
+        .await;
+    world
+        .portal_upload(
+            &world.coded_portal,
+            "Ep 2",
+            vec![FileSpec::file("ep2.mov", b"episode two".to_vec())],
+        )
+        .await;
+    let site = tempfile::tempdir().unwrap();
+    let config = write_config(
+        site.path(),
+        &format!(
+            r#"
+[server]
+api_key = "{}"
+
+[[download]]
+name = "inbox"
+destination = "ingest"
+schedule = "@yearly"
+[download.inbox]
+team_id = "{}"
+since = "2020-01-01T00:00:00Z"
+subfolder_per_portal = true
+"#,
+            world.api_key.expose(),
+            world.team_id
+        ),
+    );
+    let agent = TestAgent::start_configured(site.path(), uploading(&world), Some(&config)).await;
+    let one = site.path().join("ingest/dailies/Ep 1/ep1.mov");
+    let two = site.path().join("ingest/vault/Ep 2/ep2.mov");
+    wait_until("both portal packages", LONG, || {
+        one.exists() && two.exists()
+    })
+    .await;
+    assert_eq!(std::fs::read(&one).unwrap(), b"episode one");
+    assert_eq!(std::fs::read(&two).unwrap(), b"episode two");
+    assert_eq!(
+        hub_counter(&world.hub, "masv_hub_inbox_requests_total").await,
+        1,
+        "two packages of a total of 2: one page, no second one"
+    );
+    let (status, _) = agent.api.post("/automations/inbox/run", json!({})).await;
+    assert_eq!(status, 200);
+    wait_until_async("the second run's page", LONG, || async {
+        hub_counter(&world.hub, "masv_hub_inbox_requests_total").await >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        hub_counter(&world.hub, "masv_hub_inbox_requests_total").await,
+        2
+    );
+    let (_, downloads) = agent.api.get("/downloads").await;
+    assert_eq!(downloads.as_array().unwrap().len(), 2, "{downloads}");
+}
+
+// ----- §3 Links -----
+
+/// §3 links: a lookup counts against the link's access limit, on our hub as on MASV, so a
+/// scheduled link rule looks a link up once per package fetch and never again once fetched.
+/// A single-use link is downloaded (it failed with 403: the rule's lookup, then the
+/// download's, used two accesses), and later runs make no lookup at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_a_scheduled_link_rule_spends_one_access_of_a_single_use_link() {
+    let world = World::new().await;
+    let package = world
+        .upload(vec![FileSpec::file("cut.mov", b"the cut".to_vec())])
+        .await;
+    let link = world
+        .share(
+            &package,
+            masv_agent::cloud::dto::CreateLink {
+                access_limit: Some(1),
+                ..Default::default()
+            },
+        )
+        .await;
+    let url = world.hub.link_url(&link);
+    let site = tempfile::tempdir().unwrap();
+    let config = write_config(
+        site.path(),
+        &format!(
+            r#"
+[[download]]
+name = "vendor"
+link = "{url}"
+schedule = "* * * * *"
+destination = "incoming"
+"#
+        ),
+    );
+    let agent = TestAgent::start_configured(site.path(), uploading(&world), Some(&config)).await;
+    let file = site.path().join("incoming/dailies day 1/cut.mov");
+    let (_, downloads) = wait_for_downloads(&agent, 1).await;
+    assert_eq!(downloads[0]["state"], "complete", "{downloads:?}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"the cut");
+    assert_eq!(world.hub.operator.link_accesses(&link.id).unwrap(), 1);
+
+    // Later ticks (`run` is a tick now) look nothing up: the link was fetched.
+    for _ in 0..3 {
+        let (status, _) = agent.api.post("/automations/vendor/run", json!({})).await;
+        assert_eq!(status, 200);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(world.hub.operator.link_accesses(&link.id).unwrap(), 1);
+    let (_, downloads) = agent.api.get("/downloads").await;
+    assert_eq!(downloads.as_array().unwrap().len(), 1, "{downloads}");
+    let (_, rules) = agent.api.get("/automations").await;
+    let vendor = rules["automations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "vendor")
+        .unwrap();
+    assert!(vendor["last_error"].is_null(), "{vendor}");
+}
+
+/// §3 links, hub side: every lookup counts; past the limit the link answers 403.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_link_lookups_count_against_the_access_limit() {
+    let world = World::new().await;
+    let package = world
+        .upload(vec![FileSpec::file("a.txt", b"a".to_vec())])
+        .await;
+    let link = world
+        .share(
+            &package,
+            masv_agent::cloud::dto::CreateLink {
+                access_limit: Some(2),
+                ..Default::default()
+            },
+        )
+        .await;
+    for n in 1..=2 {
+        world
+            .client
+            .link(&link.id, &link.download_secret, None)
+            .await
+            .unwrap();
+        assert_eq!(world.hub.operator.link_accesses(&link.id).unwrap(), n);
+    }
+    let refused = world
+        .client
+        .link(&link.id, &link.download_secret, None)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("limit"), "{refused}");
+    assert_eq!(world.hub.operator.link_accesses(&link.id).unwrap(), 2);
+}
+
+// ----- helpers -----
+
+/// Writes an agent configuration file in `dir`.
+fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("agent.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A counter of the hub's `/metrics`.
+async fn hub_counter(hub: &TestHub, name: &str) -> u64 {
+    let text = raw_http()
+        .get(format!("http://{}/metrics", hub.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in the hub's metrics:\n{text}"))
+}
+
+/// Waits until the agent has `n` downloads, all ended; returns them.
+async fn wait_for_downloads(agent: &TestAgent, n: usize) -> (u16, Vec<Value>) {
+    let start = Instant::now();
+    loop {
+        let (status, list) = agent.api.get("/downloads").await;
+        let list = list.as_array().cloned().unwrap_or_default();
+        if list.len() >= n
+            && list
+                .iter()
+                .all(|d| d["state"] == "complete" || d["state"] == "error")
+        {
+            return (status, list);
+        }
+        assert!(
+            start.elapsed() < LONG,
+            "waiting for {n} downloads: {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn wait_until_async<F, Fut>(what: &str, limit: Duration, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !done().await {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {

@@ -1877,7 +1877,7 @@ async fn an_inbox_page_past_any_number_is_empty_not_a_server_error() {
     let world = World::new().await;
     world.upload(vec![small("a.bin", 42)]).await;
     for query in [
-        "page=18446744073709551615&limit=1000",
+        "page=18446744073709551615&limit=50",
         "page=9223372036854775807&limit=2",
     ] {
         let (status, body) = status_and_body(
