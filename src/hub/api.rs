@@ -37,6 +37,8 @@ pub struct State {
     pub throttle: Throttle,
     pub listing_limiter: Mutex<HashMap<String, Instant>>,
     pub public_url: url::Url,
+    /// Where share links point (`HubConfig::link_base`, else `public_url`).
+    pub link_base: url::Url,
     pub config: HubConfig,
     pub metrics: Metrics,
 }
@@ -106,6 +108,7 @@ pub fn router(state: Shared) -> Router {
         .route("/teams/{team_id}/inbox", get(team_inbox))
         .route("/portals/{portal_id}", get(team_portal))
         .route("/system/packages/spec", get(package_spec))
+        .route("/system/link_base", get(link_base))
         .fallback(unknown_route)
         .with_state(state.clone());
     let v1_1 = Router::new()
@@ -770,12 +773,24 @@ async fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), HubEr
     Ok(())
 }
 
-/// The share URL of a link, on this hub's public address.
+/// The share URL of a link: `{link_base}{link_id}?secret=…`.
 pub fn share_url(state: &State, link_id: &str, secret: &str) -> String {
-    let mut url = state.public_url.clone();
-    url.set_path(link_id);
-    url.query_pairs_mut().clear().append_pair("secret", secret);
+    let mut url = state.link_base.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().push(link_id);
+    }
+    url.query_pairs_mut().append_pair("secret", secret);
     url.to_string()
+}
+
+/// `GET /system/link_base` (ours): where this hub's share links point, so that agents and
+/// operators can set `share_link_base` to it.
+async fn link_base(
+    axum::extract::State(state): axum::extract::State<Shared>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "link_base": state.link_base.as_str() }))
 }
 
 async fn new_link(state: &Shared, package: &PackageRow, req: CreateLink) -> Result<Link, HubError> {

@@ -157,6 +157,119 @@ async fn s3_a_folder_with_an_empty_subfolder_is_delivered() {
     assert_eq!(std::fs::read(root.join("cuts/take.mov")).unwrap(), take);
 }
 
+/// §3 links: the share URL is `https://get.massive.io/{id}?secret=…` (`[server]
+/// share_link_base`), whatever the cloud URL; it pointed at the API's origin for any cloud
+/// but MASV's. A link's host does not matter to the agent: it downloads it from its own cloud.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_share_links_point_at_the_link_base_not_at_the_api() {
+    let world = World::new().await;
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("cut.mov"), b"the cut").unwrap();
+    let agent = TestAgent::start(uploading(&world)).await;
+    let (status, created) = agent
+        .api
+        .post(
+            "/uploads",
+            json!({"team_id": world.team_id, "paths": [src.path().join("cut.mov")], "package_name": "Cut"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let link = created["link"].as_str().unwrap().to_owned();
+    assert!(
+        link.starts_with("https://get.massive.io/") && link.contains("?secret="),
+        "{link}"
+    );
+    let id = created["upload_id"].as_str().unwrap();
+    let done = agent
+        .api
+        .wait_for("uploads", id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    let dst = tempfile::tempdir().unwrap();
+    let got = fetched(&agent, &link, dst.path()).await;
+    assert_eq!(got["state"], "complete", "{got}");
+    assert_eq!(
+        std::fs::read(dst.path().join("Cut/cut.mov")).unwrap(),
+        b"the cut"
+    );
+}
+
+/// §3 links [ours]: the hub says where its own links point (`GET /system/link_base`: its
+/// `link_base`, by default its public URL) and builds the links it mails with it; an agent
+/// given that base as `share_link_base` prints the same links.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_the_hub_answers_its_link_base_and_the_agent_follows_share_link_base() {
+    let plain = TestHub::start().await;
+    let answer: Value = raw_http()
+        .get(plain.url("/system/link_base"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["link_base"], format!("http://{}/", plain.addr));
+
+    let base = "https://dl.example.com/share/";
+    let hub = TestHub::start_with(
+        DataDir::new(),
+        HubOptions {
+            link_base: Some(url::Url::parse(base).unwrap()),
+            ..HubOptions::default()
+        },
+    )
+    .await;
+    let answer: Value = raw_http()
+        .get(hub.url("/system/link_base"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["link_base"], base);
+    let world = World::on(hub);
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("cut.mov"), b"the cut").unwrap();
+    let mut config = uploading(&world);
+    config.link_base = Some(base.into());
+    let agent = TestAgent::start(config).await;
+    let (status, created) = agent
+        .api
+        .post(
+            "/uploads",
+            json!({
+                "team_id": world.team_id,
+                "paths": [src.path().join("cut.mov")],
+                "recipients": ["editor@example.com"],
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["upload_id"].as_str().unwrap();
+    let done = agent
+        .api
+        .wait_for("uploads", id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    let (status, link) = agent
+        .api
+        .post(&format!("/uploads/{id}/link"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{link}");
+    assert!(link["link"].as_str().unwrap().starts_with(base), "{link}");
+    let mails: Vec<String> = std::fs::read_dir(world.hub.data.path().join("outbox"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(mails.len(), 1);
+    assert!(
+        mails[0].contains(&format!("Download it: {base}")),
+        "{}",
+        mails[0]
+    );
+}
+
 // ----- §3 Team inbox -----
 
 /// §3 inbox, hub side: `page` starts at 1 and `limit` is 1 to 50; anything else is `400`.

@@ -59,6 +59,8 @@ pub struct HubOptions {
     pub accept_hostile_names: bool,
     /// Serve on this address (a hub started again where a stopped one was), not a free port.
     pub addr: Option<SocketAddr>,
+    /// Where the hub's share links point (default: its public URL).
+    pub link_base: Option<url::Url>,
 }
 
 impl HubOptions {
@@ -98,6 +100,7 @@ impl TestHub {
             config.url_ttl = ttl;
         }
         config.accept_hostile_names = options.accept_hostile_names;
+        config.link_base = options.link_base;
         // Opened first so that the signing key exists before the served hub reads it.
         let operator = Hub::open(config.clone()).expect("the hub opens its data folder");
         let served = Hub::open(config).expect("a second hub opens the same data folder");
