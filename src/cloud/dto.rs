@@ -181,6 +181,16 @@ pub struct Portal {
     pub has_access_code: bool,
 }
 
+/// `GET /subdomains/teams/{subdomain}` (ours): the team a subdomain names.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Team {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub subdomain: String,
+}
+
 /// `POST /portals/{portal_id}/packages`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CreatePortalPackage {

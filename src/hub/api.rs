@@ -103,6 +103,7 @@ pub fn router(state: Shared) -> Router {
             delete(disable_link),
         )
         .route("/subdomains/portals/{subdomain}", get(portal_lookup))
+        .route("/subdomains/teams/{subdomain}", get(team_lookup))
         .route("/portals/{portal_id}/packages", post(create_portal_package))
         .route("/teams/{team_id}/packages", post(create_team_package))
         .route("/teams/{team_id}/inbox", get(team_inbox))
@@ -916,6 +917,44 @@ async fn team_portal(
         name: portal.name,
         subdomain: portal.subdomain,
         has_access_code: portal.access_code_hash.is_some(),
+    }))
+}
+
+/// `GET /subdomains/teams/{subdomain}` (ours) with an `X-API-KEY` of that team: the team a
+/// subdomain names, `{id, name, subdomain}`. Another team's key is refused (403), as for every
+/// team route; an unknown subdomain is 404.
+async fn team_lookup(
+    axum::extract::State(state): axum::extract::State<Shared>,
+    Path(subdomain): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<dto::Team>, HubError> {
+    let sub = subdomain.to_ascii_lowercase();
+    let found = state
+        .db
+        .call(move |conn| db::team_by_subdomain(conn, &sub))
+        .await?;
+    let Some((team, sub)) = found else {
+        // Only a valid key learns that a subdomain is unknown.
+        let key = header_text(&headers, "x-api-key")
+            .ok_or_else(|| HubError::Unauthorized("the X-API-KEY header is missing".into()))?;
+        let hash = auth::digest(key);
+        if state
+            .db
+            .call(move |conn| db::api_key_team(conn, &hash))
+            .await?
+            .is_none()
+        {
+            return Err(HubError::Unauthorized("unknown API key".into()));
+        }
+        return Err(HubError::NotFound(format!(
+            "no team has the subdomain {subdomain:?}"
+        )));
+    };
+    authorize_team(&state, &headers, &team.id).await?;
+    Ok(Json(dto::Team {
+        id: team.id,
+        name: team.name,
+        subdomain: sub,
     }))
 }
 

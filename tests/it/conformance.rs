@@ -469,6 +469,106 @@ async fn s3_link_lookups_count_against_the_access_limit() {
     assert_eq!(world.hub.operator.link_accesses(&link.id).unwrap(), 2);
 }
 
+// ----- §5 The agent's local REST API -----
+
+/// §5 `POST /uploads`: the team may be named by `subdomain`, as MASV's docs (seed 004) send it,
+/// or by `team_id`. (`subdomain` was taken as a team id, so the docs' body failed.)
+#[tokio::test(flavor = "multi_thread")]
+async fn s5_a_team_upload_names_its_team_by_subdomain() {
+    let world = World::new().await;
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("cut.mov"), b"the cut").unwrap();
+    let agent = TestAgent::start(uploading(&world)).await;
+    // The hub's team "Post House" has the subdomain post-house.
+    let (status, created) = agent
+        .api
+        .post(
+            "/uploads",
+            json!({
+                "subdomain": "post-house",
+                "paths": [src.path().join("cut.mov")],
+                "package_name": "By subdomain",
+                "recipients": ["editor@example.com"],
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["upload_id"].as_str().unwrap();
+    let done = agent
+        .api
+        .wait_for("uploads", id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    let inbox = world
+        .client
+        .team_inbox(
+            &world.team_id,
+            &world.api_key,
+            &masv_agent::cloud::dto::InboxQuery::default(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        inbox.records.iter().any(|r| r.name == "By subdomain"),
+        "the package is the team's: {inbox:?}"
+    );
+
+    // An unknown subdomain is refused at once, naming it and the way out.
+    let (status, refused) = agent
+        .api
+        .post(
+            "/uploads",
+            json!({"subdomain": "nobody", "paths": [src.path().join("cut.mov")]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    let message = refused.to_string();
+    assert!(
+        message.contains("nobody") && message.contains("team_id"),
+        "{message}"
+    );
+}
+
+/// §5 hub side [ours]: `GET /subdomains/teams/{subdomain}` answers the team to its own key only.
+#[tokio::test(flavor = "multi_thread")]
+async fn s5_the_hub_resolves_a_team_subdomain_for_that_team_only() {
+    let world = World::new().await;
+    let team = world
+        .client
+        .team_by_subdomain("post-house", &world.api_key)
+        .await
+        .unwrap();
+    assert_eq!(
+        (team.id.as_str(), team.subdomain.as_str()),
+        (world.team_id.as_str(), "post-house")
+    );
+    let other = world.hub.operator.add_team("Other Shop", None).unwrap();
+    let other_key = world.hub.operator.add_api_key(&other, None).unwrap();
+    let refused = world
+        .client
+        .team_by_subdomain("post-house", &other_key)
+        .await
+        .unwrap_err();
+    assert_eq!(crate::support::kind(&refused), "auth", "{refused}");
+    let unknown = world
+        .client
+        .team_by_subdomain("nobody", &world.api_key)
+        .await
+        .unwrap_err();
+    assert_eq!(crate::support::kind(&unknown), "not_found", "{unknown}");
+    world
+        .hub
+        .operator
+        .set_team_subdomain(&world.team_id, "posthouse")
+        .unwrap();
+    let renamed = world
+        .client
+        .team_by_subdomain("posthouse", &world.api_key)
+        .await
+        .unwrap();
+    assert_eq!(renamed.id, world.team_id);
+}
+
 // ----- helpers -----
 
 /// Writes an agent configuration file in `dir`.
