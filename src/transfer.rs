@@ -914,8 +914,8 @@ impl Engine {
     ) -> Result<(), TransferError> {
         self.record(kind, id).await?;
         self.stop(id).await;
-        if remove_files && kind == TransferKind::Download {
-            download::remove_files(&self.inner.store, id).await?;
+        if kind == TransferKind::Download {
+            download::remove_files(&self.inner.store, id, remove_files).await?;
         }
         self.inner.store.delete_transfer(id).await?;
         tracing::info!(transfer_id = %id, remove_files, "deleted");

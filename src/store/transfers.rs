@@ -435,7 +435,8 @@ impl Store {
         let id = id.to_owned();
         self.call(move |conn| {
             let (total, failed) = conn.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(state = 'error'), 0) FROM transfer_files WHERE transfer_id = ?1",
+                // Skipped files (quarantined, bypassed) are not part of the count, as in listings.
+                "SELECT COALESCE(SUM(state != 'skipped'), 0), COALESCE(SUM(state = 'error'), 0) FROM transfer_files WHERE transfer_id = ?1",
                 [&id],
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
             )?;

@@ -895,13 +895,17 @@ async fn send_part(job: &Job, file: &Active, part: &Part) -> Result<String, Part
 /// The part's bytes, streamed from disk through a small buffer.
 async fn part_body(job: &Job, file: &Active, part: &Part) -> Result<reqwest::Body, PartError> {
     let path = &file.record.local_path;
+    let disk = |e: String| {
+        job.inner.metrics.error(crate::metrics::ErrorKind::Disk);
+        PartError::File(e)
+    };
     let mut source = tokio::fs::File::open(path)
         .await
-        .map_err(|e| PartError::File(format!("{path} cannot be read: {e}")))?;
+        .map_err(|e| disk(format!("{path} cannot be read: {e}")))?;
     source
         .seek(std::io::SeekFrom::Start(part.start))
         .await
-        .map_err(|e| PartError::File(format!("{path}: {e}")))?;
+        .map_err(|e| disk(format!("{path}: {e}")))?;
     let stream = tokio_util::io::ReaderStream::with_capacity(source.take(part.len), READ_BUFFER);
     let stream = super::rate::throttle_upload(&job.inner, stream, &job.cancel);
     Ok(reqwest::Body::wrap_stream(stream))

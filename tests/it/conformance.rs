@@ -569,7 +569,148 @@ async fn s5_the_hub_resolves_a_team_subdomain_for_that_team_only() {
     assert_eq!(renamed.id, world.team_id);
 }
 
+/// §5 `DELETE /downloads/{id}` without `remove_files` keeps what arrived and leaves no
+/// preallocated `NAME.part` of a file that had not (it was left behind, full size).
+#[tokio::test(flavor = "multi_thread")]
+async fn s5_forgetting_a_download_removes_the_part_files_of_unfinished_files_only() {
+    let world = World::slow(Duration::from_millis(300)).await;
+    let big = pseudo_random_bytes(3, 40 * MIB);
+    let (_, link) = world
+        .shared(vec![
+            FileSpec::file("0 small.txt", b"small".to_vec()),
+            FileSpec::file("big.bin", big),
+        ])
+        .await;
+    let agent = TestAgent::start(engine_config(&world.hub.base_url)).await;
+    let dst = tempfile::tempdir().unwrap();
+    let id = agent
+        .api
+        .download(download_request(&link, dst.path()))
+        .await;
+    let root = dst.path().join("dailies day 1");
+    let start = Instant::now();
+    while !(root.join("0 small.txt").exists() && root.join("big.bin.part").exists()) {
+        let (_, detail) = agent.api.get(&format!("/downloads/{id}")).await;
+        assert!(
+            start.elapsed() < LONG,
+            "small.txt did not arrive while big.bin was going: {detail}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, detail) = agent.api.get(&format!("/downloads/{id}")).await;
+    assert_eq!(detail["state"], "transferring", "{detail}");
+    let (status, answer) = agent.api.delete(&format!("/downloads/{id}")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(std::fs::read(root.join("0 small.txt")).unwrap(), b"small");
+    assert!(
+        !root.join("big.bin.part").exists(),
+        "the unfinished file's .part is gone"
+    );
+    assert!(!root.join("big.bin").exists());
+}
+
+/// §5 counts agree: a download's error says "N of M files failed" with M its `files_total`
+/// (skipped quarantined files are in neither; it said "1 of 10" with files_total 9), and a
+/// refused name shows in `masv_agent_errors_total{kind="refused"}`.
+#[tokio::test(flavor = "multi_thread")]
+async fn s5_failure_counts_match_files_total_and_refused_names_are_counted() {
+    let hub = TestHub::start_with(
+        DataDir::new(),
+        HubOptions {
+            accept_hostile_names: true,
+            ..HubOptions::default()
+        },
+    )
+    .await;
+    let world = World::on(hub);
+    let mut files: Vec<FileSpec> = (0..8)
+        .map(|i| FileSpec::file(&format!("f{i}.txt"), vec![b'x'; 10]))
+        .collect();
+    files.push(FileSpec::file("infected.exe", b"evil".to_vec()));
+    files.push(FileSpec::file("../escaped.txt", b"out".to_vec()));
+    let (package, link) = world.shared(files).await;
+    world
+        .hub
+        .operator
+        .set_virus_detected(&package.file("infected.exe").id, true)
+        .unwrap();
+    let agent = TestAgent::start(engine_config(&world.hub.base_url)).await;
+    let dst = tempfile::tempdir().unwrap();
+    let done = fetched(&agent, &link, dst.path()).await;
+    assert_eq!(done["state"], "error", "{done}");
+    assert_eq!(done["files_total"], 9, "{done}");
+    assert_eq!(done["files_done"], 8, "{done}");
+    let error = done["error"].as_str().unwrap();
+    assert!(error.starts_with("1 of 9 files failed"), "{error}");
+    let metrics = agent_metrics(&agent).await;
+    assert!(
+        metrics.contains("masv_agent_errors_total{kind=\"refused\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// §5 states: downloads have no `idle`, so a bad `states` lists only theirs; uploads' list it.
+#[tokio::test(flavor = "multi_thread")]
+async fn s5_a_bad_states_filter_lists_the_states_of_that_kind() {
+    let world = World::new().await;
+    let agent = TestAgent::start(engine_config(&world.hub.base_url)).await;
+    let (status, answer) = agent.api.delete("/downloads?states=bogus").await;
+    assert_eq!(status, 400, "{answer}");
+    let message = answer.to_string();
+    assert!(
+        message.contains("bogus") && message.contains("complete"),
+        "{message}"
+    );
+    assert!(!message.contains("idle"), "{message}");
+    let (status, answer) = agent.api.delete("/uploads?states=bogus").await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.to_string().contains("idle"), "{answer}");
+}
+
+/// §5 `POST /uploads`: paths must be files or folders. A device, a kernel file, and a path
+/// with a NUL byte are refused with 400 naming the path (they were accepted).
+#[tokio::test(flavor = "multi_thread")]
+async fn s5_uploads_refuse_devices_kernel_files_and_nul_bytes_by_name() {
+    let world = World::new().await;
+    let agent = TestAgent::start(uploading(&world)).await;
+    for (path, shown) in [
+        ("/dev/zero", "/dev/zero"),
+        ("/proc/self/mem", "/proc/self/mem"),
+        ("/tmp/a\u{0}b", "/tmp/a"),
+    ] {
+        for (route, body) in [
+            (
+                "/uploads",
+                json!({"team_id": world.team_id, "paths": [path]}),
+            ),
+            (
+                "/portals/uploads",
+                json!({"subdomain": "dailies", "sender_email": "a@b.c", "paths": [path]}),
+            ),
+        ] {
+            let (status, answer) = agent.api.post(route, body).await;
+            assert_eq!(status, 400, "{route} {path:?}: {answer}");
+            assert!(answer.to_string().contains(shown), "{route}: {answer}");
+        }
+    }
+    let (_, uploads) = agent.api.get("/uploads").await;
+    assert_eq!(uploads.as_array().unwrap().len(), 0, "{uploads}");
+}
+
 // ----- helpers -----
+
+/// The agent's `/metrics` text.
+async fn agent_metrics(agent: &TestAgent) -> String {
+    let url = agent.api.base.replace("/api/v1", "/metrics");
+    raw_http()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
 
 /// Writes an agent configuration file in `dir`.
 fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
