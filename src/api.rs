@@ -260,8 +260,17 @@ fn query_flag(query: &BTreeMap<String, String>, key: &str) -> Result<bool, Error
     }
 }
 
-/// `?states=complete,error`: the states to act on, checked.
-fn query_states(query: &BTreeMap<String, String>) -> Result<Option<Vec<String>>, ErrorAnswer> {
+/// The states a download can be in (spec §5: downloads have no `idle`).
+const DOWNLOAD_STATES: [&str; 4] = ["transferring", "paused", "complete", "error"];
+/// The states an upload can be in.
+const UPLOAD_STATES: [&str; 5] = ["transferring", "paused", "idle", "complete", "error"];
+
+/// `?states=complete,error`: the states to act on, checked against `known`.
+fn query_states(
+    query: &BTreeMap<String, String>,
+    kind: &str,
+    known: &[&str],
+) -> Result<Option<Vec<String>>, ErrorAnswer> {
     let Some(states) = query.get("states") else {
         return Ok(None);
     };
@@ -270,11 +279,13 @@ fn query_states(query: &BTreeMap<String, String>) -> Result<Option<Vec<String>>,
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .collect();
-    const KNOWN: [&str; 5] = ["transferring", "paused", "idle", "complete", "error"];
-    if let Some(bad) = states.iter().find(|s| !KNOWN.contains(&s.as_str())) {
+    if let Some(bad) = states.iter().find(|s| !known.contains(&s.as_str())) {
         return Err(ErrorAnswer::new(
             StatusCode::BAD_REQUEST,
-            format!("unknown state {bad:?}; states are {}", KNOWN.join(", ")),
+            format!(
+                "unknown state {bad:?}; {kind} states are {}",
+                known.join(", ")
+            ),
         ));
     }
     Ok(Some(states))
@@ -392,7 +403,8 @@ async fn delete_downloads(
     req: Request,
 ) -> Result<Response, Response> {
     let query = crate::web::query_pairs(&raw);
-    let states = query_states(&query).map_err(IntoResponse::into_response)?;
+    let states =
+        query_states(&query, "download", &DOWNLOAD_STATES).map_err(IntoResponse::into_response)?;
     let remove = remove_files_flag(&query, req)
         .await
         .map_err(IntoResponse::into_response)?;
@@ -503,8 +515,8 @@ async fn delete_uploads(
     State(engine): State<Engine>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Response> {
-    let states =
-        query_states(&crate::web::query_pairs(&raw)).map_err(IntoResponse::into_response)?;
+    let states = query_states(&crate::web::query_pairs(&raw), "upload", &UPLOAD_STATES)
+        .map_err(IntoResponse::into_response)?;
     let ids = engine
         .delete_all(TransferKind::Upload, states.as_deref(), false)
         .await

@@ -45,6 +45,8 @@ pub struct ServerConfig {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub cloud_url: Option<String>,
+    /// Where share links point (checked: an http(s) URL that can take a path).
+    pub share_link_base: Option<String>,
     pub api_key: Option<Secret>,
     pub auto_resume: Option<bool>,
     pub auto_finalize: Option<bool>,
@@ -540,6 +542,15 @@ fn server(raw: RawServer, base: &Path, at: &mut Located<'_>, text: &str) -> Serv
             None
         }
     });
+    let share_link_base = raw
+        .share_link_base
+        .and_then(|u| match crate::transfer::check_link_base(&u) {
+            Ok(()) => Some(u),
+            Err(e) => {
+                key_error(at, text, "share_link_base", e);
+                None
+            }
+        });
     let api_key = raw.api_key.and_then(|k| match (at.secrets)(&k) {
         Ok(secret) => Some(secret),
         Err(e) => {
@@ -645,6 +656,7 @@ fn server(raw: RawServer, base: &Path, at: &mut Located<'_>, text: &str) -> Serv
         listen,
         data_dir: raw.data_dir.map(resolve),
         cloud_url,
+        share_link_base,
         api_key,
         auto_resume: raw.auto_resume,
         auto_finalize: raw.auto_finalize,

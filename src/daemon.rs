@@ -217,6 +217,10 @@ async fn embedded_hub(
     if config.engine.api_key.is_none() {
         config.engine.api_key = Some(key);
     }
+    if config.engine.link_base.is_none() {
+        // Links to the agent's own hub point where that hub says its links live.
+        config.engine.link_base = Some(opened.link_base(&public).to_string());
+    }
     tracing::info!(url = %public, team = %hub.team, "embedded hub serving");
     tokio::spawn(async move {
         if let Err(e) = opened

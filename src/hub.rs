@@ -35,6 +35,9 @@ pub struct HubConfig {
     /// The address clients reach this hub at, used in signed URLs and share links; by default
     /// `http://` + the listening address.
     pub public_url: Option<url::Url>,
+    /// Where share links point, as `{link_base}{link_id}?secret=…`; by default `public_url`.
+    /// Answered at `GET /v1/system/link_base`.
+    pub link_base: Option<url::Url>,
     /// Failures injected into storage requests, for tests. Off by default.
     pub faults: Faults,
     /// How long a signed storage URL stays valid.
@@ -53,6 +56,7 @@ impl HubConfig {
         HubConfig {
             data_dir: data_dir.into(),
             public_url: None,
+            link_base: None,
             faults: Faults::default(),
             url_ttl: Duration::from_secs(3600),
             token_ttl: Duration::from_secs(7 * 24 * 3600),
@@ -106,9 +110,18 @@ impl Hub {
         &self.config.data_dir
     }
 
+    /// Where this hub's share links point, given its public URL.
+    pub fn link_base(&self, public_url: &url::Url) -> url::Url {
+        self.config
+            .link_base
+            .clone()
+            .unwrap_or_else(|| public_url.clone())
+    }
+
     /// The routes, answering as `public_url`.
     pub fn router(&self, public_url: url::Url) -> Router {
         let state = Arc::new(api::State {
+            link_base: self.link_base(&public_url),
             db: self.db.clone(),
             signer: self.signer.clone(),
             throttle: auth::Throttle::default(),
@@ -128,7 +141,8 @@ impl Hub {
     ) -> std::io::Result<()> {
         let addr = listener.local_addr()?;
         let public_url = self.public_url(addr);
-        tracing::info!(%addr, public_url = %public_url, data = %self.config.data_dir.display(), "hub serving");
+        let link_base = self.link_base(&public_url);
+        tracing::info!(%addr, public_url = %public_url, link_base = %link_base, data = %self.config.data_dir.display(), "hub serving");
         let router = self.router(public_url);
         axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::cloud::CloudError;
 
-/// What went wrong, for `masv_agent_errors_total{kind}`: the [`CloudError`] variants, and
-/// failures of the local disk.
+/// What went wrong, for `masv_agent_errors_total{kind}`: the [`CloudError`] variants, failures
+/// of the local disk (or of reading a file to send), and names refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     Auth,
@@ -20,10 +20,13 @@ pub enum ErrorKind {
     Protocol,
     InvalidUrl,
     Disk,
+    /// A name that would leave the destination (`..`, a drive on Windows, NUL), or a symlink
+    /// planted in it: the file is refused for good.
+    Refused,
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 9] = [
+    const ALL: [ErrorKind; 10] = [
         ErrorKind::Auth,
         ErrorKind::NotFound,
         ErrorKind::Expired,
@@ -33,6 +36,7 @@ impl ErrorKind {
         ErrorKind::Protocol,
         ErrorKind::InvalidUrl,
         ErrorKind::Disk,
+        ErrorKind::Refused,
     ];
 
     pub fn label(self) -> &'static str {
@@ -46,6 +50,7 @@ impl ErrorKind {
             ErrorKind::Protocol => "protocol",
             ErrorKind::InvalidUrl => "invalid_url",
             ErrorKind::Disk => "disk",
+            ErrorKind::Refused => "refused",
         }
     }
 
@@ -108,6 +113,15 @@ impl Metrics {
     }
 
     /// [`Metrics::error`] for an answer of the cloud or its storage.
+    /// Counts a local failure: refused names and symlinks as `refused`, anything else as `disk`.
+    pub fn files_error(&self, error: &crate::files::FilesError) {
+        use crate::files::FilesError;
+        self.error(match error {
+            FilesError::Refused { .. } | FilesError::Symlink { .. } => ErrorKind::Refused,
+            _ => ErrorKind::Disk,
+        });
+    }
+
     pub fn cloud_error(&self, error: &CloudError) {
         self.error(ErrorKind::of(error));
     }

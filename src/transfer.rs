@@ -48,38 +48,49 @@ pub struct EngineConfig {
     pub auto_finalize: bool,
     /// The MASV API key, for team uploads.
     pub api_key: Option<Secret>,
-    /// Where share links point: `https://get.massive.io` for the MASV cloud; by default the
-    /// cloud URL's origin for anything else (a hub answers links at its root).
+    /// Where share links point (`[server] share_link_base`): `{link_base}{link_id}?secret=…`.
+    /// `None` is MASV's [`DEFAULT_LINK_BASE`], whatever the cloud URL: a link's host does not
+    /// matter to the agent, which looks any link up on its own cloud URL.
     pub link_base: Option<String>,
     pub retry: RetryPolicy,
     /// Rate limits, their schedule and the FIFO caps at start (changeable while running).
     pub bandwidth: crate::config::BandwidthSettings,
 }
 
+/// Where MASV's share links point.
+pub const DEFAULT_LINK_BASE: &str = "https://get.massive.io/";
+
+/// Checks a share-link base: an http(s) URL without query or fragment that can take a path.
+pub fn check_link_base(base: &str) -> Result<(), String> {
+    let url = url::Url::parse(base.trim()).map_err(|e| {
+        format!("share_link_base = {base:?} is not a URL ({e}); expected e.g. {DEFAULT_LINK_BASE}")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+        return Err(format!(
+            "share_link_base = {base:?} is not an http(s) URL; expected e.g. {DEFAULT_LINK_BASE}"
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "share_link_base = {base:?} has a query or fragment; give scheme, host and path only"
+        ));
+    }
+    Ok(())
+}
+
 impl EngineConfig {
-    /// The share URL of a link.
+    /// The share URL of a link: `{link_base}{link_id}?secret={secret}`.
     pub fn share_url(&self, link_id: &str, secret: &str) -> String {
-        let base =
-            self.link_base
-                .clone()
-                .unwrap_or_else(|| match url::Url::parse(&self.cloud_url) {
-                    Ok(u)
-                        if u.host_str().is_some_and(|h| {
-                            h.ends_with("massive.app") || h.ends_with("massive.io")
-                        }) =>
-                    {
-                        "https://get.massive.io".to_owned()
-                    }
-                    Ok(u) => u.origin().ascii_serialization(),
-                    Err(_) => "https://get.massive.io".to_owned(),
-                });
-        let mut url = url::Url::parse(&base)
-            .unwrap_or_else(|_| url::Url::parse("https://get.massive.io").expect("a valid URL"));
-        url.path_segments_mut()
-            .map(|mut p| {
-                p.pop_if_empty().push(link_id);
-            })
-            .ok();
+        let base = self.link_base.as_deref().unwrap_or(DEFAULT_LINK_BASE);
+        let mut url = url::Url::parse(base.trim())
+            .ok()
+            .filter(|u| !u.cannot_be_a_base())
+            .unwrap_or_else(|| url::Url::parse(DEFAULT_LINK_BASE).expect("a valid URL"));
+        url.set_query(None);
+        url.set_fragment(None);
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().push(link_id);
+        }
         url.query_pairs_mut().append_pair("secret", secret);
         url.to_string()
     }
@@ -1016,8 +1027,8 @@ impl Engine {
     ) -> Result<(), TransferError> {
         self.record(kind, id).await?;
         self.stop(id).await;
-        if remove_files && kind == TransferKind::Download {
-            download::remove_files(&self.inner.store, id).await?;
+        if kind == TransferKind::Download {
+            download::remove_files(&self.inner.store, id, remove_files).await?;
         }
         self.inner.store.delete_transfer(id).await?;
         tracing::info!(transfer_id = %id, remove_files, "deleted");

@@ -681,6 +681,8 @@ mod tests {
             files_total: 3,
             error: None,
             queue_position: None,
+            waiting: None,
+            next_try_at: None,
         };
         assert_eq!(
             progress.text(),

@@ -69,6 +69,10 @@ pub struct ServeArgs {
     /// The URL clients reach this hub at (default: http://LISTEN/).
     #[arg(long)]
     public_url: Option<url::Url>,
+    /// Where share links point, as {BASE}{LINK_ID}?secret=… (default: the public URL);
+    /// answered at GET /v1/system/link_base.
+    #[arg(long)]
+    link_base: Option<url::Url>,
     /// A seed file applied at start.
     #[arg(long)]
     seed: Option<PathBuf>,
@@ -225,6 +229,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let mut config = HubConfig::new(&args.data.data);
     config.public_url = args.public_url;
+    config.link_base = args.link_base;
     config.accept_hostile_names = args.accept_hostile_names;
     config.faults = Faults {
         fail_ratio: args.fault_fail_ratio,

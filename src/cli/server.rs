@@ -42,6 +42,10 @@ pub struct StartArgs {
     /// The MASV API base URL; a hub's is http://HOST:PORT/v1 [default: https://api.massive.app/v1].
     #[arg(long, env = "MASV_CLOUD_URL")]
     cloud_url: Option<String>,
+    /// Where share links point, as {BASE}{LINK_ID}?secret=… [default: https://get.massive.io/;
+    /// with an embedded hub, the hub's link base].
+    #[arg(long, env = "MASV_SHARE_LINK_BASE")]
+    share_link_base: Option<String>,
     /// Resume the transfers that were running when the agent stopped [default: true].
     #[arg(long, action = clap::ArgAction::Set)]
     auto_resume: Option<bool>,
@@ -95,6 +99,10 @@ pub async fn run(
         .unwrap_or(defaults.download_chunk_size);
     anyhow::ensure!(max_connections >= 1, "--max-connections must be at least 1");
     anyhow::ensure!(chunk_size >= 1, "--chunk-size must be more than 0 bytes");
+    let link_base = args.share_link_base.or(file.share_link_base);
+    if let Some(base) = &link_base {
+        crate::transfer::check_link_base(base).map_err(|e| anyhow::anyhow!("--{e}"))?;
+    }
     let config = AgentConfig {
         data_dir: args
             .data_dir
@@ -127,6 +135,7 @@ pub async fn run(
                     .unwrap_or(defaults.retry.give_up_after),
                 ..defaults.retry
             },
+            link_base,
             ..defaults
         },
         config_path: args.config.clone(),

@@ -28,7 +28,7 @@ use url::Url;
 use super::dto::{
     AddFile, AddedFile, Blueprint, CreateLink, CreatePortalPackage, CreateTeamPackage,
     CreatedPackage, DownloadUrl, FinalizeFile, Inbox, InboxQuery, Link, LinkInfo, PackageFile,
-    PackageSpec, PartUrlsRequest, Portal, Secret, format_time,
+    PackageSpec, PartUrlsRequest, Portal, Secret, Team, format_time,
 };
 use super::error::{self, CloudError, Route};
 
@@ -207,6 +207,19 @@ impl Client {
             HeaderMap::new(),
         )
         .await
+    }
+
+    /// `GET /subdomains/teams/{subdomain}` with `X-API-KEY`: the team a subdomain names.
+    pub async fn team_by_subdomain(
+        &self,
+        subdomain: &str,
+        api_key: &Secret,
+    ) -> Result<Team, CloudError> {
+        let what = "team lookup by subdomain";
+        let url = self.api_url(&["subdomains", "teams", subdomain])?;
+        let headers = api_key_headers(api_key, what)?;
+        self.get_json(Call::new(Route::Team, what), url, headers)
+            .await
     }
 
     /// `POST /portals/{portal_id}/packages`: a package sent through a portal (no account).
@@ -454,6 +467,20 @@ impl Client {
     ) -> Result<Inbox, CloudError> {
         let what = "team inbox";
         let url = self.inbox_url(team_id, query)?;
+        let headers = api_key_headers(api_key, what)?;
+        self.get_json(Call::new(Route::Team, what), url, headers)
+            .await
+    }
+
+    /// `GET {inbox_base}/portals/{portal_id}` with `X-API-KEY`: one of the team's portals, by
+    /// id (its subdomain names inbox folders).
+    pub async fn team_portal(
+        &self,
+        portal_id: &str,
+        api_key: &Secret,
+    ) -> Result<Portal, CloudError> {
+        let what = "portal lookup by id";
+        let url = join(&self.inbox_base, &["portals", portal_id])?;
         let headers = api_key_headers(api_key, what)?;
         self.get_json(Call::new(Route::Team, what), url, headers)
             .await

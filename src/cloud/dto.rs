@@ -111,7 +111,7 @@ pub struct LinkInfo {
     #[serde(default)]
     pub name: String,
     pub package_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::u64")]
     pub package_size: u64,
     pub package_token: Secret,
     #[serde(default)]
@@ -147,13 +147,13 @@ pub struct PackageFile {
     pub kind: FileKind,
     pub name: String,
     /// The folder inside the package, `/`-separated; `""` or `"/"` for the root.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::string")]
     pub path: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::u64")]
     pub size: u64,
     #[serde(default, with = "opt_time")]
     pub last_modified: Option<DateTime<Utc>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::bool")]
     pub virus_detected: bool,
     /// For the sender (an upload token), how to open the multipart upload of a file entry not
     /// finalized yet: a client that lost the answer of its declaration adopts the entry with
@@ -184,6 +184,16 @@ pub struct Portal {
     pub subdomain: String,
     #[serde(default)]
     pub has_access_code: bool,
+}
+
+/// `GET /subdomains/teams/{subdomain}` (ours): the team a subdomain names.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Team {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub subdomain: String,
 }
 
 /// `POST /portals/{portal_id}/packages`.
@@ -268,12 +278,16 @@ pub struct FileRef {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AddedFile {
     pub file: FileRef,
-    pub create_blueprint: Blueprint,
+    /// How to open the file's multipart upload. An entry that carries no bytes (a directory)
+    /// may be answered without one: absent or `null` (spec §3, step 1). Always written, `null`
+    /// when there is none.
     #[serde(default)]
+    pub create_blueprint: Option<Blueprint>,
+    #[serde(default, deserialize_with = "lenient::u64")]
     pub max_chunks_count: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::u64")]
     pub max_chunk_size: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::u64")]
     pub min_chunk_size: u64,
 }
 
@@ -354,11 +368,11 @@ pub struct Link {
     pub email: Option<String>,
     #[serde(default, with = "opt_time")]
     pub expiry: Option<DateTime<Utc>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::opt_u32")]
     pub access_limit: Option<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::bool")]
     pub access_limit_enabled: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::bool")]
     pub active: bool,
     /// Always `"****"` when the link has a password, empty otherwise.
     #[serde(default)]
@@ -388,7 +402,7 @@ pub struct Inbox {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct InboxMetadata {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::u64")]
     pub total: u64,
 }
 
@@ -400,7 +414,7 @@ pub struct InboxRecord {
     pub name: String,
     #[serde(default)]
     pub sender: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::u64")]
     pub size: u64,
     #[serde(default)]
     pub state: String,
@@ -410,16 +424,20 @@ pub struct InboxRecord {
     pub created_at: Option<DateTime<Utc>>,
     /// A token for the package's download routes.
     pub access_token: Secret,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::u64")]
     pub total_files: u64,
 }
 
 /// `GET /system/packages/spec`: the limits the service enforces on parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackageSpec {
+    #[serde(deserialize_with = "lenient::u64")]
     pub max_chunks_count: u64,
+    #[serde(deserialize_with = "lenient::u64")]
     pub max_chunk_size: u64,
+    #[serde(deserialize_with = "lenient::u64")]
     pub min_chunk_size: u64,
+    #[serde(deserialize_with = "lenient::u64")]
     pub default_chunk_size: u64,
 }
 
@@ -506,6 +524,67 @@ fn redact_query(url: &url::Url) -> String {
     shown.to_string()
 }
 
+/// Readers for fields that public clients and servers of the MASV API disagree on (spec §1: the
+/// client is tolerant): numbers sent as numbers or as strings (`"42"`), booleans as `true` or
+/// `"true"`, and `null` for "not given" (the default).
+pub mod lenient {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Number(serde_json::Number),
+        Text(String),
+        Flag(bool),
+    }
+
+    fn number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match Option::<Scalar>::deserialize(d)? {
+            None => Ok(None),
+            Some(Scalar::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
+                serde::de::Error::custom(format!("{n} is not a whole number of 0 or more"))
+            }),
+            Some(Scalar::Text(s)) if s.trim().is_empty() => Ok(None),
+            Some(Scalar::Text(s)) => s.trim().parse().map(Some).map_err(|_| {
+                serde::de::Error::custom(format!("{s:?} is not a whole number of 0 or more"))
+            }),
+            Some(Scalar::Flag(b)) => Err(serde::de::Error::custom(format!("{b} is not a number"))),
+        }
+    }
+
+    pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        Ok(number(d)?.unwrap_or(0))
+    }
+
+    pub fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        number(d)?
+            .map(|n| {
+                u32::try_from(n).map_err(|_| serde::de::Error::custom(format!("{n} is too large")))
+            })
+            .transpose()
+    }
+
+    pub fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        match Option::<Scalar>::deserialize(d)? {
+            None => Ok(false),
+            Some(Scalar::Flag(b)) => Ok(b),
+            Some(Scalar::Number(n)) => Ok(n.as_u64().is_some_and(|n| n != 0)),
+            Some(Scalar::Text(s)) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" | "" => Ok(false),
+                _ => Err(serde::de::Error::custom(format!(
+                    "{s:?} is not true or false"
+                ))),
+            },
+        }
+    }
+
+    /// A string that may be `null` (read as empty).
+    pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+    }
+}
+
 /// The zero time that means "unknown" on the wire.
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00.000Z";
 
@@ -572,6 +651,46 @@ mod tests {
                 .unwrap();
         assert_eq!(file.kind, FileKind::Other);
         assert_eq!(file.path, "");
+    }
+
+    #[test]
+    fn added_files_accept_absent_or_null_blueprints_and_numbers_as_strings() {
+        for body in [
+            r#"{"file":{"id":"F"},"create_blueprint":null,"max_chunks_count":"10000"}"#,
+            r#"{"file":{"id":"F","extra":1},"surprise":[1,2]}"#,
+        ] {
+            let added: AddedFile = serde_json::from_str(body).unwrap();
+            assert_eq!(added.file.id, "F");
+            assert!(added.create_blueprint.is_none(), "{body}");
+        }
+        let added: AddedFile = serde_json::from_str(
+            r#"{"file":{"id":"F"},"create_blueprint":{"url":"https://s/k?uploads","method":"POST"},"max_chunk_size":5368709120}"#,
+        )
+        .unwrap();
+        assert_eq!(added.create_blueprint.unwrap().method, "POST");
+        assert_eq!(added.max_chunk_size, 5 * 1024 * MIB);
+        let file: PackageFile = serde_json::from_str(
+            r#"{"id":"x","kind":"file","name":"a","path":null,"size":"12","virus_detected":"false"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (file.size, file.path.as_str(), file.virus_detected),
+            (12, "", false)
+        );
+        let inbox: Inbox =
+            serde_json::from_str(r#"{"metadata":{"total":"3","page":1},"records":[]}"#).unwrap();
+        assert_eq!(inbox.metadata.total, 3);
+        let link: Link = serde_json::from_str(
+            r#"{"id":"L","download_secret":"s","access_limit":"3","active":"true"}"#,
+        )
+        .unwrap();
+        assert_eq!((link.access_limit, link.active), (Some(3), true));
+        assert!(
+            serde_json::from_str::<PackageFile>(
+                r#"{"id":"x","kind":"file","name":"a","size":"-1"}"#
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -109,6 +109,9 @@ pub struct RawServer {
     pub data_dir: Option<PathBuf>,
     /// The MASV API base URL (default https://api.massive.app/v1; a hub's http://HOST:PORT/v1).
     pub cloud_url: Option<String>,
+    /// Where share links point: `{share_link_base}{link_id}?secret=…` (default
+    /// https://get.massive.io/; with an embedded [hub], the hub's own link base).
+    pub share_link_base: Option<String>,
     /// The MASV API key, for team uploads and portal inboxes.
     pub api_key: Option<SecretSource>,
     /// Resume what was running when the agent stopped (default true).

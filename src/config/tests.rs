@@ -19,9 +19,19 @@ chunk_size = "8MiB"
 max_connections = 4
 auto_finalize = false
 data_dir = "state"
+share_link_base = "https://dl.example.com/share/"
 "#,
     )
     .unwrap();
+    assert_eq!(
+        config.server.share_link_base.as_deref(),
+        Some("https://dl.example.com/share/")
+    );
+    let error = errors_of("[server]\nshare_link_base = \"ftp://x/\"\n");
+    assert!(
+        error.contains("agent.toml:2:") && error.contains("not an http(s) URL"),
+        "{error}"
+    );
     assert_eq!(config.server.listen.unwrap().port(), 9090);
     assert_eq!(config.server.chunk_size, Some(8 << 20));
     assert_eq!(config.server.api_key.unwrap().expose(), "masv-agent");

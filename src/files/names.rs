@@ -95,9 +95,23 @@ pub fn numbered_name(name: &str, n: u32) -> String {
 }
 
 /// Where a package entry goes under the destination: its folder `path` (`/`- or
-/// `\`-separated; `""` or `"/"` is the root) and its `name`, every component cleaned. `..`,
-/// absolute paths, drive letters and NUL are refused, never cleaned into something else.
+/// `\\`-separated; `""` or `"/"` is the root) and its `name`, every component cleaned.
+///
+/// Only what would leave the destination on this platform is refused, never cleaned into
+/// something else: `..`, NUL, and on Windows a drive (`C:x`, `C:\\x`). On Unix a first
+/// component like `C:` or `a:b.txt` is an ordinary name and is kept. An absolute path
+/// (`/abs/x`, `\\abs\\x`) is taken as relative to the destination (`DEST/abs/x`): its leading
+/// separators are dropped like empty components, so it can never reach outside.
 pub fn package_relative_path(path: &str, name: &str) -> Result<PathBuf, FilesError> {
+    package_relative_path_for(Platform::LOCAL, path, name)
+}
+
+/// [`package_relative_path`] under `platform`'s rules.
+pub fn package_relative_path_for(
+    platform: Platform,
+    path: &str,
+    name: &str,
+) -> Result<PathBuf, FilesError> {
     let refuse = |reason: &str| FilesError::Refused {
         name: format!("{path}/{name}"),
         reason: reason.to_owned(),
@@ -118,11 +132,11 @@ pub fn package_relative_path(path: &str, name: &str) -> Result<PathBuf, FilesErr
         if part == ".." {
             return Err(refuse("it climbs out of the destination with .."));
         }
-        if rel.as_os_str().is_empty() && drive(part) {
+        if platform == Platform::Windows && rel.as_os_str().is_empty() && drive(part) {
             return Err(refuse("it names a drive"));
         }
-        let cleaned =
-            clean_name(part).ok_or_else(|| refuse("a component has no usable characters"))?;
+        let cleaned = clean_name_for(platform, part)
+            .ok_or_else(|| refuse("a component has no usable characters"))?;
         rel.push(cleaned);
     }
     if rel.as_os_str().is_empty() {

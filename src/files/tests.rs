@@ -6,25 +6,52 @@ use super::*;
 
 #[test]
 fn hostile_package_paths_are_refused() {
+    for platform in [Platform::Unix, Platform::Windows] {
+        for (path, name) in [
+            ("", "../../etc/passwd"),
+            ("../..", "x"),
+            ("a/../../b", "x"),
+            ("..\\..", "x"),
+            ("", "a\0b"),
+            ("", ".."),
+        ] {
+            assert!(
+                names::package_relative_path_for(platform, path, name).is_err(),
+                "{platform:?} {path:?} {name:?}"
+            );
+        }
+        // Absolute paths are re-rooted under the destination, on every platform.
+        assert_eq!(
+            names::package_relative_path_for(platform, "/abs/olute", "x").unwrap(),
+            Path::new("abs/olute/x")
+        );
+        assert_eq!(
+            names::package_relative_path_for(platform, "\\abs", "x").unwrap(),
+            Path::new("abs/x")
+        );
+    }
+    // Drives leave the destination on Windows only.
     for (path, name) in [
-        ("", "../../etc/passwd"),
-        ("../..", "x"),
-        ("a/../../b", "x"),
-        ("..\\..", "x"),
         ("C:\\Windows", "x"),
         ("", "C:\\evil.txt"),
         ("/", "D:x"),
-        ("", "a\0b"),
-        ("", ".."),
+        ("", "a:b.txt"),
     ] {
-        assert!(
-            package_relative_path(path, name).is_err(),
-            "{path:?} {name:?}"
-        );
+        let refused = names::package_relative_path_for(Platform::Windows, path, name).unwrap_err();
+        assert!(refused.to_string().contains("drive"), "{refused}");
     }
+    // On Unix a `C:` first component is a name like any other.
     assert_eq!(
-        package_relative_path("/abs/olute", "x").unwrap(),
-        Path::new("abs/olute/x")
+        names::package_relative_path_for(Platform::Unix, "", "a:b.txt").unwrap(),
+        Path::new("a:b.txt")
+    );
+    assert_eq!(
+        names::package_relative_path_for(Platform::Unix, "C:", "x").unwrap(),
+        Path::new("C:/x")
+    );
+    assert_eq!(
+        names::package_relative_path_for(Platform::Unix, "", "C:\\evil.txt").unwrap(),
+        Path::new("C:/evil.txt")
     );
     assert_eq!(
         package_relative_path("", "a.mov").unwrap(),

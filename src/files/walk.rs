@@ -64,9 +64,35 @@ pub fn walk_upload_roots(roots: &[PathBuf]) -> Result<Vec<LocalEntry>, FilesErro
                 reason: "upload paths must be absolute".into(),
             });
         }
+        if root.as_os_str().as_encoded_bytes().contains(&0) {
+            return Err(FilesError::Refused {
+                name: root.display().to_string(),
+                reason: "the path contains a NUL byte".into(),
+            });
+        }
         // The root itself may be a symlink: the operator named it.
         let meta = std::fs::metadata(root).map_err(|e| io_error(root, e))?;
         let name = utf8_name(root)?;
+        if !meta.is_dir() && !meta.is_file() {
+            return Err(FilesError::Refused {
+                name: root.display().to_string(),
+                reason: "it is not a regular file or a folder (a device, socket or pipe); give files or folders to send".into(),
+            });
+        }
+        // /proc and /sys hold "regular" files whose size says nothing of what reading gives.
+        let real = std::fs::canonicalize(root).map_err(|e| io_error(root, e))?;
+        if [Path::new("/proc"), Path::new("/sys")]
+            .iter()
+            .any(|p| real.starts_with(p))
+        {
+            return Err(FilesError::Refused {
+                name: root.display().to_string(),
+                reason: format!(
+                    "it is in {}, a kernel interface, not files to send",
+                    real.components().take(2).collect::<PathBuf>().display()
+                ),
+            });
+        }
         if meta.is_dir() {
             let top = std::fs::canonicalize(root).map_err(|e| io_error(root, e))?;
             walk_dir(&top, root, &name, &mut entries)?;
@@ -180,6 +206,25 @@ mod tests {
             ]
         );
         assert_eq!(entries[1].size, 4);
+    }
+
+    #[test]
+    fn devices_kernel_files_and_nul_bytes_are_refused_by_name() {
+        for (path, why) in [
+            ("/dev/zero", "not a regular file"),
+            ("/proc/self/mem", "kernel interface"),
+            ("/proc/self", "kernel interface"),
+            ("/tmp/a\0b", "NUL"),
+        ] {
+            let err = walk_upload_roots(&[PathBuf::from(path)]).unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, FilesError::Refused { .. }), "{path}: {text}");
+            assert!(text.contains(why), "{path}: {text}");
+            assert!(
+                text.contains(&path.replace('\0', "")[..4]),
+                "{path}: {text}"
+            );
+        }
     }
 
     #[test]

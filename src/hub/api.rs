@@ -26,6 +26,8 @@ use crate::web::JsonBody;
 /// Above this many files a package may be listed once every [`LISTING_INTERVAL`] (spec §1).
 const LISTING_LIMITED_ABOVE: usize = 10_000;
 const LISTING_INTERVAL: Duration = Duration::from_secs(5);
+/// Most packages on one page of the team inbox (MASV's docs for team package listings).
+const MAX_INBOX_LIMIT: u64 = 50;
 /// Most part URLs handed out in one batch.
 const MAX_PART_BATCH: u64 = 1_000;
 
@@ -35,6 +37,8 @@ pub struct State {
     pub throttle: Throttle,
     pub listing_limiter: Mutex<HashMap<String, Instant>>,
     pub public_url: url::Url,
+    /// Where share links point (`HubConfig::link_base`, else `public_url`).
+    pub link_base: url::Url,
     pub config: HubConfig,
     pub metrics: Metrics,
 }
@@ -45,6 +49,8 @@ pub struct Metrics {
     pub storage_bytes_sent: std::sync::atomic::AtomicU64,
     pub storage_bytes_received: std::sync::atomic::AtomicU64,
     pub storage_requests: std::sync::atomic::AtomicU64,
+    /// Team inbox pages asked for (answered or refused).
+    pub inbox_requests: std::sync::atomic::AtomicU64,
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<Shared>) -> impl IntoResponse {
@@ -59,10 +65,14 @@ async fn metrics(axum::extract::State(state): axum::extract::State<Shared>) -> i
          masv_hub_storage_bytes_received_total {}\n\
          # HELP masv_hub_storage_requests_total Storage requests answered.\n\
          # TYPE masv_hub_storage_requests_total counter\n\
-         masv_hub_storage_requests_total {}\n",
+         masv_hub_storage_requests_total {}\n\
+         # HELP masv_hub_inbox_requests_total Team inbox pages asked for.\n\
+         # TYPE masv_hub_inbox_requests_total counter\n\
+         masv_hub_inbox_requests_total {}\n",
         m.storage_bytes_sent.load(Relaxed),
         m.storage_bytes_received.load(Relaxed),
         m.storage_requests.load(Relaxed),
+        m.inbox_requests.load(Relaxed),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
@@ -93,14 +103,18 @@ pub fn router(state: Shared) -> Router {
             delete(disable_link),
         )
         .route("/subdomains/portals/{subdomain}", get(portal_lookup))
+        .route("/subdomains/teams/{subdomain}", get(team_lookup))
         .route("/portals/{portal_id}/packages", post(create_portal_package))
         .route("/teams/{team_id}/packages", post(create_team_package))
         .route("/teams/{team_id}/inbox", get(team_inbox))
+        .route("/portals/{portal_id}", get(team_portal))
         .route("/system/packages/spec", get(package_spec))
+        .route("/system/link_base", get(link_base))
         .fallback(unknown_route)
         .with_state(state.clone());
     let v1_1 = Router::new()
         .route("/teams/{team_id}/inbox", get(team_inbox))
+        .route("/portals/{portal_id}", get(team_portal))
         .fallback(unknown_route)
         .with_state(state);
     Router::new()
@@ -598,16 +612,9 @@ async fn add_file(
         .db
         .call(move |conn| db::insert_file(conn, &insert))
         .await?;
-    let create_blueprint = if directory {
-        Blueprint {
-            url: Secret::default(),
-            method: String::new(),
-            headers: BTreeMap::new(),
-            body: String::new(),
-        }
-    } else {
-        create_blueprint(&state, &package.id, &row.id)
-    };
+    // A folder carries no bytes: no multipart upload to open, so no blueprint (`null`, as a
+    // docs-following service answers; clients must accept it, spec §3 step 1).
+    let create_blueprint = (!directory).then(|| create_blueprint(&state, &package.id, &row.id));
     Ok((
         StatusCode::CREATED,
         Json(AddedFile {
@@ -783,12 +790,24 @@ async fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), HubEr
     Ok(())
 }
 
-/// The share URL of a link, on this hub's public address.
+/// The share URL of a link: `{link_base}{link_id}?secret=…`.
 pub fn share_url(state: &State, link_id: &str, secret: &str) -> String {
-    let mut url = state.public_url.clone();
-    url.set_path(link_id);
-    url.query_pairs_mut().clear().append_pair("secret", secret);
+    let mut url = state.link_base.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().push(link_id);
+    }
+    url.query_pairs_mut().append_pair("secret", secret);
     url.to_string()
+}
+
+/// `GET /system/link_base` (ours): where this hub's share links point, so that agents and
+/// operators can set `share_link_base` to it.
+async fn link_base(
+    axum::extract::State(state): axum::extract::State<Shared>,
+) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "link_base": state.link_base.as_str() }))
 }
 
 async fn new_link(state: &Shared, package: &PackageRow, req: CreateLink) -> Result<Link, HubError> {
@@ -891,6 +910,67 @@ async fn portal_lookup(
         name: portal.name,
         subdomain: portal.subdomain,
         has_access_code: portal.access_code_hash.is_some(),
+    }))
+}
+
+/// `GET /portals/{portal_id}` with the `X-API-KEY` of the portal's team: the portal, by id
+/// (real MASV serves it under `/v1.1`, as the inbox).
+async fn team_portal(
+    axum::extract::State(state): axum::extract::State<Shared>,
+    Path(portal_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Portal>, HubError> {
+    require_id(&portal_id, "portal")?;
+    let pid = portal_id.clone();
+    let portal = state
+        .db
+        .call(move |conn| db::portal(conn, &pid))
+        .await?
+        .ok_or_else(|| HubError::NotFound(format!("unknown portal {portal_id}")))?;
+    authorize_team(&state, &headers, &portal.team_id).await?;
+    Ok(Json(Portal {
+        id: portal.id,
+        name: portal.name,
+        subdomain: portal.subdomain,
+        has_access_code: portal.access_code_hash.is_some(),
+    }))
+}
+
+/// `GET /subdomains/teams/{subdomain}` (ours) with an `X-API-KEY` of that team: the team a
+/// subdomain names, `{id, name, subdomain}`. Another team's key is refused (403), as for every
+/// team route; an unknown subdomain is 404.
+async fn team_lookup(
+    axum::extract::State(state): axum::extract::State<Shared>,
+    Path(subdomain): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<dto::Team>, HubError> {
+    let sub = subdomain.to_ascii_lowercase();
+    let found = state
+        .db
+        .call(move |conn| db::team_by_subdomain(conn, &sub))
+        .await?;
+    let Some((team, sub)) = found else {
+        // Only a valid key learns that a subdomain is unknown.
+        let key = header_text(&headers, "x-api-key")
+            .ok_or_else(|| HubError::Unauthorized("the X-API-KEY header is missing".into()))?;
+        let hash = auth::digest(key);
+        if state
+            .db
+            .call(move |conn| db::api_key_team(conn, &hash))
+            .await?
+            .is_none()
+        {
+            return Err(HubError::Unauthorized("unknown API key".into()));
+        }
+        return Err(HubError::NotFound(format!(
+            "no team has the subdomain {subdomain:?}"
+        )));
+    };
+    authorize_team(&state, &headers, &team.id).await?;
+    Ok(Json(dto::Team {
+        id: team.id,
+        name: team.name,
+        subdomain: sub,
     }))
 }
 
@@ -1027,6 +1107,10 @@ async fn team_inbox(
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Json<Inbox>, HubError> {
+    state
+        .metrics
+        .inbox_requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     require_id(&team_id, "team")?;
     authorize_team(&state, &headers, &team_id).await?;
     let query = crate::web::query_pairs(&raw);
@@ -1042,8 +1126,19 @@ async fn team_inbox(
         })
         .transpose()?;
     let portal = query.get("portal").filter(|v| !v.is_empty()).cloned();
-    let page = query_number(&query, "page")?.unwrap_or(1).max(1);
-    let limit = query_number(&query, "limit")?.unwrap_or(50).clamp(1, 1000);
+    // MASV's docs for team package listings: pages start at 1, a page holds 1 to 50.
+    let page = query_number(&query, "page")?.unwrap_or(1);
+    if page < 1 {
+        return Err(HubError::BadRequest(format!(
+            "page={page}: pages start at 1"
+        )));
+    }
+    let limit = query_number(&query, "limit")?.unwrap_or(MAX_INBOX_LIMIT);
+    if !(1..=MAX_INBOX_LIMIT).contains(&limit) {
+        return Err(HubError::BadRequest(format!(
+            "limit={limit}: a page holds 1 to {MAX_INBOX_LIMIT} packages; ask for more pages instead"
+        )));
+    }
     // A page past any real one is empty, not an overflow: SQLite offsets are i64.
     let offset = (page - 1).saturating_mul(limit).min(i64::MAX as u64);
     let (total, rows) = state

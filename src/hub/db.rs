@@ -89,6 +89,10 @@ CREATE INDEX links_package ON links(package_id);
     // A finalized file's bytes stay in the parts of the upload that completed it (no copy at
     // finalize); this names that upload.
     r#"ALTER TABLE files ADD COLUMN blob_upload TEXT;"#,
+    // A team's subdomain (MASV teams have one; the agent's `POST /uploads` may name the team by
+    // it). NULL for teams made before: theirs is the slug of their name.
+    r#"ALTER TABLE teams ADD COLUMN subdomain TEXT;
+CREATE UNIQUE INDEX teams_subdomain ON teams(subdomain);"#,
 ];
 
 #[derive(Clone)]
@@ -271,6 +275,71 @@ pub fn team(conn: &Connection, id: &str) -> Result<Option<TeamRow>, HubError> {
             })
         })
         .optional()?)
+}
+
+/// Sets a team's subdomain; false when another team has it.
+pub fn set_team_subdomain(conn: &Connection, id: &str, subdomain: &str) -> Result<bool, HubError> {
+    let taken: Option<String> = conn
+        .query_row(
+            "SELECT id FROM teams WHERE subdomain = ?1 AND id != ?2",
+            params![subdomain, id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if taken.is_some() {
+        return Ok(false);
+    }
+    conn.execute(
+        "UPDATE teams SET subdomain = ?2 WHERE id = ?1",
+        params![id, subdomain],
+    )?;
+    Ok(true)
+}
+
+/// The team with `subdomain`: its own, or for a team without one, the slug of its name.
+pub fn team_by_subdomain(
+    conn: &Connection,
+    subdomain: &str,
+) -> Result<Option<(TeamRow, String)>, HubError> {
+    let mut stmt = conn.prepare("SELECT id, name, subdomain FROM teams")?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                TeamRow {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                },
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let exact = rows
+        .iter()
+        .find(|(_, s)| s.as_deref() == Some(subdomain))
+        .cloned();
+    Ok(exact
+        .or_else(|| {
+            rows.into_iter()
+                .find(|(t, s)| s.is_none() && slug(&t.name) == subdomain)
+        })
+        .map(|(t, s)| {
+            let s = s.unwrap_or_else(|| slug(&t.name));
+            (t, s)
+        }))
+}
+
+/// A name as a DNS label: lowercase letters and digits, anything else one `-`, at most 63.
+pub fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    out.truncate(63);
+    out.trim_end_matches('-').to_owned()
 }
 
 pub fn team_by_name(conn: &Connection, name: &str) -> Result<Option<TeamRow>, HubError> {

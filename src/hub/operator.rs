@@ -92,6 +92,8 @@ fn check_subdomain(subdomain: &str) -> Result<String, HubError> {
 
 impl Hub {
     /// Creates a team and returns its id. `id` fixes the id (a ULID) instead of drawing one.
+    /// Its subdomain is the slug of its name (`Post House`: `post-house`) unless another team
+    /// has it already; [`Hub::set_team_subdomain`] changes it.
     pub fn add_team(&self, name: &str, id: Option<&str>) -> Result<String, HubError> {
         if name.trim().is_empty() {
             return Err(HubError::BadRequest("a team needs a name".into()));
@@ -115,9 +117,30 @@ impl Hub {
                     "a team named {name:?} exists already"
                 )));
             }
-            db::insert_team(conn, &row)
+            db::insert_team(conn, &row)?;
+            let subdomain = db::slug(name);
+            if !subdomain.is_empty() {
+                db::set_team_subdomain(conn, &row.id, &subdomain)?;
+            }
+            Ok(())
         })?;
         Ok(id)
+    }
+
+    /// Gives a team (by id or name) a subdomain: a DNS label no other team has.
+    pub fn set_team_subdomain(&self, team: &str, subdomain: &str) -> Result<(), HubError> {
+        let id = self.find_team(team)?;
+        let subdomain = check_subdomain(subdomain)?;
+        if self
+            .db
+            .with(|conn| db::set_team_subdomain(conn, &id, &subdomain))?
+        {
+            Ok(())
+        } else {
+            Err(HubError::Conflict(format!(
+                "the team subdomain {subdomain:?} is taken already"
+            )))
+        }
     }
 
     /// The id of a team given by id or by name.
@@ -179,6 +202,15 @@ impl Hub {
             db::insert_portal(conn, &row)
         })?;
         Ok(row.id)
+    }
+
+    /// How many times a link has been accessed (looked up), as counted against its limit.
+    pub fn link_accesses(&self, link_id: &str) -> Result<u32, HubError> {
+        let id = link_id.to_ascii_uppercase();
+        self.db
+            .with(|conn| db::link(conn, &id))?
+            .map(|l| l.access_count)
+            .ok_or_else(|| HubError::NotFound(format!("no link {link_id}")))
     }
 
     /// Flags (or clears) a file as virus-infected: its download URL then answers 403.

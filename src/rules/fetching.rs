@@ -2,6 +2,7 @@
 //! a folder where dropped `.txt`/`.url` files hold links, and a team inbox polled for new
 //! packages. Each package is fetched once, into the rule's destination, with its owner and modes.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,10 +81,12 @@ fn request(rule: &Rule, d: &DownloadRule, destination: &Path) -> DownloadRequest
     }
 }
 
+/// Queues the download and records it in the ledger under every one of `keys` (a package, and
+/// the link it came from), so that none of them is fetched again unless the download fails.
 async fn queue(
     ctx: &Context,
     rule: &Rule,
-    key: String,
+    keys: Vec<String>,
     req: DownloadRequest,
 ) -> Result<(), String> {
     let id = ctx
@@ -91,15 +94,19 @@ async fn queue(
         .create_download_for(req, Some(&rule.name))
         .await
         .map_err(|e| e.to_string())?;
-    ctx.store
-        .ledger_put(vec![LedgerEntry {
+    let entries = keys
+        .into_iter()
+        .map(|key| LedgerEntry {
             rule: rule.name.clone(),
             key,
             size: None,
             mtime_ns: None,
             transfer_id: Some(id.clone()),
             state: "queued".into(),
-        }])
+        })
+        .collect();
+    ctx.store
+        .ledger_put(entries)
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(rule = %rule.name, download_id = %id, "download queued");
@@ -118,7 +125,13 @@ async fn seen(ctx: &Context, rule: &Rule, key: &str) -> Result<bool, String> {
         .is_some_and(|e| e.state != "failed"))
 }
 
-/// Downloads what a link holds, unless its package was fetched already; true if queued.
+/// Downloads what a link holds, unless it was fetched already; true if queued.
+///
+/// A link lookup may count as an access against the link's download limit (spec §3), so a
+/// link is looked up once per package fetch and never to poll: once its download is queued
+/// the ledger holds the link, and later runs do nothing until that download fails. The
+/// package learnt here is handed to the download as it is (no second lookup); the link stays
+/// in the request so that an expired package token can be renewed.
 async fn link_once(
     ctx: &Context,
     rule: &Rule,
@@ -126,7 +139,10 @@ async fn link_once(
     link: &Secret,
 ) -> Result<bool, String> {
     let parsed = LinkUrl::parse(link.expose())?;
-    // A link is checked by its package: a vendor's link may come to hold a new package.
+    let link_key = format!("link:{}", parsed.link_id);
+    if seen(ctx, rule, &link_key).await? {
+        return Ok(false);
+    }
     let info = ctx
         .engine
         .client()
@@ -135,11 +151,28 @@ async fn link_once(
         .map_err(|e| e.to_string())?;
     let key = format!("package:{}", info.package_id);
     if seen(ctx, rule, &key).await? {
+        // Fetched by an agent that did not record links yet: record it now, ask no more.
+        ctx.store
+            .ledger_put(vec![LedgerEntry {
+                rule: rule.name.clone(),
+                key: link_key,
+                size: None,
+                mtime_ns: None,
+                transfer_id: None,
+                state: "sent".into(),
+            }])
+            .await
+            .map_err(|e| e.to_string())?;
         return Ok(false);
     }
     let mut req = request(rule, d, &d.destination);
     req.url = link.expose().to_owned();
-    queue(ctx, rule, key, req).await?;
+    req.package = Some(PackageSource {
+        package_id: info.package_id,
+        package_name: info.name,
+        package_token: info.package_token,
+    });
+    queue(ctx, rule, vec![key, link_key], req).await?;
     Ok(true)
 }
 
@@ -213,7 +246,7 @@ async fn links_folder(
             }
             let mut req = request(rule, d, &d.destination);
             req.url = link;
-            if let Err(e) = queue(ctx, rule, key, req).await {
+            if let Err(e) = queue(ctx, rule, vec![key], req).await {
                 tracing::warn!(rule = %rule.name, file = %file.path.display(), error = %e, "cannot queue a dropped link");
                 live.failed(e);
             }
@@ -243,9 +276,21 @@ async fn inbox(ctx: &Context, rule: &Rule, d: &DownloadRule) -> Result<(), Strin
         .clone()
         .ok_or("an inbox rule needs the agent's API key")?;
     let client = ctx.engine.client();
+    // Folders per portal are named by subdomain: known here when the rule names its portal by
+    // subdomain, else asked for once per portal id and run.
+    let mut folders: HashMap<String, String> = HashMap::new();
     let portal_id = match portal {
         Some(p) if p.len() == 26 => Some(p.clone()),
-        Some(sub) => Some(client.portal(sub).await.map_err(|e| e.to_string())?.id),
+        Some(sub) => {
+            let found = client.portal(sub).await.map_err(|e| e.to_string())?;
+            let name = if found.subdomain.is_empty() {
+                sub.clone()
+            } else {
+                found.subdomain
+            };
+            folders.insert(found.id.clone(), name);
+            Some(found.id)
+        }
         None => None,
     };
     // Without a `since`, the rule takes what arrives from its first run on.
@@ -270,6 +315,7 @@ async fn inbox(ctx: &Context, rule: &Rule, d: &DownloadRule) -> Result<(), Strin
         },
     };
     let mut page = 1;
+    let mut listed: u64 = 0;
     loop {
         let found = client
             .team_inbox(
@@ -279,24 +325,23 @@ async fn inbox(ctx: &Context, rule: &Rule, d: &DownloadRule) -> Result<(), Strin
                     portal: portal_id.clone(),
                     created_at_start: Some(since),
                     page: Some(page),
-                    limit: Some(100),
+                    limit: Some(INBOX_PAGE),
                 },
             )
             .await
             .map_err(|e| e.to_string())?;
-        if found.records.is_empty() {
-            return Ok(());
-        }
+        let count = found.records.len() as u64;
+        listed += count;
         for record in found.records {
             let key = format!("package:{}", record.id);
             if seen(ctx, rule, &key).await? {
                 continue;
             }
             let destination = match (subfolder_per_portal, &record.portal_id) {
-                (true, Some(p)) => d.destination.join(
-                    crate::files::clean_name(portal.as_deref().unwrap_or(p))
-                        .unwrap_or_else(|| p.clone()),
-                ),
+                (true, Some(p)) => {
+                    let folder = portal_folder(ctx, &api_key, &mut folders, p).await;
+                    d.destination.join(folder)
+                }
                 _ => d.destination.clone(),
             };
             let mut req = request(rule, d, &destination);
@@ -305,15 +350,62 @@ async fn inbox(ctx: &Context, rule: &Rule, d: &DownloadRule) -> Result<(), Strin
                 package_name: record.name.clone(),
                 package_token: record.access_token.clone(),
             });
-            queue(ctx, rule, key, req).await?;
+            queue(ctx, rule, vec![key], req).await?;
+        }
+        if last_page(count, listed, found.metadata.total) {
+            return Ok(());
         }
         page += 1;
     }
 }
 
+/// Packages asked for per inbox page: MASV's docs allow 1 to 50.
+const INBOX_PAGE: u32 = 50;
+
+/// Whether the inbox page just read was the last: it was empty, or everything the service
+/// counts (`total`) has been listed. A service that sends no total (0) ends with a short page.
+fn last_page(count: u64, listed: u64, total: u64) -> bool {
+    count == 0 || listed >= total && (total > 0 || count < u64::from(INBOX_PAGE))
+}
+
+/// The folder of a portal's packages: its subdomain (cleaned for this platform), asked for
+/// once per run. Should the service not say, the portal id is used and the reason logged.
+async fn portal_folder(
+    ctx: &Context,
+    api_key: &Secret,
+    folders: &mut HashMap<String, String>,
+    portal_id: &str,
+) -> String {
+    if let Some(name) = folders.get(portal_id) {
+        return name.clone();
+    }
+    let name = match ctx.engine.client().team_portal(portal_id, api_key).await {
+        Ok(portal) if !portal.subdomain.is_empty() => portal.subdomain,
+        Ok(_) => portal_id.to_owned(),
+        Err(e) => {
+            tracing::warn!(portal_id, error = %e, "cannot learn the portal's subdomain; its folder is named by its id");
+            portal_id.to_owned()
+        }
+    };
+    let name = crate::files::clean_name(&name).unwrap_or_else(|| portal_id.to_owned());
+    folders.insert(portal_id.to_owned(), name.clone());
+    name
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_inbox_is_read_until_its_total_is_listed() {
+        assert!(last_page(3, 3, 3), "total listed: no second page");
+        assert!(last_page(0, 0, 0));
+        assert!(!last_page(50, 50, 51));
+        assert!(last_page(1, 51, 51));
+        // A service that sends no total: a short page is the last.
+        assert!(last_page(7, 7, 0));
+        assert!(!last_page(50, 50, 0));
+    }
 
     #[test]
     fn links_are_found_in_url_and_text_files() {

@@ -447,7 +447,8 @@ impl Store {
         let id = id.to_owned();
         self.call(move |conn| {
             let (total, failed, transient, refused) = conn.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(state = 'error'), 0), \
+                // Skipped files (quarantined, bypassed) are not part of the count, as in listings.
+                "SELECT COALESCE(SUM(state != 'skipped'), 0), COALESCE(SUM(state = 'error'), 0), \
                  COALESCE(SUM(state = 'error' AND error LIKE ?2 || '%'), 0), \
                  COALESCE(SUM(state = 'error' AND error LIKE ?3 || '%'), 0) \
                  FROM transfer_files WHERE transfer_id = ?1",

@@ -79,7 +79,9 @@ pub struct DownloadRequest {
     /// Mode of the folders created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub folder_mode: Option<u32>,
-    /// A package known by id and token (from a team inbox) instead of by link.
+    /// A package known by id and token (from a team inbox, or a link an automation looked up
+    /// already) instead of by link: the download looks nothing up. With `url` also given, the
+    /// link is looked up only to renew an expired package token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package: Option<PackageSource>,
 }
@@ -504,6 +506,13 @@ async fn plan(
         planned.push(plan_file(planned.len() as u32, f, &root, spec, chunk_size));
     }
     unique_local_paths(&mut planned);
+    for _ in planned.iter().filter(|f| {
+        f.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with(super::REFUSED))
+    }) {
+        inner.metrics.error(crate::metrics::ErrorKind::Refused);
+    }
     tracing::info!(download_id = %id, package_id = %info.package_id, files = planned.len(), "download planned");
     Ok((remote, planned))
 }
@@ -714,7 +723,10 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
             tracing::debug!(download_id = %job.id, file = %file.record.name, "file complete");
             Ok(())
         }
-        Err(e) => fail_file(job, i, e.to_string()).await,
+        Err(e) => {
+            job.inner.metrics.files_error(&e);
+            fail_file(job, i, e.to_string()).await
+        }
     }
 }
 
@@ -732,14 +744,18 @@ async fn part_file(job: &Job, i: usize, create: bool) -> Result<PartFile, String
         return Ok(part.clone());
     }
     let parent = file.rel.parent().map(Path::to_path_buf).unwrap_or_default();
+    let counted = |e: files::FilesError| {
+        job.inner.metrics.files_error(&e);
+        e.to_string()
+    };
     if create {
-        job.dest.create_dirs(&parent).map_err(|e| e.to_string())?;
+        job.dest.create_dirs(&parent).map_err(counted)?;
     }
     let tag = part_tag(&job.id, file.record.idx);
     let part = job
         .dest
         .part_file(&file.rel, &tag, file.record.size, create)
-        .map_err(|e| e.to_string())?;
+        .map_err(counted)?;
     if file.record.state == file_state::PENDING {
         let _ = job
             .inner
@@ -798,7 +814,7 @@ async fn download_url(job: &Job, i: usize, refresh: bool) -> Result<DownloadUrl,
 }
 
 async fn refresh_token(job: &Job) -> Result<(), ChunkError> {
-    if job.spec.package.is_some() {
+    if job.spec.package.is_some() && job.spec.url.is_empty() {
         return Err(ChunkError::File(
             "the package token has expired; the inbox automation fetches a new one on its next run"
                 .into(),
@@ -962,7 +978,14 @@ async fn flush(mut writer: RangeWriter) -> Result<RangeWriter, FetchError> {
 }
 
 /// Deletes what a download wrote: finished files and `.part` files, never following links.
-pub(super) async fn remove_files(store: &Store, id: &str) -> Result<(), TransferError> {
+/// Deletes what a download wrote: with `finished_too`, every file (and the folders left
+/// empty); without, only the `.part` files of the files it had not finished, so that a
+/// forgotten download leaves no preallocated leftovers while what arrived stays.
+pub(super) async fn remove_files(
+    store: &Store,
+    id: &str,
+    finished_too: bool,
+) -> Result<(), TransferError> {
     let Some(record) = store.transfer(id).await? else {
         return Ok(());
     };
@@ -981,6 +1004,12 @@ pub(super) async fn remove_files(store: &Store, id: &str) -> Result<(), Transfer
             let Ok(rel) = Path::new(&f.local_path).strip_prefix(&root) else {
                 continue;
             };
+            if !finished_too {
+                if f.kind != "directory" && f.state != file_state::COMPLETE {
+                    let _ = dest.remove_part(rel);
+                }
+                continue;
+            }
             if f.kind == "directory" {
                 folders.push(rel.to_path_buf());
             } else {

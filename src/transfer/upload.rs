@@ -64,7 +64,8 @@ const READ_BUFFER: usize = 1024 * 1024;
 pub struct TeamUploadRequest {
     #[serde(default)]
     pub team_id: Option<String>,
-    /// MASV's docs send the team as `subdomain`; here it must be the team id.
+    /// The team's subdomain, as MASV's docs send it (seed 004); resolved to the team when the
+    /// package is created. A team id given here is taken as it is.
     #[serde(default)]
     pub subdomain: Option<String>,
     /// Not kept in the stored spec (see [`create`]): empty there.
@@ -191,6 +192,14 @@ fn nanos(t: Option<SystemTime>) -> Option<i128> {
         .map(|d| d.as_nanos() as i128)
 }
 
+/// Whether `s` is a ULID (26 characters of Crockford base 32, upper case as MASV writes ids)
+/// rather than a subdomain (a lower-case DNS label).
+fn looks_like_id(s: &str) -> bool {
+    s.len() == 26
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b.is_ascii_uppercase() && !b"ILOU".contains(&b)))
+}
+
 /// Walks the paths and plans the files, starting at index `first`.
 pub(super) fn plan_files(
     paths: &[PathBuf],
@@ -267,16 +276,29 @@ pub(super) async fn create_package(
     );
     let remote = match req {
         UploadRequest::Team(r) => {
-            let team_id = r
-                .team_id
-                .clone()
-                .or_else(|| r.subdomain.clone())
-                .ok_or_else(|| {
-                    TransferError::Invalid("team uploads need team_id (the team's id)".into())
-                })?;
             let api_key = inner.config.api_key.clone().ok_or_else(|| {
                 TransferError::Invalid("team uploads need the agent's API key: start it with --api-key or MASV_API_KEY".into())
             })?;
+            let team_id = match (&r.team_id, &r.subdomain) {
+                (Some(id), _) => id.clone(),
+                (None, Some(sub)) if looks_like_id(sub) => sub.clone(),
+                (None, Some(sub)) => inner
+                    .client
+                    .team_by_subdomain(sub, &api_key)
+                    .await
+                    .map_err(|e| match e {
+                        CloudError::NotFound { .. } => TransferError::Invalid(format!(
+                            "no team has the subdomain {sub:?}: give the team's subdomain, or its id as team_id ({e})"
+                        )),
+                        e => TransferError::Cloud(e),
+                    })?
+                    .id,
+                (None, None) => {
+                    return Err(TransferError::Invalid(
+                        "team uploads need the team: subdomain (the team's subdomain) or team_id".into(),
+                    ));
+                }
+            };
             let created = inner
                 .client
                 .create_team_package(
@@ -782,7 +804,12 @@ async fn start_file(job: &Job, i: usize) -> Result<Arc<Active>, PartError> {
         remote.declaring = false;
         // Committed before the multipart upload is opened: declared twice, a file would be
         // left unfinished in the package, and the package could not be finalized.
-        remote.create_blueprint = if directory { None } else { blueprint };
+        if !directory && blueprint.is_none() {
+            return Err(PartError::File(
+                "adding a file to the package: the service answered no create_blueprint for a file with bytes".into(),
+            ));
+        }
+        remote.create_blueprint = blueprint.filter(|_| !directory);
         save(&remote).await.map_err(database)?;
         let _ = inner
             .store
@@ -833,7 +860,7 @@ async fn declare(job: &Job, req: &AddFile) -> Result<(String, Option<Blueprint>)
         let error = match added {
             Ok(added) => {
                 inner.moving();
-                return Ok((added.file.id, Some(added.create_blueprint)));
+                return Ok((added.file.id, added.create_blueprint));
             }
             Err(e) => e,
         };
@@ -1031,13 +1058,17 @@ async fn send_part(job: &Job, file: &Active, part: &Part) -> Result<String, Part
 /// The part's bytes, streamed from disk through a small buffer.
 async fn part_body(job: &Job, file: &Active, part: &Part) -> Result<reqwest::Body, PartError> {
     let path = &file.record.local_path;
+    let disk = |e: String| {
+        job.inner.metrics.error(crate::metrics::ErrorKind::Disk);
+        PartError::File(e)
+    };
     let mut source = tokio::fs::File::open(path)
         .await
-        .map_err(|e| PartError::File(format!("{path} cannot be read: {e}")))?;
+        .map_err(|e| disk(format!("{path} cannot be read: {e}")))?;
     source
         .seek(std::io::SeekFrom::Start(part.start))
         .await
-        .map_err(|e| PartError::File(format!("{path}: {e}")))?;
+        .map_err(|e| disk(format!("{path}: {e}")))?;
     let stream = tokio_util::io::ReaderStream::with_capacity(source.take(part.len), READ_BUFFER);
     let stream = super::rate::throttle_upload(&job.inner, stream, &job.cancel);
     Ok(reqwest::Body::wrap_stream(stream))

@@ -3,6 +3,8 @@
 //!
 //! - `support`: starting hubs, a ready-made world, uploads and downloads through the client.
 //! - `agent`: agents in-process or as a real process, driven through their REST API.
+//! - `conformance`: the spec section by section, the agent against the hub as a strict
+//!   reference (page limits, `null` blueprints, counted link accesses).
 //! - `cli`: the real `masv` command line against an agent and a hub.
 //! - `crash`: the real agent aborted at every named crash point, restarted, checked intact.
 //! - `bandwidth`: rate limits and FIFO caps felt by real transfers, changed through the API and
@@ -19,6 +21,7 @@ mod agent;
 mod automations;
 mod bandwidth;
 mod cli;
+mod conformance;
 mod crash;
 mod download;
 mod hub;

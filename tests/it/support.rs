@@ -61,6 +61,8 @@ pub struct HubOptions {
     pub addr: Option<SocketAddr>,
     /// The address clients reach the hub at (a proxy in front of it), in signed URLs and links.
     pub public_url: Option<url::Url>,
+    /// Where the hub's share links point (default: its public URL).
+    pub link_base: Option<url::Url>,
 }
 
 impl HubOptions {
@@ -101,6 +103,7 @@ impl TestHub {
         }
         config.accept_hostile_names = options.accept_hostile_names;
         config.public_url = options.public_url;
+        config.link_base = options.link_base;
         // Opened first so that the signing key exists before the served hub reads it.
         let operator = Hub::open(config.clone()).expect("the hub opens its data folder");
         let served = Hub::open(config).expect("a second hub opens the same data folder");
@@ -473,7 +476,13 @@ pub async fn start_file(
     if spec.kind == FileKind::Directory {
         return Ok((added, None));
     }
-    let upload_id = client.create_multipart(&added.create_blueprint).await?;
+    let blueprint = added
+        .create_blueprint
+        .as_ref()
+        .ok_or_else(|| CloudError::Protocol {
+            message: "the hub answered no create_blueprint for a file with bytes".into(),
+        })?;
+    let upload_id = client.create_multipart(blueprint).await?;
     Ok((added, Some(upload_id)))
 }
 
