@@ -136,7 +136,6 @@ pub async fn run(
                 ..defaults.retry
             },
             link_base,
-            ..defaults
         },
         config_path: args.config.clone(),
         config: loaded,
