@@ -306,21 +306,6 @@ impl Destination {
         Ok(())
     }
 
-    /// Removes the `.part` of `rel` (what an unfinished download wrote), if it is a plain file
-    /// under the root; `rel` itself is left alone.
-    pub fn remove_part(&self, rel: &Path) -> Result<(), FilesError> {
-        let Some(name) = rel.file_name() else {
-            return Ok(());
-        };
-        let dir = self.walk(rel.parent().unwrap_or(Path::new("")), false)?;
-        let mut part = name.to_os_string();
-        part.push(".part");
-        match rustix::fs::unlinkat(&dir, part.as_os_str(), AtFlags::empty()) {
-            Ok(()) | Err(Errno::NOENT) => Ok(()),
-            Err(e) => Err(FilesError::io(&self.root.join(rel), e)),
-        }
-    }
-
     /// Removes the folder `rel` if it is empty (and not a symlink).
     pub fn remove_empty_dir(&self, rel: &Path) -> Result<(), FilesError> {
         let Some(name) = rel.file_name() else {

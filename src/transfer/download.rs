@@ -1006,7 +1006,7 @@ pub(super) async fn remove_files(
             };
             if !finished_too {
                 if f.kind != "directory" && f.state != file_state::COMPLETE {
-                    let _ = dest.remove_part(rel);
+                    let _ = dest.remove_file(rel, &part_tag(id, f.idx), true);
                 }
                 continue;
             }

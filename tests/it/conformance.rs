@@ -588,8 +588,17 @@ async fn s5_forgetting_a_download_removes_the_part_files_of_unfinished_files_onl
         .download(download_request(&link, dst.path()))
         .await;
     let root = dst.path().join("dailies day 1");
+    // The part file of big.bin: `big.bin.TAG.part`.
+    let big_part = |root: &Path| {
+        std::fs::read_dir(root).ok().is_some_and(|entries| {
+            entries.flatten().any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with("big.bin.") && name.ends_with(".part")
+            })
+        })
+    };
     let start = Instant::now();
-    while !(root.join("0 small.txt").exists() && root.join("big.bin.part").exists()) {
+    while !(root.join("0 small.txt").exists() && big_part(&root)) {
         let (_, detail) = agent.api.get(&format!("/downloads/{id}")).await;
         assert!(
             start.elapsed() < LONG,
@@ -602,10 +611,7 @@ async fn s5_forgetting_a_download_removes_the_part_files_of_unfinished_files_onl
     let (status, answer) = agent.api.delete(&format!("/downloads/{id}")).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(std::fs::read(root.join("0 small.txt")).unwrap(), b"small");
-    assert!(
-        !root.join("big.bin.part").exists(),
-        "the unfinished file's .part is gone"
-    );
+    assert!(!big_part(&root), "the unfinished file's part file is gone");
     assert!(!root.join("big.bin").exists());
 }
 
@@ -637,11 +643,15 @@ async fn s5_failure_counts_match_files_total_and_refused_names_are_counted() {
     let agent = TestAgent::start(engine_config(&world.hub.base_url)).await;
     let dst = tempfile::tempdir().unwrap();
     let done = fetched(&agent, &link, dst.path()).await;
-    assert_eq!(done["state"], "error", "{done}");
+    // The only failure is a file that can never arrive: the others did (issue 11).
+    assert_eq!(done["state"], "complete", "{done}");
     assert_eq!(done["files_total"], 9, "{done}");
     assert_eq!(done["files_done"], 8, "{done}");
     let error = done["error"].as_str().unwrap();
-    assert!(error.starts_with("1 of 9 files failed"), "{error}");
+    assert!(
+        error.starts_with("1 of 9 files could never arrive"),
+        "{error}"
+    );
     let metrics = agent_metrics(&agent).await;
     assert!(
         metrics.contains("masv_agent_errors_total{kind=\"refused\"} 1"),

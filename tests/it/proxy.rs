@@ -38,23 +38,31 @@ impl LossProxy {
         }
     }
 
-    /// Forwards every connection to `upstream`, cutting those it is told to
-    /// ([`LossProxy::set_ratio`]; none at first) after at most `max_bytes` bytes (half of them
-    /// on the way up, half on the way back).
+    /// Forwards every connection to `upstream`, cutting the fraction it is told to
+    /// ([`LossProxy::set_ratio`]; none at first) after at most `max_bytes` bytes (every other
+    /// one on the way up, the others on the way back).
     pub fn forward(&mut self, upstream: SocketAddr, max_bytes: usize) {
         let listener = self.listener.take().expect("forward is called once");
         let cuts = self.cuts.clone();
         let ratio = self.ratio.clone();
         self.task = Some(tokio::spawn(async move {
+            // Which connections are cut is spread evenly, not drawn: at 30 % the first one
+            // after the ratio is set, then about every third, so a short test is cut for sure.
+            // The direction alternates; the number of bytes let through is drawn.
+            let (mut owed, mut cut_count, mut last_ratio) = (0.0f64, 0u64, 0.0f64);
             while let Ok((client, _)) = listener.accept().await {
-                let (cut, upward, after) = {
-                    let mut rng = rand::rng();
-                    (
-                        rng.random_bool(f64::from_bits(ratio.load(Ordering::Relaxed))),
-                        rng.random_bool(0.5),
-                        rng.random_range(1..=max_bytes),
-                    )
-                };
+                let ratio = f64::from_bits(ratio.load(Ordering::Relaxed));
+                if ratio != last_ratio {
+                    (owed, last_ratio) = (1.0 - ratio, ratio);
+                }
+                owed += ratio;
+                let cut = ratio > 0.0 && owed >= 1.0;
+                if cut {
+                    owed -= 1.0;
+                    cut_count += 1;
+                }
+                let upward = cut_count % 2 == 0;
+                let after = rand::rng().random_range(1..=max_bytes);
                 let cuts = cuts.clone();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(upstream).await else {

@@ -177,3 +177,70 @@ async fn a_transfer_that_gave_up_on_an_outage_resumes_by_itself_once_the_service
     assert_eq!(done["state"], "complete", "{done}");
     assert!(std::fs::read(dst.path().join("dailies day 1/take.mov")).unwrap() == bytes);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduled_link_rule_fetches_a_package_with_a_refused_file_once() {
+    let hub = TestHub::start_with(
+        DataDir::new(),
+        HubOptions {
+            accept_hostile_names: true,
+            ..HubOptions::default()
+        },
+    )
+    .await;
+    let world = World::on(hub);
+    let (_, url) = world
+        .shared(vec![
+            FileSpec::file("../../escaped.txt", b"x".to_vec()),
+            FileSpec::file("cut.mov", pseudo_random_bytes(3, 3 * MIB)),
+        ])
+        .await;
+    let site = tempfile::tempdir().unwrap();
+    let config = site.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[download]]
+name = "vendor"
+link = "{url}"
+schedule = "* * * * *"
+destination = "incoming"
+"#
+        ),
+    )
+    .unwrap();
+    let mut engine = engine_config(&world.hub.base_url);
+    engine.api_key = Some(world.api_key.clone());
+    let agent = TestAgent::start_configured(site.path(), engine, Some(&config)).await;
+    let start = Instant::now();
+    let first = loop {
+        let (_, list) = agent.api.get("/downloads").await;
+        if let Some(d) = list.as_array().and_then(|l| l.first())
+            && (d["state"] == "complete" || d["state"] == "error")
+        {
+            break d.clone();
+        }
+        assert!(start.elapsed() < LONG, "{list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The file that can never arrive does not make the package unfetched.
+    assert_eq!(first["state"], "complete", "{first}");
+    assert!(
+        std::fs::read(site.path().join("incoming/dailies day 1/cut.mov")).unwrap()
+            == pseudo_random_bytes(3, 3 * MIB)
+    );
+    let sent = crate::agent::hub_bytes_sent(world.hub.addr).await;
+    for _ in 0..3 {
+        let (status, _) = agent.api.post("/automations/vendor/run", json!({})).await;
+        assert_eq!(status, 200);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (_, list) = agent.api.get("/downloads").await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "fetched once: {list}");
+    assert_eq!(
+        crate::agent::hub_bytes_sent(world.hub.addr).await,
+        sent,
+        "no byte fetched again"
+    );
+}
