@@ -98,6 +98,9 @@ pub async fn run(
         config.config.rules.clone(),
     );
     if let Some(path) = config.config_path.clone() {
+        // `--config agent.toml` from the folder it is in: its folder is "", which cannot be
+        // watched; the working directory is.
+        let path = std::path::absolute(&path).unwrap_or(path);
         let (automations, stop) = (automations.clone(), stop.clone());
         let rules_dir = config.config.server.rules_dir.clone();
         let loaded = (config.config.rules.clone(), config.config.bandwidth.clone());

@@ -1015,3 +1015,124 @@ portal = {{ subdomain = "{}", sender = "dit@example.com" }}
         "{answer}"
     );
 }
+
+/// The packages on the hub with `name`: (sender, number of files).
+fn hub_packages(world: &World, name: &str) -> Vec<(String, i64)> {
+    let db = rusqlite::Connection::open(world.hub.data.path().join("hub.db")).unwrap();
+    db.prepare(
+        "SELECT sender, (SELECT COUNT(*) FROM files f WHERE f.package_id = p.id) \
+         FROM packages p WHERE name = ?1",
+    )
+    .unwrap()
+    .query_map([name], |r| Ok((r.get(0)?, r.get(1)?)))
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn editing_any_key_of_a_rule_restarts_it_with_the_new_behaviour() {
+    let world = World::new().await;
+    let (_, link) = world
+        .shared(vec![FileSpec::file("cut.mov", b"the cut".to_vec())])
+        .await;
+    let site = Site::new();
+    for d in ["a", "b", "links"] {
+        std::fs::create_dir_all(site.path(d)).unwrap();
+    }
+    let portal = &world.open_portal.subdomain;
+    let rules = |folder: &str, sender: &str, name: &str, include: &str, destination: &str| {
+        format!(
+            r#"
+[[watch]]
+name = "out"
+folder = "{folder}"
+settle = "200ms"
+include = ["{include}"]
+package_name = "{name}"
+portal = {{ subdomain = "{portal}", sender = "{sender}" }}
+
+[[download]]
+name = "links"
+links_folder = "links"
+destination = "{destination}"
+"#
+        )
+    };
+    let file = site.config(&rules("a", "one@example.com", "first", "*.mov", "inbox1"));
+    let agent = site.agent_of(&world, &file).await;
+    std::fs::write(site.path("a/x.mov"), b"x").unwrap();
+    std::fs::write(site.path("a/skip.txt"), b"not included").unwrap();
+    wait_for_uploads(&agent, 1).await;
+    assert_eq!(
+        hub_packages(&world, "first"),
+        vec![("one@example.com".to_owned(), 1)]
+    );
+
+    // Every kind of key changes at once: a path, an inline table, a string, an array (watch
+    // rule) and the destination (download rule). The file is saved as an editor does.
+    site.config(&rules("b", "two@example.com", "second", "*.wav", "inbox2"));
+    let start = Instant::now();
+    loop {
+        // The restarted rule watches `b`: a file there is sent by the new rule.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (_, uploads) = agent.api.get("/uploads").await;
+        if uploads.as_array().unwrap().len() > 1 {
+            break;
+        }
+        std::fs::write(site.path("b/y.wav"), b"y").unwrap();
+        assert!(start.elapsed() < LONG, "the edited rule never sent b/y.wav");
+    }
+    std::fs::write(site.path("b/z.mov"), b"no longer included").unwrap();
+    std::fs::write(site.path("a/w.mov"), b"no longer watched").unwrap();
+    wait_for_uploads(&agent, 2).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, uploads) = agent.api.get("/uploads").await;
+    assert_eq!(uploads.as_array().unwrap().len(), 2, "{uploads}");
+    assert_eq!(
+        hub_packages(&world, "second"),
+        vec![("two@example.com".to_owned(), 1)]
+    );
+
+    // The download rule puts what it fetches where it now says.
+    std::fs::write(site.path("links/vendor.url"), &link).unwrap();
+    wait_until("the link fetched into inbox2", LONG, || {
+        site.path("inbox2/dailies day 1/cut.mov").exists()
+    })
+    .await;
+    assert!(!site.path("inbox1").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configuration_named_by_a_bare_file_name_is_watched() {
+    let world = World::new().await;
+    let site = Site::new();
+    std::fs::create_dir_all(site.path("outbox")).unwrap();
+    site.config("");
+    let agent = ProcessAgent::start_with(
+        site.path("").as_path(),
+        &world.hub.base_url,
+        &["--config", "agent.toml"],
+        |c| {
+            c.current_dir(site.path(""));
+            c.env("MASV_API_KEY", world.api_key.expose());
+        },
+    )
+    .await;
+    site.config(&format!(
+        "[[watch]]\nname = \"added\"\nfolder = \"outbox\"\nportal = {{ subdomain = \"{}\", sender = \"a@example.com\" }}\n",
+        world.open_portal.subdomain
+    ));
+    let start = Instant::now();
+    loop {
+        let (_, status) = agent.api.get("/automations").await;
+        if status["automations"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|r| r["name"] == "added"))
+        {
+            break;
+        }
+        assert!(start.elapsed() < LONG, "the edit was not seen: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
