@@ -490,10 +490,13 @@ async fn hold_to_window(
         let now = Utc::now();
         let open = window.contains(now);
         if let Ok(transfers) = ctx.engine.transfers_of(&rule).await {
+            let reason = format!("waiting for window ({})", window.opening(now));
             for (kind, id, st) in transfers {
                 let result = match (open, st.as_str()) {
-                    (false, state::TRANSFERRING) => ctx.engine.pause(kind, &id).await.map(|_| ()),
-                    (true, state::PAUSED) => ctx.engine.resume(kind, &id).await.map(|_| ()),
+                    (false, state::TRANSFERRING | state::PAUSED) => {
+                        ctx.engine.hold(kind, &id, reason.clone()).await
+                    }
+                    (true, state::PAUSED) => ctx.engine.release(kind, &id).await,
                     _ => Ok(()),
                 };
                 if let Err(e) = result {
@@ -514,9 +517,12 @@ async fn hold_to_window(
     }
 }
 
-/// Whether a new transfer of a rule with `window` must wait.
-pub(crate) fn outside_window(rule: &Rule) -> bool {
+/// Why a new transfer of a rule with a window must wait, if it must: `waiting for window
+/// (opens 19:00 America/Toronto)`.
+pub(crate) fn outside_window(rule: &Rule) -> Option<String> {
+    let now = Utc::now();
     rule.window
         .as_ref()
-        .is_some_and(|w| !w.contains(Utc::now()))
+        .filter(|w| !w.contains(now))
+        .map(|w| format!("waiting for window ({})", w.opening(now)))
 }

@@ -188,6 +188,34 @@ impl Window {
         }
     }
 
+    /// When the window next opens after `at`, as people read it: `opens 19:00
+    /// America/Toronto`, or `opens Mon 19:00 …` when that is not today.
+    pub fn opening(&self, at: DateTime<Utc>) -> String {
+        let zone = match self.zone {
+            Zone::Local => "local time".to_owned(),
+            Zone::Named(tz) => tz.name().to_owned(),
+        };
+        let next = if self.contains(at) {
+            self.next_change(at)
+                .and_then(|closes| self.next_change(closes))
+        } else {
+            self.next_change(at)
+        };
+        match next {
+            Some(opens) => {
+                let (time, day) = self.zone.wall(opens);
+                let (_, today) = self.zone.wall(at);
+                let day = if day == today {
+                    String::new()
+                } else {
+                    format!("{day} ")
+                };
+                format!("opens {day}{} {zone}", time.format("%H:%M"))
+            }
+            None => format!("does not open within a week ({zone})"),
+        }
+    }
+
     /// When `contains` next changes after `at` (to the minute), if within eight days.
     pub fn next_change(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let now = self.contains(at);
@@ -210,6 +238,21 @@ mod tests {
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_window_says_when_it_opens_in_its_zone() {
+        let w = Window::parse(&[], "19:00", "23:00", Some("America/Toronto")).unwrap();
+        // 14:00 in Toronto (EST, UTC-5).
+        assert_eq!(
+            w.opening(utc("2026-12-04T19:00:00Z")),
+            "opens 19:00 America/Toronto"
+        );
+        // 23:30 in Toronto: closed until tomorrow.
+        assert_eq!(
+            w.opening(utc("2026-12-05T04:30:00Z")),
+            "opens Sat 19:00 America/Toronto"
+        );
     }
 
     #[test]

@@ -249,6 +249,8 @@ struct Inner {
     draining: CancellationToken,
     /// Running transfers that wait, by id.
     waiting: Mutex<HashMap<String, Waiting>>,
+    /// Transfers paused outside their rule's window, by id, with when it opens.
+    held: Mutex<HashMap<String, String>>,
 }
 
 impl Inner {
@@ -341,6 +343,7 @@ impl Engine {
                 metrics: Metrics::default(),
                 draining: CancellationToken::new(),
                 waiting: Mutex::new(HashMap::new()),
+                held: Mutex::new(HashMap::new()),
             }),
         };
         tokio::spawn(heal(engine.clone()));
@@ -804,6 +807,14 @@ impl Engine {
             .get(&t.id)
             .cloned()
             .filter(|_| t.state == state::TRANSFERRING);
+        let held = self
+            .inner
+            .held
+            .lock()
+            .expect("held lock is never poisoned")
+            .get(&t.id)
+            .cloned()
+            .filter(|_| t.state == state::PAUSED);
         let done_of = |i: usize, p: &crate::store::FileProgress| match p.state.as_str() {
             file_state::COMPLETE => p.size,
             _ => live
@@ -876,7 +887,7 @@ impl Engine {
             files_done,
             queue_position: self.inner.bandwidth.queue_position(t.kind, &t.id),
             error: t.error.clone(),
-            waiting: waiting.as_ref().map(|w| w.reason.clone()),
+            waiting: held.or_else(|| waiting.as_ref().map(|w| w.reason.clone())),
             next_try_at: waiting.map(|w| cloud::dto::format_time(&w.next_try)),
             rule: t.rule.clone(),
             files: views,
@@ -926,12 +937,67 @@ impl Engine {
         self.detail_summary(kind, id).await
     }
 
+    /// Pauses a transfer that must wait for its rule's window, saying why (`reason`, e.g.
+    /// `waiting for window (opens 19:00 America/Toronto)`); a held transfer is not resumed by
+    /// hand ([`Engine::resume`] says why), only by [`Engine::release`].
+    pub async fn hold(
+        &self,
+        kind: TransferKind,
+        id: &str,
+        reason: String,
+    ) -> Result<(), TransferError> {
+        let t = self.record(kind, id).await?;
+        if t.state != state::TRANSFERRING && t.state != state::PAUSED {
+            return Ok(());
+        }
+        self.inner
+            .held
+            .lock()
+            .expect("held lock is never poisoned")
+            .insert(id.to_owned(), reason);
+        if t.state == state::TRANSFERRING {
+            self.pause(kind, id).await?;
+        }
+        Ok(())
+    }
+
+    /// Lets a held transfer go: its window is open.
+    pub async fn release(&self, kind: TransferKind, id: &str) -> Result<(), TransferError> {
+        self.inner
+            .held
+            .lock()
+            .expect("held lock is never poisoned")
+            .remove(id);
+        if self.record(kind, id).await?.state == state::PAUSED {
+            self.resume(kind, id).await?;
+        }
+        Ok(())
+    }
+
+    fn held_reason(&self, id: &str) -> Option<String> {
+        self.inner
+            .held
+            .lock()
+            .expect("held lock is never poisoned")
+            .get(id)
+            .cloned()
+    }
+
+    /// Resumes a paused transfer, or one in error. A transfer held outside its rule's window
+    /// is refused with when the window opens: it starts by itself then (the window is the
+    /// rule's to change, not a resume's to override).
     pub async fn resume(
         &self,
         kind: TransferKind,
         id: &str,
     ) -> Result<TransferSummary, TransferError> {
         let t = self.record(kind, id).await?;
+        if let Some(reason) = self.held_reason(id).filter(|_| t.state == state::PAUSED) {
+            return Err(TransferError::Conflict(format!(
+                "{} {id} is {reason}; it starts by itself then. To send it now, change the window of its rule (or remove it) and the file is reloaded",
+                kind.as_str()
+            )));
+        }
         match t.state.as_str() {
             state::PAUSED | state::ERROR => {
                 // What failed (a network down longer than the retries, say) is tried again.
@@ -1004,7 +1070,7 @@ impl Engine {
             let applies = if pause {
                 t.state == state::TRANSFERRING
             } else {
-                t.state == state::PAUSED
+                t.state == state::PAUSED && self.held_reason(&t.id).is_none()
             };
             if applies {
                 if pause {

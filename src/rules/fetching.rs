@@ -110,8 +110,8 @@ async fn queue(
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(rule = %rule.name, download_id = %id, "download queued");
-    if outside_window(rule) {
-        let _ = ctx.engine.pause(TransferKind::Download, &id).await;
+    if let Some(reason) = outside_window(rule) {
+        let _ = ctx.engine.hold(TransferKind::Download, &id, reason).await;
     }
     Ok(())
 }

@@ -249,8 +249,11 @@ async fn flush(
             for (id, (package, files)) in ids.iter().zip(names) {
                 tracing::info!(rule = %rule.name, upload_id = %id, package = %package, files, "upload queued");
                 // At once: the engine starts a job as it queues it.
-                if hold {
-                    let _ = ctx.engine.pause(TransferKind::Upload, id).await;
+                if let Some(reason) = &hold {
+                    let _ = ctx
+                        .engine
+                        .hold(TransferKind::Upload, id, reason.clone())
+                        .await;
                 }
             }
         }

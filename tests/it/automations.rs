@@ -827,6 +827,21 @@ async fn an_upload_held_outside_its_window_resumes_when_the_window_opens() {
         assert!(start.elapsed() < LONG);
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    // Held, and it says until when; resuming it by hand is refused with the same reason.
+    let (_, held) = agent.api.get(&format!("/uploads/{id}")).await;
+    let expected = format!("waiting for window (opens {} UTC)", opens.format("%H:%M"));
+    assert_eq!(held["waiting"], expected.as_str(), "{held}");
+    let (status, refused) = agent
+        .api
+        .post(&format!("/uploads/{id}/resume"), serde_json::json!({}))
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&expected) && m.contains("by itself")),
+        "{refused}"
+    );
     let done = agent
         .api
         .wait_for(
