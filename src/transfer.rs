@@ -251,6 +251,10 @@ struct Inner {
     waiting: Mutex<HashMap<String, Waiting>>,
     /// Transfers paused outside their rule's window, by id, with when it opens.
     held: Mutex<HashMap<String, String>>,
+    /// When a chunk or part last went through (since `started`, in ms): whether the service
+    /// answers, so that a failed request is tried again soon rather than after a backoff.
+    last_success_ms: std::sync::atomic::AtomicU64,
+    started: std::time::Instant,
 }
 
 impl Inner {
@@ -269,8 +273,25 @@ impl Inner {
             .insert(id.to_owned(), Waiting { reason, next_try });
     }
 
+    /// The delay before retry `attempt` of a chunk or part that failed: short while other
+    /// requests succeed (within the last second), a growing backoff while none does.
+    fn retry_delay(&self, attempt: u32, error: &CloudError) -> Duration {
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self
+            .last_success_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if last > 0 && now.saturating_sub(last) < 1000 {
+            self.config.retry.delay_while_answering(error.retry_after())
+        } else {
+            self.config.retry.delay(attempt, error.retry_after())
+        }
+    }
+
     /// The transfer of the current task moves again.
     fn moving(&self) {
+        let now = (self.started.elapsed().as_millis() as u64).max(1);
+        self.last_success_ms
+            .store(now, std::sync::atomic::Ordering::Relaxed);
         if let Ok(id) = TRANSFER.try_with(Clone::clone) {
             self.not_waiting(&id);
         }
@@ -344,6 +365,8 @@ impl Engine {
                 draining: CancellationToken::new(),
                 waiting: Mutex::new(HashMap::new()),
                 held: Mutex::new(HashMap::new()),
+                last_success_ms: std::sync::atomic::AtomicU64::new(0),
+                started: std::time::Instant::now(),
             }),
         };
         tokio::spawn(heal(engine.clone()));

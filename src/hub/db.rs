@@ -588,11 +588,12 @@ pub fn finalize_file(
     id: &str,
     upload_id: &str,
     parts: u32,
+    size: u64,
 ) -> Result<Vec<String>, HubError> {
     let tx = conn.transaction()?;
     tx.execute(
-        "UPDATE files SET finalized = 1, blob_upload = ?2 WHERE id = ?1",
-        [id, upload_id],
+        "UPDATE files SET finalized = 1, blob_upload = ?2, size = ?3 WHERE id = ?1",
+        params![id, upload_id, size],
     )?;
     tx.execute(
         "DELETE FROM parts WHERE upload_id = ?1 AND part_number > ?2",

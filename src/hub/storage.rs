@@ -607,18 +607,30 @@ pub async fn assemble(
         }
         total += part.size;
     }
-    if total != req.size || total != file.size {
+    // The finalize states the file's size (spec §3 step 5); the parts must hold exactly it.
+    // The size declared with the file is what the sender expected then: a file that grew
+    // while it was sent is sent again whole and finalized with its new size.
+    if total != req.size {
         return Err(HubError::BadRequest(format!(
-            "the parts hold {total} bytes but the file was declared with {} (finalize says {})",
-            file.size, req.size
+            "the parts hold {total} bytes but finalize says {}",
+            req.size
         )));
+    }
+    let spec = state.config.spec;
+    if total > spec.max_chunks_count * spec.max_chunk_size {
+        return Err(HubError::BadRequest(format!(
+            "{total} bytes is more than a file may have"
+        )));
+    }
+    if total != file.size {
+        tracing::info!(file_id = %file.id, declared = file.size, size = total, "a file finalized with another size than declared");
     }
     // No copy: the file's bytes stay in the parts just checked, served in order.
     let count = listed.len() as u32;
     let (fid, uid) = (file.id.clone(), upload_id.clone());
     let dropped = state
         .db
-        .call(move |conn| db::finalize_file(conn, &fid, &uid, count))
+        .call(move |conn| db::finalize_file(conn, &fid, &uid, count, total))
         .await?;
     for upload in dropped {
         let _ = tokio::fs::remove_dir_all(parts_dir(state, &upload)).await;

@@ -514,6 +514,28 @@ impl Store {
         .await
     }
 
+    /// A file found another size when it was about to be sent again (it changed before its
+    /// declaration): its size, part size and extra, at once.
+    pub async fn set_file_size(
+        &self,
+        id: &str,
+        idx: u32,
+        size: u64,
+        chunk_size: u64,
+        extra: String,
+    ) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE transfer_files SET size = ?3, chunk_size = ?4, extra = ?5 \
+                 WHERE transfer_id = ?1 AND idx = ?2",
+                params![id, idx, size, chunk_size, extra],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     pub async fn set_file_extra(
         &self,
         id: &str,

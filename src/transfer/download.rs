@@ -656,7 +656,7 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
                 }
                 chunk.attempt += 1;
                 job.inner.metrics.retry();
-                let delay = retry.delay(chunk.attempt, e.retry_after());
+                let delay = job.inner.retry_delay(chunk.attempt, &e);
                 tracing::debug!(download_id = %job.id, chunk = chunk.index, attempt = chunk.attempt, error = %e, "chunk failed; retrying");
                 job.inner
                     .wait_noted(format!("{}: {e}; trying again", file.record.name), delay);

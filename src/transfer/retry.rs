@@ -38,6 +38,15 @@ impl RetryPolicy {
         jittered.max(server_asked.unwrap_or_default())
     }
 
+    /// The delay before trying again a request that failed while others to the same service
+    /// succeed (some storage requests failing, not the service down): short, without growth,
+    /// so that the unlucky ones do not trail far behind: random in [first/10, first/5].
+    pub fn delay_while_answering(&self, server_asked: Option<Duration>) -> Duration {
+        let low = self.first_delay / 10;
+        let jittered = low + rand::rng().random_range(Duration::ZERO..=low);
+        jittered.max(server_asked.unwrap_or_default())
+    }
+
     /// Whether a step failing since `since` has failed for too long.
     pub fn gives_up(&self, since: Instant) -> bool {
         self.give_up_after.is_some_and(|d| since.elapsed() >= d)

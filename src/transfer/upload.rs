@@ -420,13 +420,16 @@ async fn ensure_package(
 /// What a job keeps of every file: enough to plan and count its parts. Names, paths and ids
 /// are read when the file starts ([`Active`]): a job may hold 100,000 files.
 struct FileJob {
-    size: u64,
-    chunk_size: u64,
     directory: bool,
     /// Still to send (pending or transferring) when the job started.
     open: bool,
     remaining: AtomicU32,
     failed: AtomicBool,
+    /// Bumped when the file changed and is sent again from its start: parts of an older
+    /// generation still in flight are dropped, not committed.
+    generation: AtomicU32,
+    /// A worker is waiting for the changed file to settle.
+    restarting: AtomicBool,
 }
 
 /// A file being sent: read when its first part goes, dropped once it is finished.
@@ -446,6 +449,30 @@ struct Part {
     /// Tries that failed for a transient reason, and since when it fails.
     attempt: u32,
     failing_since: Option<std::time::Instant>,
+    /// The file's generation when the part was planned.
+    generation: u32,
+}
+
+impl Part {
+    /// The parts of a file of `size` bytes in parts of `chunk_size`, but those in `sent`.
+    fn plan(file: usize, size: u64, chunk_size: u64, sent: &[u32], generation: u32) -> Vec<Part> {
+        let count = PackageSpec::part_count(size, chunk_size) as u32;
+        (0..count)
+            .filter(|index| sent.binary_search(index).is_err())
+            .map(|index| {
+                let start = u64::from(index) * chunk_size;
+                Part {
+                    file,
+                    index,
+                    start,
+                    len: chunk_size.min(size.saturating_sub(start)),
+                    attempt: 0,
+                    failing_since: None,
+                    generation,
+                }
+            })
+            .collect()
+    }
 }
 
 struct Job {
@@ -460,6 +487,9 @@ struct Job {
     active: Mutex<HashMap<usize, Arc<OnceCell<Arc<Active>>>>>,
     /// The package's entries that files of this upload own, read when a file is adopted.
     claimed: tokio::sync::Mutex<Option<std::collections::HashSet<String>>>,
+    /// Held (shared) while a part is committed, and (alone) while a changed file's parts are
+    /// planned anew: a part of an old generation is never committed after that.
+    commits: tokio::sync::RwLock<()>,
     queue: WorkQueue<Part>,
 }
 
@@ -467,6 +497,9 @@ enum PartError {
     Stopped,
     /// A transient failure: the part goes again after a backoff.
     Retry(CloudError),
+    /// The file on disk is not what the upload planned (it was written to): it is sent again
+    /// from its start once it has settled ([`restart_file`]).
+    Changed(String),
     File(String),
     /// The agent's database could not write: the job waits for it (see [`JobError::Store`]).
     Store(String),
@@ -510,25 +543,13 @@ pub(super) async fn run(
         let mut remaining = 0;
         // Folders have no parts: they are declared before the workers start.
         if open && !f.directory {
-            let count = PackageSpec::part_count(f.size, f.chunk_size) as u32;
-            for index in 0..count {
-                if sent.binary_search(&index).is_ok() {
-                    continue;
-                }
-                queue.push_back(Part {
-                    file: i,
-                    index,
-                    start: u64::from(index) * f.chunk_size,
-                    len: part_len(index),
-                    attempt: 0,
-                    failing_since: None,
-                });
-                remaining += 1;
-            }
+            let parts = Part::plan(i, f.size, f.chunk_size, &sent, 0);
+            remaining = parts.len() as u32;
+            queue.extend(parts);
         }
         jobs.push(FileJob {
-            size: f.size,
-            chunk_size: f.chunk_size,
+            generation: AtomicU32::new(0),
+            restarting: AtomicBool::new(false),
             directory: f.directory,
             open,
             remaining: AtomicU32::new(remaining),
@@ -550,6 +571,7 @@ pub(super) async fn run(
         files: jobs,
         active: Mutex::new(HashMap::new()),
         claimed: tokio::sync::Mutex::new(None),
+        commits: tokio::sync::RwLock::new(()),
         queue: WorkQueue::new(queue),
     });
 
@@ -630,7 +652,9 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
             Next::Stopped => return Err(JobError::Stopped),
         };
         let file = &job.files[part.file];
-        if file.failed.load(Ordering::Relaxed) {
+        if file.failed.load(Ordering::Relaxed)
+            || part.generation != file.generation.load(Ordering::Acquire)
+        {
             continue;
         }
         let sent = match active(&job, part.file).await {
@@ -643,6 +667,10 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
             Ok((active, etag)) => {
                 job.inner.moving();
                 crate::crash_point!("upload.part.sent");
+                let commit = job.commits.read().await;
+                if part.generation != file.generation.load(Ordering::Acquire) {
+                    continue; // The file changed meanwhile: this part is of its old bytes.
+                }
                 job.inner
                     .store
                     .add_chunk(
@@ -661,10 +689,13 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
                     .lock()
                     .expect("etags lock is never poisoned")
                     .insert(part.index, etag);
-                if file.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                let last = file.remaining.fetch_sub(1, Ordering::AcqRel) == 1;
+                drop(commit);
+                if last {
                     finish_file(&job, part.file).await?;
                 }
             }
+            Err(PartError::Changed(reason)) => restart_file(&job, part.file, reason).await?,
             Err(PartError::Retry(e)) => {
                 // The part waits in the queue, not in this worker: the others go on meanwhile.
                 let retry = job.inner.config.retry;
@@ -682,7 +713,7 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
                 }
                 part.attempt += 1;
                 job.inner.metrics.retry();
-                let delay = retry.delay(part.attempt, e.retry_after());
+                let delay = job.inner.retry_delay(part.attempt, &e);
                 tracing::debug!(upload_id = %job.id, part = part.index + 1, attempt = part.attempt, error = %e, "part failed; retrying");
                 job.inner
                     .wait_noted(format!("part {}: {e}; trying again", part.index + 1), delay);
@@ -772,6 +803,21 @@ async fn start_file(job: &Job, i: usize) -> Result<Arc<Active>, PartError> {
         let extra = serde_json::to_string(remote).expect("file remote serializes");
         inner.store.set_file_extra(&job.id, i as u32, extra)
     };
+    if remote.file_id.is_none() && !directory {
+        // Not declared yet: what is declared is what is on disk now (a file written to since it
+        // was planned is planned anew once it has settled).
+        let path = &record.local_path;
+        let meta = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| PartError::File(format!("{path} cannot be read any more: {e}")))?;
+        if meta.len() != record.size
+            || (remote.mtime_ns.is_some() && nanos(meta.modified().ok()) != remote.mtime_ns)
+        {
+            return Err(PartError::Changed(format!(
+                "{path} changed since the upload was asked for"
+            )));
+        }
+    }
     if remote.file_id.is_none() {
         let req = AddFile {
             kind: if directory {
@@ -1010,10 +1056,107 @@ async fn unchanged(file: &Active) -> Result<(), PartError> {
     if meta.len() != file.record.size
         || (expected.is_some() && nanos(meta.modified().ok()) != expected)
     {
-        return Err(PartError::File(format!(
-            "{path} changed while it was being sent; send it again once it is complete"
+        return Err(PartError::Changed(format!(
+            "{path} changed while it was being sent"
         )));
     }
+    Ok(())
+}
+
+/// How long a changed file must go unwritten before it is sent again.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Sends a file that changed again from its start, once it has settled (nothing written to it
+/// for [`SETTLE`]), in the same package: its parts are planned anew (a new generation; parts
+/// of the old one still in flight are dropped), its committed parts forgotten, its size the
+/// one it has now (the file's finalize states it, whatever was declared).
+async fn restart_file(job: &Job, i: usize, reason: String) -> Result<(), JobError> {
+    let file = &job.files[i];
+    if file.restarting.swap(true, Ordering::AcqRel) {
+        return Ok(()); // Another worker is at it.
+    }
+    let restarted = restart(job, i, &reason).await;
+    file.restarting.store(false, Ordering::Release);
+    match restarted {
+        Ok(()) => Ok(()),
+        Err(PartError::Stopped) => Err(JobError::Stopped),
+        Err(PartError::Store(e)) => Err(JobError::Store(e)),
+        Err(PartError::File(e) | PartError::Changed(e)) => fail_file(job, i, e).await,
+        Err(PartError::Retry(e)) => fail_file(job, i, e.to_string()).await,
+    }
+}
+
+async fn restart(job: &Job, i: usize, reason: &str) -> Result<(), PartError> {
+    let inner = &job.inner;
+    let database = |e: crate::store::StoreError| PartError::Store(e.to_string());
+    let record = inner
+        .store
+        .file(&job.id, i as u32)
+        .await
+        .map_err(database)?
+        .ok_or_else(|| PartError::File("the file's record is gone".into()))?;
+    let path = record.local_path.clone();
+    tracing::info!(upload_id = %job.id, path = %path, "{reason}; it is sent again once it has settled");
+    let meta = loop {
+        let meta = tokio::fs::metadata(&path)
+            .await
+            .map_err(|e| PartError::File(format!("{path} cannot be read any more: {e}")))?;
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .unwrap_or(SETTLE);
+        if age >= SETTLE {
+            break meta;
+        }
+        let wait = (SETTLE - age).min(std::time::Duration::from_millis(500));
+        inner.wait_noted(
+            format!("{path} is being written; it is sent again once it has settled"),
+            wait,
+        );
+        tokio::select! {
+            _ = job.cancel.cancelled() => return Err(PartError::Stopped),
+            _ = inner.draining.cancelled() => return Err(PartError::Stopped),
+            _ = tokio::time::sleep(wait) => {}
+        }
+    };
+    let mut remote: FileRemote = record
+        .extra
+        .as_deref()
+        .and_then(|e| serde_json::from_str(e).ok())
+        .unwrap_or_default();
+    // Declared or not, it goes whole with its new size: the file's finalize states its size
+    // (spec §3 step 5).
+    let size = meta.len();
+    let chunk_size = PackageSpec::default().chunk_size_for(size, record.chunk_size);
+    remote.mtime_ns = nanos(meta.modified().ok());
+    let extra = serde_json::to_string(&remote).expect("file remote serializes");
+    // The old generation's parts in flight are dropped from here on (see `worker`).
+    let _restarting = job.commits.write().await;
+    let generation = job.files[i].generation.fetch_add(1, Ordering::AcqRel) + 1;
+    inner
+        .store
+        .clear_chunks(&job.id, i as u32)
+        .await
+        .map_err(database)?;
+    inner
+        .store
+        .set_file_size(&job.id, i as u32, size, chunk_size, extra)
+        .await
+        .map_err(database)?;
+    retire(job, i);
+    let parts = Part::plan(i, size, chunk_size, &[], generation);
+    job.files[i]
+        .remaining
+        .store(parts.len() as u32, Ordering::Release);
+    if let Some(done) = job.progress.file_done(i) {
+        job.progress.undo(i, done);
+    }
+    let now = std::time::Instant::now();
+    for part in parts {
+        job.queue.retry_at(part, now);
+    }
+    inner.moving();
     Ok(())
 }
 
@@ -1079,7 +1222,7 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
     let file = match active(job, i).await {
         Ok(file) => file,
         Err(PartError::Stopped) => return Err(JobError::Stopped),
-        Err(PartError::File(e)) => return fail_file(job, i, e).await,
+        Err(PartError::File(e) | PartError::Changed(e)) => return fail_file(job, i, e).await,
         Err(PartError::Retry(e)) => return fail_file(job, i, e.to_string()).await,
         Err(PartError::Store(e)) => return Err(JobError::Store(e)),
     };
@@ -1105,8 +1248,8 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
         })
         .collect();
     let req = FinalizeFile {
-        size: job.files[i].size,
-        chunk_size: job.files[i].chunk_size,
+        size: file.record.size,
+        chunk_size: file.record.chunk_size,
         file_extras: FileExtras {
             upload_id: upload_id.clone(),
         },
