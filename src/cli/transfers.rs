@@ -157,8 +157,39 @@ pub fn report_failure(noun: Noun, detail: &Detail) -> ExitCode {
         let why = file.error.as_deref().unwrap_or("no reason given");
         eprintln!("  {}: {why}", file.package_path());
     }
-    eprintln!("Retry what failed with 'masv {} resume {id}'.", noun.one);
+    let reasons: Vec<&str> = std::iter::once(reason)
+        .chain(detail.files.iter().filter_map(|f| f.error.as_deref()))
+        .collect();
+    match advice(&reasons) {
+        Some(advice) => eprintln!("{advice}"),
+        None => eprintln!("Retry what failed with 'masv {} resume {id}'.", noun.one),
+    }
     ExitCode::FAILURE
+}
+
+/// What to do about failures that resuming cannot mend (a permanent answer of the service, a
+/// name refused for good); `None` when resuming may help.
+fn advice(reasons: &[&str]) -> Option<&'static str> {
+    let any = |needle: &str| reasons.iter().any(|r| r.contains(needle));
+    if any(": 404") {
+        Some(
+            "What the transfer points at is gone (404): ask the sender for a new link; resuming will not help.",
+        )
+    } else if any(": 401") {
+        Some(
+            "The service refused the credentials (401): check the password, access code or API key and start the transfer again; resuming will not help.",
+        )
+    } else if any(": 403") || any(": 410") {
+        Some(
+            "The link has expired, was disabled or reached its download limit: ask the sender for a new one; resuming will not help.",
+        )
+    } else if reasons.iter().skip(1).all(|r| r.starts_with("refused: ")) && reasons.len() > 1 {
+        Some(
+            "The files named above can never be written here: their names would leave the destination. Ask the sender to rename them.",
+        )
+    } else {
+        None
+    }
 }
 
 pub async fn list(client: &AgentClient, noun: Noun, json: bool) -> anyhow::Result<ExitCode> {
@@ -470,6 +501,28 @@ f98b1e92-1c67-48e4-9b9c-f2bb27a33375  transferring       50%  3.0 KiB  1.0 KiB/s
 0c                                    queued (2)          0%  1.0 KiB      0 B/s  Next
 "
         );
+    }
+
+    #[test]
+    fn advice_fits_the_failure_and_resume_is_offered_only_where_it_helps() {
+        let gone = advice(&["link lookup: 404 no such link"]).unwrap();
+        assert!(
+            gone.contains("new link") && !gone.contains("masv"),
+            "{gone}"
+        );
+        assert!(
+            advice(&["link lookup: 401 wrong password"])
+                .unwrap()
+                .contains("password")
+        );
+        assert!(
+            advice(&["link lookup: 410 expired"])
+                .unwrap()
+                .contains("new one")
+        );
+        let refused = advice(&["1 of 3 files failed", "refused: refusing \"../x\""]).unwrap();
+        assert!(refused.contains("rename"), "{refused}");
+        assert_eq!(advice(&["1 of 3 files failed", "storage: 503 busy"]), None);
     }
 
     #[test]
