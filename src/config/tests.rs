@@ -313,3 +313,29 @@ portal = {{ subdomain = "dailies", sender = "me@example.com" }}
     assert_eq!(base[1], moved[1], "the other rule is left alone");
     assert_eq!(base[1], retargeted[1], "the other rule is left alone");
 }
+
+#[test]
+fn the_retry_policy_is_read_never_or_a_duration() {
+    let server = |retry: &str| {
+        parse(
+            Path::new("/etc/masv/agent.toml"),
+            &format!("[server]\nretry = {retry}\n"),
+        )
+        .map(|c| (c.server.retry_max_delay, c.server.retry_give_up_after))
+    };
+    assert_eq!(
+        server(r#"{ max_delay = "5m", give_up_after = "never" }"#).unwrap(),
+        (Some(std::time::Duration::from_secs(300)), Some(None))
+    );
+    assert_eq!(
+        server(r#"{ give_up_after = "12h" }"#).unwrap(),
+        (None, Some(Some(std::time::Duration::from_secs(12 * 3600))))
+    );
+    let error = server(r#"{ give_up_after = "soon" }"#)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("agent.toml:") && error.contains("give_up_after"),
+        "{error}"
+    );
+}
