@@ -236,7 +236,7 @@ team_id = "{TEAM_ID}"
         let process = Process::spawn(
             "agent",
             Command::new(&self.masv)
-                .args(["server", "start", "--config"])
+                .args(["server", "start", "--insecure-no-token", "--config"])
                 .arg(&config)
                 .env("BENCH_API_KEY", API_KEY)
                 .env("RUST_LOG", "warn"),

@@ -17,6 +17,8 @@ rm -rf "$root"
 mkdir -p "$root/outbox" "$root/inbox"
 
 "$masv" config check examples/configs/quickstart.toml
+# masv commands find the agent's API token through its configuration (its data folder).
+export MASV_CONFIG=examples/configs/quickstart.toml
 RUST_LOG=${RUST_LOG:-info} "$masv" server start --config examples/configs/quickstart.toml 2> "$root/agent.log" &
 agent=$!
 trap '[ "$keep" = true ] || kill $agent 2>/dev/null' EXIT

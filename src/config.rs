@@ -351,6 +351,26 @@ fn sections(at: &mut Located<'_>, text: &str) -> Option<Sections> {
     Some(out)
 }
 
+/// `[server] data_dir` of a configuration file (resolved against the file's folder), where the
+/// agent keeps the API token it made when none is configured; the rest is not read.
+pub fn load_data_dir(path: &Path) -> Result<Option<PathBuf>, ConfigErrors> {
+    let text = read(path)?;
+    let mut at = Located {
+        path,
+        text: &text,
+        errors: Vec::new(),
+        secrets: &real_secrets,
+    };
+    let Some(sections) = sections(&mut at, &text) else {
+        return Err(ConfigErrors(at.errors));
+    };
+    let base = base_of(path);
+    Ok(sections
+        .server
+        .and_then(|s| s.data_dir)
+        .map(|d| if d.is_absolute() { d } else { base.join(d) }))
+}
+
 /// Only `[server] api_token` of a configuration file, what `masv` commands need to talk to the
 /// agent: the rest of the file and its other secrets are not read.
 pub fn load_api_token(path: &Path) -> Result<Option<Secret>, ConfigErrors> {
@@ -512,20 +532,36 @@ fn bandwidth(
     None
 }
 
+/// An address to listen on: `IP:PORT`, or `localhost:PORT` (the IPv4 loopback).
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    match text.rsplit_once(':') {
+        Some((host, port)) if host.eq_ignore_ascii_case("localhost") => port
+            .parse::<u16>()
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+            .map_err(|_| format!("{port:?} is not a port")),
+        _ => Err(format!(
+            "{text:?} is not an address like 127.0.0.1:8080 or localhost:8080"
+        )),
+    }
+}
+
 fn key_error(at: &mut Located<'_>, text: &str, key: &str, message: String) {
     let offset = at.key_offset(0..text.len(), key);
     at.error(offset, message);
 }
 
 fn server(raw: RawServer, base: &Path, at: &mut Located<'_>, text: &str) -> ServerConfig {
-    let listen = raw.listen.and_then(|l| match l.parse::<SocketAddr>() {
+    let listen = raw.listen.and_then(|l| match parse_listen(&l) {
         Ok(addr) => Some(addr),
         Err(_) => {
             key_error(
                 at,
                 text,
                 "listen",
-                format!("listen = {l:?} is not an address like 127.0.0.1:8080"),
+                format!("listen = {l:?} is not an address like 127.0.0.1:8080 or localhost:8080"),
             );
             None
         }

@@ -30,6 +30,9 @@ pub struct AgentConfig {
     pub config_path: Option<PathBuf>,
     /// What that file held at start (its rules, its embedded hub).
     pub config: Config,
+    /// Serve the API without a token when none is configured (tests only): by default the
+    /// agent makes one (see [`local_token`]).
+    pub insecure_no_token: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +57,15 @@ pub enum DaemonError {
         "refusing to serve the local API on {0} without an API token: set api_token in [server] (or MASV_API_TOKEN), or listen on 127.0.0.1"
     )]
     TokenNeeded(std::net::SocketAddr),
+    #[error(
+        "refusing an empty API token: set api_token in [server] (or MASV_API_TOKEN) to a long random value, or leave it out and the agent makes one in its data folder"
+    )]
+    BlankToken,
+    #[error("the API token file {path}: {source}")]
+    TokenFile {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("serving the API: {0}")]
     Serve(std::io::Error),
 }
@@ -77,11 +89,21 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
     let addr = listener.local_addr().map_err(DaemonError::Serve)?;
-    let token = config.config.server.api_token.clone();
-    if !addr.ip().is_loopback() && token.is_none() {
-        return Err(DaemonError::TokenNeeded(addr));
-    }
     create_private_dir(&config.data_dir)?;
+    let token = match config.config.server.api_token.clone() {
+        Some(token) if token.expose().trim().is_empty() => return Err(DaemonError::BlankToken),
+        Some(token) => Some(token),
+        None if config.insecure_no_token => {
+            if !addr.ip().is_loopback() {
+                return Err(DaemonError::TokenNeeded(addr));
+            }
+            tracing::warn!(
+                "serving the local API without a token (--insecure-no-token): any local user can use the agent"
+            );
+            None
+        }
+        None => Some(local_token(&config.data_dir)?),
+    };
     let stop = CancellationToken::new();
     let default_team = match config.config.hub.clone() {
         Some(hub) => Some(embedded_hub(&mut config, &hub, stop.clone()).await?),
@@ -355,6 +377,37 @@ async fn reload_on_change(
             }
         }
     }
+}
+
+/// Where the agent keeps the API token it made: in its data folder, readable by its owner only.
+pub fn token_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("api-token")
+}
+
+/// The API token of an agent with none configured: read from [`token_file`], made there
+/// (32 random bytes, hex, mode 0600 in the 0700 data folder) at the first start. Only who may
+/// read the agent's data folder (its user, root) may use its API; `masv` commands read the
+/// file themselves.
+fn local_token(data_dir: &Path) -> Result<Secret, DaemonError> {
+    let path = token_file(data_dir);
+    let err = |source| DaemonError::TokenFile {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(Secret::new(text.trim())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    let token = hex::encode(bytes);
+    let tmp = path.with_extension("tmp");
+    write_private(&tmp, format!("{token}\n").as_bytes()).map_err(err)?;
+    std::fs::rename(&tmp, &path).map_err(err)?;
+    tracing::info!(path = %path.display(), "made the local API's token; masv commands read it from there");
+    Ok(Secret::new(token))
 }
 
 fn create_private_dir(path: &Path) -> Result<(), DaemonError> {

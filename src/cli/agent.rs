@@ -56,6 +56,26 @@ pub struct AgentArgs {
     pub json: bool,
 }
 
+/// The token an agent made in its data folder (`api-token`), from the first of: `data_dir`
+/// (a configuration's), `MASV_DATA_DIR`, the default data folder, `/var/lib/masv-agent` (the
+/// packaged service's) that this user may read. None when none is readable: the agent then
+/// answers 401 and says how to give a token.
+fn local_token(data_dir: Option<&std::path::Path>) -> Option<Secret> {
+    let candidates = data_dir
+        .map(std::path::Path::to_path_buf)
+        .into_iter()
+        .chain(std::env::var_os("MASV_DATA_DIR").map(std::path::PathBuf::from))
+        .chain([
+            crate::daemon::default_data_dir(),
+            std::path::PathBuf::from("/var/lib/masv-agent"),
+        ]);
+    candidates
+        .filter_map(|dir| std::fs::read_to_string(crate::daemon::token_file(&dir)).ok())
+        .map(|text| text.trim().to_owned())
+        .find(|token| !token.is_empty())
+        .map(Secret::new)
+}
+
 /// A clap value parser for values that must not show in `Debug` output (passwords, tokens).
 pub fn parse_secret(value: &str) -> Result<Secret, std::convert::Infallible> {
     Ok(Secret::new(value))
@@ -116,14 +136,24 @@ pub struct AgentClient {
 }
 
 impl AgentClient {
-    /// A client of the agent `args` name, with the token given, else the one in `--config`.
+    /// A client of the agent `args` name, with the token given, else the one in `--config`,
+    /// else the one the agent made in its data folder (when this user may read it).
     pub fn new(args: &AgentArgs) -> anyhow::Result<AgentClient> {
         let token = match (&args.api_token, &args.config) {
             (Some(token), _) => Some(token.clone()),
-            (None, Some(path)) => crate::config::load_api_token(path).map_err(|e| {
-                anyhow::anyhow!("reading the agent's API token from its configuration:\n{e}")
-            })?,
-            (None, None) => None,
+            (None, Some(path)) => {
+                let configured = crate::config::load_api_token(path).map_err(|e| {
+                    anyhow::anyhow!("reading the agent's API token from its configuration:\n{e}")
+                })?;
+                match configured {
+                    Some(token) => Some(token),
+                    None => {
+                        let data = crate::config::load_data_dir(path).ok().flatten();
+                        local_token(data.as_deref())
+                    }
+                }
+            }
+            (None, None) => local_token(None),
         };
         AgentClient::with_url(&args.agent_url, token)
     }

@@ -26,11 +26,17 @@ pub struct StartArgs {
     /// automations, reloaded when the file changes.
     #[arg(long, env = "MASV_CONFIG")]
     config: Option<PathBuf>,
-    /// Address of the local API; any but loopback needs an API token [default: 127.0.0.1:8080].
-    #[arg(long)]
+    /// Address of the local API, e.g. 127.0.0.1:8080 or localhost:8080 [default: 127.0.0.1:8080].
+    #[arg(long, value_parser = crate::config::parse_listen)]
     listen: Option<std::net::SocketAddr>,
-    /// The token every API request must carry as `Authorization: Bearer …`; required to listen
-    /// on anything but loopback (prefer the environment variable or [server] api_token).
+    /// Serve the API without a token when none is configured, so that any local user can use
+    /// the agent. For tests only: by default the agent makes a token in its data folder
+    /// (`api-token`, mode 0600), which `masv` commands read when they may.
+    #[arg(long)]
+    insecure_no_token: bool,
+    /// The token every API request must carry as `Authorization: Bearer …` (prefer the
+    /// environment variable or [server] api_token) [default: one the agent makes in its data
+    /// folder, `api-token`].
     #[arg(long, env = "MASV_API_TOKEN", hide_env_values = true, value_parser = super::agent::parse_secret)]
     api_token: Option<Secret>,
     /// How long chunks in flight may take to finish at shutdown (SIGTERM), e.g. 20s [default: 20s].
@@ -139,6 +145,7 @@ pub async fn run(
         },
         config_path: args.config.clone(),
         config: loaded,
+        insecure_no_token: args.insecure_no_token,
     };
     let listen = args
         .listen

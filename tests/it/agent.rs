@@ -180,6 +180,8 @@ impl TestAgent {
             engine,
             config_path: file.map(Path::to_path_buf),
             config,
+            // The tests' API client sends no token; the token itself is tested in `service`.
+            insecure_no_token: true,
         };
         let task = tokio::spawn(daemon::run(agent_config, listener, async move {
             let _ = stop.await;
@@ -275,6 +277,12 @@ impl ProcessAgent {
             .arg(data.join("agent"))
             .args(["--cloud-url", cloud_url])
             .args(extra)
+            // The tests' API client sends no token unless the test gives one.
+            .args(
+                (!extra.contains(&"--api-token"))
+                    .then_some("--insecure-no-token")
+                    .as_slice(),
+            )
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());

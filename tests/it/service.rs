@@ -432,6 +432,7 @@ async fn agent_on_all_addresses(
             engine: engine_config("http://127.0.0.1:9/v1"),
             config_path: None,
             config,
+            insecure_no_token: true,
         },
         listener,
         async move {
@@ -661,4 +662,109 @@ async fn an_unprivileged_agent_gives_files_an_owner_with_the_capabilities_of_the
         std::fs::read(dst.join("dailies day 1/day1/a.mov")).unwrap(),
         pseudo_random_bytes(65, 3 * MIB)
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn by_default_only_who_can_read_the_agents_data_folder_can_use_its_api() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test runs a command as another user: run the tests as root (CI does)"
+    );
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let agent_dir = data.path().join("agent");
+    // No token configured, no --insecure-no-token: the default.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_masv"))
+        .args(["server", "start", "--listen", &format!("localhost:{port}")])
+        .arg("--data-dir")
+        .arg(&agent_dir)
+        .args(["--cloud-url", "http://127.0.0.1:9/v1"])
+        .env_remove("MASV_API_TOKEN")
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    let bare = loop {
+        if let Ok(answer) = reqwest::get(format!("{base}/api/v1/downloads")).await {
+            break answer;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the agent listens"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(bare.status(), 401, "loopback too needs the token");
+    // The token the agent made: owner-only, in an owner-only folder.
+    use std::os::unix::fs::PermissionsExt;
+    let token_file = agent_dir.join("api-token");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&token_file), 0o600);
+    assert_eq!(mode(&agent_dir), 0o700);
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert!(token.trim().len() >= 32);
+
+    // masv commands read it themselves.
+    let cli = |user: Option<&str>| {
+        let mut command = match user {
+            Some(user) => {
+                let mut c = std::process::Command::new("setpriv");
+                c.args([
+                    &format!("--reuid={user}"),
+                    "--regid=nogroup",
+                    "--clear-groups",
+                    env!("CARGO_BIN_EXE_masv"),
+                ]);
+                c
+            }
+            None => std::process::Command::new(env!("CARGO_BIN_EXE_masv")),
+        };
+        command
+            .args(["download", "ls", "--agent-url", &base])
+            .env("MASV_DATA_DIR", &agent_dir)
+            .env("HOME", "/nonexistent")
+            .env_remove("MASV_API_TOKEN")
+            .env_remove("MASV_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let owner = cli(None);
+    assert!(
+        owner.status.success(),
+        "{}",
+        String::from_utf8_lossy(&owner.stderr)
+    );
+    // Another local user cannot read the token, and the agent refuses them.
+    let other = cli(Some("nobody"));
+    assert!(!other.status.success());
+    let said = String::from_utf8_lossy(&other.stderr);
+    assert!(said.contains("token"), "{said}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_api_token_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_masv"))
+        .args([
+            "server",
+            "start",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-token",
+            "  ",
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("empty API token"), "{said}");
 }
