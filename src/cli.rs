@@ -131,6 +131,21 @@ pub fn main() -> ExitCode {
 }
 
 /// Logs to stderr in `format`, at the levels of RUST_LOG, else `level`, else `info`.
+/// Colour in text logs only on a terminal: never in a file, a pipe or journald (which sets
+/// `JOURNAL_STREAM`), and never when `NO_COLOR` is set (no-color.org).
+fn colour_logs() -> bool {
+    use std::io::IsTerminal;
+    colour_allowed(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+        std::env::var_os("JOURNAL_STREAM").is_some(),
+    )
+}
+
+fn colour_allowed(terminal: bool, no_color: bool, journal: bool) -> bool {
+    terminal && !no_color && !journal
+}
+
 fn init_logging(format: LogFormat, level: Option<&str>) {
     use tracing_subscriber::EnvFilter;
     let filter = match std::env::var("RUST_LOG") {
@@ -148,7 +163,7 @@ fn init_logging(format: LogFormat, level: Option<&str>) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.with_ansi(colour_logs()).init(),
         // The event's fields at the top level, and the transfer span's (transfer_id, kind,
         // rule) under "span".
         LogFormat::Json => builder
@@ -157,5 +172,18 @@ fn init_logging(format: LogFormat, level: Option<&str>) {
             .with_current_span(true)
             .with_span_list(false)
             .init(),
+    }
+}
+
+#[cfg(test)]
+mod colour_tests {
+    use super::colour_allowed;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color_or_journald() {
+        assert!(colour_allowed(true, false, false));
+        assert!(!colour_allowed(false, false, false), "a file or a pipe");
+        assert!(!colour_allowed(true, true, false), "NO_COLOR");
+        assert!(!colour_allowed(true, false, true), "journald");
     }
 }

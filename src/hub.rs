@@ -88,6 +88,20 @@ impl Hub {
                     dir.display()
                 ))
             })?;
+            // The senders' files are nobody else's business on this machine: owner only,
+            // as hub.db is (a folder made by an older hub is made so too).
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(
+                    |e| {
+                        HubError::Internal(format!(
+                            "cannot make the hub folder {} private: {e}",
+                            dir.display()
+                        ))
+                    },
+                )?;
+            }
         }
         let db = db::Db::open(&config.data_dir.join("hub.db"))?;
         let key = db.with(|conn| match db::meta_get(conn, "signing_key")? {

@@ -673,6 +673,11 @@ impl Engine {
                         tracing::info!(transfer_id = %id, kind = kind.as_str(), state, "transfer ended")
                     }
                 }
+                if state == state::COMPLETE
+                    && let Err(e) = scrub_secrets(&inner.store, &id).await
+                {
+                    tracing::warn!(transfer_id = %id, error = %e, "cannot scrub the secrets of a complete transfer");
+                }
                 while let Err(e) = inner.store.set_state(&id, state, error.clone()).await {
                     tracing::error!(transfer_id = %id, error = %e, "cannot record the end of a transfer; waiting for the database");
                     store_waits(e.to_string());
@@ -1181,6 +1186,46 @@ async fn heal(engine: Engine) {
             }
         }
     }
+}
+
+/// Forgets what a complete transfer no longer needs and nobody should read in the agent's
+/// database: a download link's secret (its URL keeps the link id), link passwords, package
+/// tokens, portal access codes and package passwords. An upload keeps its own share link and
+/// the package's access token: `masv upload link` makes new links with it.
+async fn scrub_secrets(store: &Store, id: &str) -> Result<(), StoreError> {
+    let Some(t) = store.transfer(id).await? else {
+        return Ok(());
+    };
+    let mut spec = t.spec.clone();
+    let mut remote = t.remote.clone();
+    let fields = spec.as_object_mut();
+    match t.kind {
+        TransferKind::Download => {
+            if let Some(fields) = fields {
+                if let Some(url) = fields.get("url").and_then(|u| u.as_str()) {
+                    let public = download::public_url(url);
+                    fields.insert("url".into(), public.into());
+                }
+                fields.remove("password");
+                if let Some(package) = fields.get_mut("package").and_then(|p| p.as_object_mut()) {
+                    package.insert("package_token".into(), "".into());
+                }
+            }
+            if let Some(remote) = remote.as_mut().and_then(|r| r.as_object_mut()) {
+                remote.insert("package_token".into(), "".into());
+            }
+        }
+        TransferKind::Upload => {
+            if let Some(fields) = fields {
+                fields.remove("password");
+                fields.remove("access_code");
+            }
+        }
+    }
+    if spec != t.spec || remote != t.remote {
+        store.set_spec_and_remote(id, spec, remote).await?;
+    }
+    Ok(())
 }
 
 /// How often a job waiting for the database checks whether it writes again.

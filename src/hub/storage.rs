@@ -416,7 +416,11 @@ async fn create_multipart(
             db::insert_multipart(conn, &id, &fid)
         })
         .await?;
-    tokio::fs::create_dir_all(parts_dir(&state, &upload_id)).await?;
+    tokio::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(parts_dir(&state, &upload_id))
+        .await?;
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<InitiateMultipartUploadResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Bucket>hub</Bucket><Key>{package_id}/{file_id}</Key><UploadId>{upload_id}</UploadId></InitiateMultipartUploadResult>"
     );
@@ -519,7 +523,14 @@ async fn put_part(
 
 /// Streams a request body to `path`, hashing it: (size, MD5 hex).
 async fn receive(body: Body, path: &std::path::Path, max: u64) -> Result<(u64, String), S3Error> {
-    let file = tokio::fs::File::create(path).await?;
+    // Owner only, like the hub's database: a sender's bytes are not for other local users.
+    let file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .await?;
     let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
     let mut hasher = Md5::new();
     let mut size = 0u64;

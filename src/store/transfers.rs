@@ -354,6 +354,25 @@ impl Store {
         .await
     }
 
+    /// Rewrites a transfer's request and what the cloud told about it, in one statement (the
+    /// secrets of a complete transfer are scrubbed so).
+    pub async fn set_spec_and_remote(
+        &self,
+        id: &str,
+        spec: Value,
+        remote: Option<Value>,
+    ) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE transfers SET spec = ?2, remote = ?3 WHERE id = ?1",
+                params![id, json_text(&spec), remote.as_ref().map(json_text)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     pub async fn delete_transfer(&self, id: &str) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {

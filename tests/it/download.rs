@@ -906,3 +906,57 @@ async fn files_that_can_never_arrive_do_not_hold_back_the_others() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_complete_download_leaves_no_secret_in_the_agents_database() {
+    let world = World::new().await;
+    let package = world
+        .upload(vec![FileSpec::file("cut.mov", b"the cut".to_vec())])
+        .await;
+    let link = world
+        .share(
+            &package,
+            CreateLink {
+                password: Some(masv_agent::cloud::dto::Secret::new("open-sesame-42")),
+                ..CreateLink::default()
+            },
+        )
+        .await;
+    let url = world.hub.link_url(&link);
+    let data = tempfile::tempdir().unwrap();
+    let agent = TestAgent::start_on(data.path(), engine_config(&world.hub.base_url)).await;
+    let dst = tempfile::tempdir().unwrap();
+    let mut request = download_request(&url, dst.path());
+    request["password"] = json!("open-sesame-42");
+    let id = agent.api.download(request).await;
+    let done = agent
+        .api
+        .wait_for("downloads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    let db = rusqlite::Connection::open(data.path().join("agent/agent.db")).unwrap();
+    let (spec, remote): (String, Option<String>) = db
+        .query_row(
+            "SELECT spec, remote FROM transfers WHERE id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let remote = remote.unwrap_or_default();
+    let stored = format!("{spec} {remote}");
+    let secret = link.download_secret.expose();
+    assert!(
+        !stored.contains(secret),
+        "the link's secret stays: {stored}"
+    );
+    assert!(
+        !stored.contains("open-sesame-42"),
+        "the password stays: {stored}"
+    );
+    let remote: serde_json::Value = serde_json::from_str(&remote).unwrap();
+    assert_eq!(
+        remote["package_token"], "",
+        "the package token stays: {remote}"
+    );
+    assert!(stored.contains(&link.id), "the link's id is kept: {stored}");
+}

@@ -2261,3 +2261,35 @@ async fn the_client_never_sends_ids_that_climb() {
     // Encoded, `../x` stays one segment: the hub sees an unknown id.
     expect_err(client.package_files("../x", &token).await, "not_found");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hubs_storage_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let world = World::new().await;
+    world
+        .upload(vec![
+            FileSpec::file("reel.mov", pseudo_random_bytes(4, 6 * MIB)),
+            FileSpec::file("notes.txt", b"take 3".to_vec()),
+        ])
+        .await;
+    let mut stack = vec![world.hub.data.path().to_path_buf()];
+    let mut seen = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let mode = std::fs::symlink_metadata(&path)
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
+            if path.is_dir() {
+                assert_eq!(mode, 0o700, "{}", path.display());
+                stack.push(path);
+            } else {
+                assert_eq!(mode & 0o077, 0, "{} is {mode:o}", path.display());
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 3, "the parts and the database were looked at");
+}

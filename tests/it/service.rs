@@ -768,3 +768,44 @@ async fn an_empty_api_token_is_refused() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("empty API token"), "{said}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn text_logs_written_to_a_file_carry_no_colour_codes() {
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = data.path().join("agent.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_masv"))
+        .args(["server", "start", "--insecure-no-token", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data.path().join("agent"))
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .env_remove("JOURNAL_STREAM")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the agent listens"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("agent serving"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in a log file: {text:?}"
+    );
+}
