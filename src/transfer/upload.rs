@@ -1171,21 +1171,25 @@ async fn send_part(job: &Job, file: &Active, part: &Part) -> Result<String, Part
             _ = job.cancel.cancelled() => return Err(PartError::Stopped),
             p = job.inner.budget.acquire(job.priority) => p,
         };
-        let body = part_body(job, file, part).await?;
+        let (body, streamed) = part_body(job, file, part).await?;
         let sent = tokio::select! {
-            _ = job.cancel.cancelled() => return Err(PartError::Stopped),
+            _ = job.cancel.cancelled() => {
+                job.progress.undo(part.file, streamed.load(Ordering::Relaxed));
+                return Err(PartError::Stopped);
+            }
             r = job.inner.client.put_part(&url, body, part.len) => r,
         };
         drop(permit);
         if let Err(e) = &sent {
             job.inner.metrics.cloud_error(e);
+            // Counted as they went; the part goes again, so they are taken back.
+            job.progress
+                .undo(part.file, streamed.load(Ordering::Relaxed));
         }
         match sent {
             Ok(etag) => {
                 // Read while the file kept its size and time: what was sent is what was there.
                 unchanged(file).await?;
-                job.progress.add(part.file, part.len);
-                job.inner.metrics.uploaded(part.len);
                 return Ok(etag);
             }
             Err(CloudError::Expired { .. }) if refreshes < 3 => {
@@ -1198,8 +1202,15 @@ async fn send_part(job: &Job, file: &Active, part: &Part) -> Result<String, Part
     }
 }
 
-/// The part's bytes, streamed from disk through a small buffer.
-async fn part_body(job: &Job, file: &Active, part: &Part) -> Result<reqwest::Body, PartError> {
+/// The part's bytes, streamed from disk through a small buffer, each buffer counted in the
+/// transfer's progress and the metrics as it goes (not once the whole part is accepted: a
+/// 100 MiB part at 50 Mbit/s would show nothing moving for 16 s); with the count so far, to
+/// take back if the part fails.
+async fn part_body(
+    job: &Job,
+    file: &Active,
+    part: &Part,
+) -> Result<(reqwest::Body, Arc<std::sync::atomic::AtomicU64>), PartError> {
     let path = &file.record.local_path;
     let disk = |e: String| {
         job.inner.metrics.error(crate::metrics::ErrorKind::Disk);
@@ -1214,7 +1225,22 @@ async fn part_body(job: &Job, file: &Active, part: &Part) -> Result<reqwest::Bod
         .map_err(|e| disk(format!("{path}: {e}")))?;
     let stream = tokio_util::io::ReaderStream::with_capacity(source.take(part.len), READ_BUFFER);
     let stream = super::rate::throttle_upload(&job.inner, stream, &job.cancel);
-    Ok(reqwest::Body::wrap_stream(stream))
+    let streamed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (count, progress, inner, index) = (
+        streamed.clone(),
+        job.progress.clone(),
+        job.inner.clone(),
+        part.file,
+    );
+    let stream = futures_util::StreamExt::inspect(stream, move |read| {
+        if let Ok(bytes) = read {
+            let n = bytes.len() as u64;
+            count.fetch_add(n, Ordering::Relaxed);
+            progress.add(index, n);
+            inner.metrics.uploaded(n);
+        }
+    });
+    Ok((reqwest::Body::wrap_stream(stream), streamed))
 }
 
 /// Finalizes a file whose parts are all sent.

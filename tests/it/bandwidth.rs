@@ -493,3 +493,47 @@ async fn masv_bandwidth_set_changes_only_what_it_names_and_show_tells_it() {
     assert_eq!(code, Some(1));
     assert!(err.contains("nothing to set"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_uploads_progress_moves_while_its_part_streams() {
+    let world = World::new().await;
+    let src = tempfile::tempdir().unwrap();
+    // One part of 6 MiB at 2 MiB/s: three seconds for the part.
+    std::fs::write(
+        src.path().join("one part.mov"),
+        pseudo_random_bytes(64, 6 * MIB),
+    )
+    .unwrap();
+    let mut config = uploading(&world);
+    config.bandwidth = settings(json!({"upload": "2MiB"}));
+    let agent = TestAgent::start(config).await;
+    let (status, created) = agent
+        .api
+        .post(
+            "/uploads",
+            json!({"team_id": world.team_id, "paths": [src.path().join("one part.mov")]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["upload_id"].as_str().unwrap();
+    let start = std::time::Instant::now();
+    let mut midway = None;
+    loop {
+        let (_, detail) = agent.api.get(&format!("/uploads/{id}")).await;
+        let done = detail["bytes_done"].as_u64().unwrap_or(0);
+        if detail["state"] == "transferring" && done > 0 && done < 6 * MIB as u64 {
+            midway = Some((done, detail["bytes_per_second"].as_u64().unwrap_or(0)));
+        }
+        if detail["state"] != "transferring" {
+            assert_eq!(detail["state"], "complete", "{detail}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{detail}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (done, speed) = midway.expect("bytes_done moved before the part was accepted");
+    assert!(
+        speed > 0,
+        "a speed while the part streams ({done} bytes done)"
+    );
+}
