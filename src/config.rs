@@ -174,11 +174,52 @@ impl Located<'_> {
             Ok(v) => Some(v),
             Err(e) => {
                 let offset = e.span().map(|s| s.start).unwrap_or(value.span().start);
-                self.error(offset, e.message().trim().to_owned());
+                self.error(offset, did_you_mean(e.message().trim()));
                 None
             }
         }
     }
+}
+
+/// serde's "unknown field `setle`, expected one of `name`, `settle`, …" with the closest key
+/// suggested: "…; did you mean `settle`?" (when one is within a third of the key's length).
+fn did_you_mean(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_owned();
+    };
+    let Some((unknown, expected)) = rest.split_once('`') else {
+        return message.to_owned();
+    };
+    let best = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|candidate| (edit_distance(unknown, candidate), candidate))
+        .min();
+    match best {
+        Some((distance, candidate)) if distance > 0 && distance <= unknown.len().max(3) / 3 => {
+            format!("{message}; did you mean `{candidate}`?")
+        }
+        _ => message.to_owned(),
+    }
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 /// The JSON Schema of the file format, as `masv config schema` prints it.
@@ -416,9 +457,15 @@ pub fn parse_with(path: &Path, text: &str, secrets: &SecretReader) -> Result<Con
         return Err(ConfigErrors(at.errors));
     };
     let base = base_of(path);
+    // A key that is configured but cannot be read is reported once, at api_key: the rules
+    // that need it are not told they have none.
+    let key_configured = sections
+        .server
+        .as_ref()
+        .is_some_and(|s| s.api_key.is_some());
     let server = server(sections.server.unwrap_or_default(), &base, &mut at, text);
     let hub = sections.hub.and_then(|h| hub(h, &base, &mut at, text));
-    let has_key = server.api_key.is_some() || hub.is_some();
+    let has_key = key_configured || hub.is_some();
     let rules = check_rules(&mut at, &base, has_key, sections.watch, sections.download);
     let bandwidth = sections.bandwidth.unwrap_or_default();
     if at.errors.is_empty() {

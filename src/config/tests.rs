@@ -339,3 +339,22 @@ fn the_retry_policy_is_read_never_or_a_duration() {
         "{error}"
     );
 }
+
+#[test]
+fn an_unknown_key_suggests_the_closest_one() {
+    let errors =
+        errors_of("[[watch]]\nname = \"out\"\nfolder = \"/srv\"\nsetle = \"2s\"\n[watch.team]\n");
+    assert!(errors.contains("did you mean `settle`?"), "{errors}");
+    let far = errors_of("[[watch]]\nname = \"out\"\nfolder = \"/srv\"\nzzzzzz = 1\n[watch.team]\n");
+    assert!(!far.contains("did you mean"), "{far}");
+    assert_eq!(edit_distance("setle", "settle"), 1);
+}
+
+#[test]
+fn an_unreadable_api_key_is_the_one_error_not_a_missing_key() {
+    let errors = errors_of(
+        "[server]\napi_key = { file = \"/nonexistent/masv-key\" }\n\n[[watch]]\nname = \"out\"\nfolder = \"/srv\"\n[watch.team]\n",
+    );
+    assert!(errors.contains("api_key"), "{errors}");
+    assert!(!errors.contains("need an API key"), "{errors}");
+}

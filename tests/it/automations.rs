@@ -1151,3 +1151,33 @@ async fn a_configuration_named_by_a_bare_file_name_is_watched() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[test]
+fn config_check_without_secrets_lints_a_file_whose_secrets_are_elsewhere() {
+    let site = Site::new();
+    let file = site.config(
+        "[server]\napi_key = { file = \"/nonexistent/masv-api-key\" }\n\n[[watch]]\nname = \"out\"\nfolder = \"outbox\"\n[watch.team]\n",
+    );
+    let check = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_masv"))
+            .args(["config", "check"])
+            .args(extra)
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    let strict = check(&[]);
+    assert_eq!(strict.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&strict.stderr);
+    assert!(
+        said.contains("api_key") && said.contains("agent.toml:2:"),
+        "{said}"
+    );
+    let lint = check(&["--no-secrets"]);
+    assert!(
+        lint.status.success(),
+        "{}",
+        String::from_utf8_lossy(&lint.stderr)
+    );
+    assert!(String::from_utf8_lossy(&lint.stdout).contains("1 rules"));
+}
