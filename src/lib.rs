@@ -10,6 +10,7 @@
 //! - `files`: safe paths under a destination, name cleaning, preallocated part files, chown.
 //! - `hub`: the MASV-compatible service: control plane routes, tokens, signed blob storage.
 //! - `metrics`: the agent's counters and gauges, as Prometheus text for `GET /metrics`.
+//! - `mhl`: ASC MHL v2 hash lists: seal a folder, verify it, build a generation from known hashes.
 //! - `rules`: the automations in force: watch folders and download rules turned into jobs.
 //! - `schedule`: cron schedules and transfer windows, in time zones.
 //! - `store`: the agent's SQLite state (transfers, files, committed chunks), on its own thread.
@@ -26,6 +27,7 @@ pub mod daemon;
 pub mod files;
 pub mod hub;
 pub mod metrics;
+pub mod mhl;
 pub mod rules;
 pub mod schedule;
 pub mod store;

@@ -11,6 +11,7 @@
 //!   the configuration file.
 //! - `automations`: configuration files run by agents: watch folders, link and inbox rules, reloads.
 //! - `hub`: the hub against the typed client, route by route (spec §2–4).
+//! - `mhl`: ASC MHL seal and verify, both ways against the reference `ascmhl` tool.
 //! - `proxy`: a loss proxy that cuts connections on the way up or back.
 //! - `recovery`: outages ridden out unattended, with the reason shown meanwhile.
 //! - `download`: downloads end to end: the tree on disk, hostile packages, faults, crashes.
@@ -25,6 +26,7 @@ mod conformance;
 mod crash;
 mod download;
 mod hub;
+mod mhl;
 mod proxy;
 mod recovery;
 mod service;
