@@ -82,6 +82,9 @@ pub struct ServeArgs {
     /// For tests: fraction (0-1) of storage downloads cut off halfway.
     #[arg(long, default_value_t = 0.0)]
     fault_cut_ratio: f64,
+    /// For tests: fraction (0-1) of part uploads with a byte flipped on the way in.
+    #[arg(long, default_value_t = 0.0)]
+    fault_flip_ratio: f64,
     /// For tests: milliseconds added before every storage request.
     #[arg(long, default_value_t = 0)]
     fault_delay_ms: u64,
@@ -221,6 +224,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for (name, ratio) in [
         ("--fault-fail-ratio", args.fault_fail_ratio),
         ("--fault-cut-ratio", args.fault_cut_ratio),
+        ("--fault-flip-ratio", args.fault_flip_ratio),
     ] {
         anyhow::ensure!(
             (0.0..=1.0).contains(&ratio),
@@ -234,6 +238,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.faults = Faults {
         fail_ratio: args.fault_fail_ratio,
         cut_ratio: args.fault_cut_ratio,
+        flip_ratio: args.fault_flip_ratio,
         delay: Duration::from_millis(args.fault_delay_ms),
     };
     let hub = Hub::open(config)

@@ -37,13 +37,19 @@ pub struct Faults {
     pub fail_ratio: f64,
     /// Fraction (0–1) of successful GETs whose body stops halfway (the connection is cut).
     pub cut_ratio: f64,
+    /// Fraction (0–1) of part uploads whose body has a byte flipped on the way in, as if
+    /// corrupted in flight: stored as received unless the sender gave a `Content-MD5`.
+    pub flip_ratio: f64,
     /// Delay added before every storage request.
     pub delay: Duration,
 }
 
 impl Faults {
     pub fn is_off(&self) -> bool {
-        self.fail_ratio <= 0.0 && self.cut_ratio <= 0.0 && self.delay.is_zero()
+        self.fail_ratio <= 0.0
+            && self.cut_ratio <= 0.0
+            && self.flip_ratio <= 0.0
+            && self.delay.is_zero()
     }
 }
 
@@ -486,6 +492,7 @@ async fn put_part(
             format!("a part may be at most {max} bytes"),
         ));
     }
+    let content_md5 = content_md5(&headers)?;
     let dir = parts_dir(&state, &upload_id);
     let tmp = dir.join(format!(
         "{part_number}.{}.tmp",
@@ -507,6 +514,14 @@ async fn put_part(
             "the body is shorter than Content-Length",
         ));
     }
+    if content_md5.is_some_and(|md5| hex::encode(md5) != etag) {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(S3Error::new(
+            StatusCode::BAD_REQUEST,
+            "BadDigest",
+            "the Content-MD5 you specified did not match what was received",
+        ));
+    }
     tokio::fs::rename(&tmp, dir.join(part_number.to_string())).await?;
     let part = PartRow {
         part_number,
@@ -519,6 +534,33 @@ async fn put_part(
         .await?;
     let quoted = format!("\"{etag}\"");
     Ok((StatusCode::OK, [(header::ETAG, quoted)]).into_response())
+}
+
+/// The part's `Content-MD5` (base64 of 16 bytes), checked against the bytes received as S3
+/// does: a malformed one is `400 InvalidDigest`, a wrong one `400 BadDigest`.
+fn content_md5(headers: &HeaderMap) -> Result<Option<[u8; 16]>, S3Error> {
+    use base64::Engine as _;
+    let Some(value) = headers.get("content-md5") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .ok()
+        })
+        .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            S3Error::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidDigest",
+                "the Content-MD5 you specified is not valid: it must be the base64 of the part's \
+                 16-byte MD5",
+            )
+        })
 }
 
 /// Streams a request body to `path`, hashing it: (size, MD5 hex).
@@ -668,11 +710,12 @@ async fn inject_faults(State(state): State<Arc<HubState>>, req: Request, next: N
     if !faults.delay.is_zero() {
         tokio::time::sleep(faults.delay).await;
     }
-    let (fail, cut) = {
+    let (fail, cut, flip) = {
         let mut rng = rand::rng();
         (
             rng.random::<f64>() < faults.fail_ratio,
             rng.random::<f64>() < faults.cut_ratio,
+            rng.random::<f64>() < faults.flip_ratio,
         )
     };
     if fail {
@@ -684,6 +727,12 @@ async fn inject_faults(State(state): State<Arc<HubState>>, req: Request, next: N
         .into_response();
     }
     let is_get = req.method() == Method::GET;
+    let req = if flip && req.method() == Method::PUT {
+        let (parts, body) = req.into_parts();
+        Request::from_parts(parts, Body::from_stream(flip_first_byte(body)))
+    } else {
+        req
+    };
     let response = next.run(req).await;
     if !(cut && is_get && response.status().is_success()) {
         return response;
@@ -696,6 +745,24 @@ async fn inject_faults(State(state): State<Arc<HubState>>, req: Request, next: N
         .unwrap_or(0);
     let (parts, body) = response.into_parts();
     Response::from_parts(parts, Body::from_stream(cut_after(body, length / 2)))
+}
+
+/// The body with its first byte inverted.
+fn flip_first_byte(
+    body: Body,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, axum::Error>> {
+    let mut flipped = false;
+    body.into_data_stream().map(move |frame| {
+        frame.map(|bytes| {
+            if flipped || bytes.is_empty() {
+                return bytes;
+            }
+            flipped = true;
+            let mut owned = bytes.to_vec();
+            owned[0] ^= 0xff;
+            bytes::Bytes::from(owned)
+        })
+    })
 }
 
 /// The body's first `keep` bytes, then an error: the client sees the connection cut midway.

@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
+use md5::Digest as _;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::OnceCell;
@@ -438,6 +439,9 @@ struct Active {
     remote: FileRemote,
     urls: tokio::sync::Mutex<BTreeMap<u32, Blueprint>>,
     etags: Mutex<BTreeMap<u32, String>>,
+    /// MD5s of parts that reached the storage altered (their ETag was not the MD5 of what was
+    /// read): sent again with `Content-MD5`, so that the storage refuses altered bytes itself.
+    md5s: Mutex<BTreeMap<u32, [u8; 16]>>,
 }
 
 struct Part {
@@ -884,6 +888,7 @@ async fn start_file(job: &Job, i: usize) -> Result<Arc<Active>, PartError> {
         remote,
         urls: tokio::sync::Mutex::new(BTreeMap::new()),
         etags: Mutex::new(etags),
+        md5s: Mutex::default(),
     }))
 }
 
@@ -1171,14 +1176,51 @@ async fn send_part(job: &Job, file: &Active, part: &Part) -> Result<String, Part
             _ = job.cancel.cancelled() => return Err(PartError::Stopped),
             p = job.inner.budget.acquire(job.priority) => p,
         };
-        let (body, streamed) = part_body(job, file, part).await?;
+        let (body, streamed, md5) = part_body(job, file, part).await?;
+        let known = file
+            .md5s
+            .lock()
+            .expect("md5s lock is never poisoned")
+            .get(&part.index)
+            .copied();
         let sent = tokio::select! {
             _ = job.cancel.cancelled() => {
                 job.progress.undo(part.file, streamed.load(Ordering::Relaxed));
                 return Err(PartError::Stopped);
             }
-            r = job.inner.client.put_part(&url, body, part.len) => r,
+            r = job.inner.client.put_part(&url, body, part.len, known) => r,
         };
+        // Whether the storage got what was read: S3 and the hub answer a part's MD5 as its
+        // ETag (not with SSE-KMS, whose ETags are opaque: those are taken as they come).
+        let sent = sent.and_then(|etag| {
+            let md5: [u8; 16] = md5
+                .lock()
+                .expect("md5 lock is never poisoned")
+                .clone()
+                .finalize()
+                .into();
+            match etag_md5(&etag) {
+                Some(stored) if stored != md5 => {
+                    file.md5s
+                        .lock()
+                        .expect("md5s lock is never poisoned")
+                        .insert(part.index, md5);
+                    Err(CloudError::Transient {
+                        status: None,
+                        message: format!(
+                            "part {} of {}: the storage received other bytes than were sent \
+                             (ETag {}, sent MD5 {}); sending it again with Content-MD5",
+                            part.index + 1,
+                            file.record.local_path,
+                            hex::encode(stored),
+                            hex::encode(md5)
+                        ),
+                        retry_after: None,
+                    })
+                }
+                _ => Ok(etag),
+            }
+        });
         drop(permit);
         if let Err(e) = &sent {
             job.inner.metrics.cloud_error(e);
@@ -1206,11 +1248,7 @@ async fn send_part(job: &Job, file: &Active, part: &Part) -> Result<String, Part
 /// transfer's progress and the metrics as it goes (not once the whole part is accepted: a
 /// 100 MiB part at 50 Mbit/s would show nothing moving for 16 s); with the count so far, to
 /// take back if the part fails.
-async fn part_body(
-    job: &Job,
-    file: &Active,
-    part: &Part,
-) -> Result<(reqwest::Body, Arc<std::sync::atomic::AtomicU64>), PartError> {
+async fn part_body(job: &Job, file: &Active, part: &Part) -> Result<PartBody, PartError> {
     let path = &file.record.local_path;
     let disk = |e: String| {
         job.inner.metrics.error(crate::metrics::ErrorKind::Disk);
@@ -1226,8 +1264,10 @@ async fn part_body(
     let stream = tokio_util::io::ReaderStream::with_capacity(source.take(part.len), READ_BUFFER);
     let stream = super::rate::throttle_upload(&job.inner, stream, &job.cancel);
     let streamed = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let (count, progress, inner, index) = (
+    let md5 = Arc::new(Mutex::new(md5::Md5::new()));
+    let (count, hash, progress, inner, index) = (
         streamed.clone(),
+        md5.clone(),
         job.progress.clone(),
         job.inner.clone(),
         part.file,
@@ -1235,12 +1275,31 @@ async fn part_body(
     let stream = futures_util::StreamExt::inspect(stream, move |read| {
         if let Ok(bytes) = read {
             let n = bytes.len() as u64;
+            hash.lock()
+                .expect("md5 lock is never poisoned")
+                .update(bytes);
             count.fetch_add(n, Ordering::Relaxed);
             progress.add(index, n);
             inner.metrics.uploaded(n);
         }
     });
-    Ok((reqwest::Body::wrap_stream(stream), streamed))
+    Ok((reqwest::Body::wrap_stream(stream), streamed, md5))
+}
+
+/// A part's body, the bytes it has streamed so far, and their MD5, computed as they go.
+type PartBody = (
+    reqwest::Body,
+    Arc<std::sync::atomic::AtomicU64>,
+    Arc<Mutex<md5::Md5>>,
+);
+
+/// The MD5 an ETag stands for, when it is one (32 hex digits, quoted or not; a multipart or
+/// opaque ETag is not).
+fn etag_md5(etag: &str) -> Option<[u8; 16]> {
+    let hex = etag.trim().trim_matches('"');
+    let mut out = [0u8; 16];
+    hex::decode_to_slice(hex, &mut out).ok()?;
+    Some(out)
 }
 
 /// Finalizes a file whose parts are all sent.

@@ -258,7 +258,7 @@ async fn storage_failures_and_cut_bodies_are_retried_into_byte_identical_files()
         HubOptions::faults(Faults {
             fail_ratio: 0.3,
             cut_ratio: 0.3,
-            delay: Duration::ZERO,
+            ..Faults::default()
         }),
     )
     .await;

@@ -51,8 +51,7 @@ fn root_hash(generation: &Path) -> String {
         .lines()
         .filter_map(|l| {
             let l = l.trim();
-            l.find('>')
-                .map(|i| l[i + 1..].replace(['<', '/'], " "))
+            l.find('>').map(|i| l[i + 1..].replace(['<', '/'], " "))
         })
         .collect::<Vec<_>>()
         .join("|")

@@ -542,6 +542,7 @@ pub async fn put_parts(
                 blueprint,
                 reqwest::Body::from(part.clone()),
                 part.len() as u64,
+                None,
             )
         });
         etags.extend(try_join_all(batch).await?);

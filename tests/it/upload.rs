@@ -672,3 +672,65 @@ async fn team_uploads_without_an_api_key_say_how_to_give_one() {
         .await;
     assert_eq!(status, 400, "{answer}");
 }
+
+/// Parts corrupted on their way to the storage (the hub flips a byte of half the part uploads):
+/// each part's MD5, computed as it streams from disk, is not the ETag the storage answers, so
+/// the part goes again with `Content-MD5`, and every file arrives byte-identical.
+#[tokio::test(flavor = "multi_thread")]
+async fn parts_corrupted_in_flight_are_sent_again_and_arrive_byte_identical() {
+    let hub = TestHub::start_with(
+        DataDir::new(),
+        HubOptions::faults(Faults {
+            flip_ratio: 0.5,
+            ..Faults::default()
+        }),
+    )
+    .await;
+    let world = World::on(hub);
+    let src = tempfile::tempdir().unwrap();
+    let files: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| {
+            (
+                format!("reel{i}.mov"),
+                pseudo_random_bytes(70 + i, 16 * MIB + 3),
+            )
+        })
+        .collect();
+    for (name, bytes) in &files {
+        std::fs::write(src.path().join(name), bytes).unwrap();
+    }
+    // A part may be flipped several times in a row: never given up.
+    let mut config = uploading(&world);
+    config.retry.give_up_after = None;
+    let agent = TestAgent::start(config).await;
+    let (status, created) = agent
+        .api
+        .post(
+            "/uploads",
+            json!({"team_id": world.team_id, "paths": [src.path()], "chunk_size": "5MiB"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["upload_id"].as_str().unwrap().to_owned();
+    let done = agent
+        .api
+        .wait_for("uploads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    // 12 parts, each flipped with odds of one half: some were, and were retried.
+    let metrics = agent.api.base.replace("/api/v1", "/metrics");
+    let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+    let retries: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("masv_agent_retries_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(retries > 0, "{text}");
+    let mut delivered = shared_contents(&world.client, created["link"].as_str().unwrap()).await;
+    delivered.sort();
+    assert_eq!(delivered.len(), 3);
+    for ((name, bytes), (got_name, got)) in files.iter().zip(&delivered) {
+        assert!(got_name.ends_with(name.as_str()), "{got_name}");
+        assert!(got == bytes, "{name} arrived altered");
+    }
+}
