@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub retry_max_delay: Option<std::time::Duration>,
     /// `retry.give_up_after`: `Some(None)` is "never".
     pub retry_give_up_after: Option<Option<std::time::Duration>>,
+    /// `hash`: `Some(None)` is "off".
+    pub hash: Option<Option<crate::mhl::HashFormat>>,
     pub api_token: Option<Secret>,
     pub log_format: Option<LogFormat>,
     /// An `EnvFilter` directive, checked.
@@ -730,8 +732,27 @@ fn server(raw: RawServer, base: &Path, at: &mut Located<'_>, text: &str) -> Serv
         DurationValue::Text(t) if t.trim().eq_ignore_ascii_case("never") => Some(None),
         d => duration("give_up_after", d).map(Some),
     });
+    let hash = raw.hash.and_then(|name| match name.trim() {
+        "off" => Some(None),
+        n => match crate::mhl::HashFormat::parse_any(n) {
+            Some(f) => Some(Some(f)),
+            None => {
+                key_error(
+                    at,
+                    text,
+                    "hash",
+                    format!(
+                        "hash = {name:?} is not a hash format; use xxh64 (the default), xxh3, \
+                         xxh128, md5, sha1, c4, sha256 or off"
+                    ),
+                );
+                None
+            }
+        },
+    });
     let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
     ServerConfig {
+        hash,
         api_token,
         log_format: raw.log_format,
         log_level,

@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("store/migrations/0001_transfers.sql"),
     include_str!("store/migrations/0002_automations.sql"),
     include_str!("store/migrations/0003_health.sql"),
+    include_str!("store/migrations/0004_file_hashes.sql"),
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;

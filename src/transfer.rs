@@ -4,6 +4,7 @@
 //! committed chunks.
 
 mod budget;
+mod digest;
 mod download;
 mod progress;
 mod queue;
@@ -53,6 +54,8 @@ pub struct EngineConfig {
     /// matter to the agent, which looks any link up on its own cloud URL.
     pub link_base: Option<String>,
     pub retry: RetryPolicy,
+    /// The hash of every file, computed as its bytes move (`None`: none).
+    pub hash: Option<crate::mhl::HashFormat>,
     /// Rate limits, their schedule and the FIFO caps at start (changeable while running).
     pub bandwidth: crate::config::BandwidthSettings,
 }
@@ -107,6 +110,7 @@ impl Default for EngineConfig {
             api_key: None,
             link_base: None,
             retry: RetryPolicy::default(),
+            hash: Some(crate::mhl::HashFormat::Xxh64),
             bandwidth: Default::default(),
         }
     }
@@ -228,6 +232,9 @@ pub struct FileView {
     pub bytes_done: u64,
     pub error: Option<String>,
     pub local_path: String,
+    /// The hash of the file's bytes, computed as they moved: `{"xxh64": "e4c1…"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// The transfer engine; cheap to clone.
@@ -879,6 +886,10 @@ impl Engine {
                     state: f.state,
                     error: f.error,
                     local_path: f.local_path,
+                    hash: f.hash.as_deref().and_then(|h| {
+                        let (format, digest) = h.split_once(':')?;
+                        Some([(format.to_owned(), digest.to_owned())].into())
+                    }),
                 })
                 .collect();
             Some(views)

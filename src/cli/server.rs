@@ -141,6 +141,7 @@ pub async fn run(
                     .unwrap_or(defaults.retry.give_up_after),
                 ..defaults.retry
             },
+            hash: file.hash.unwrap_or(defaults.hash),
             link_base,
         },
         config_path: args.config.clone(),

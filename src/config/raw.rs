@@ -126,6 +126,9 @@ pub struct RawServer {
     pub rules_dir: Option<PathBuf>,
     /// How transient failures (connect errors, timeouts, 5xx, 408, 429) are retried.
     pub retry: Option<RawRetry>,
+    /// The hash of every file sent or received, computed as its bytes move and shown with the
+    /// file: "xxh64" (the default), "xxh3", "xxh128", "md5", "sha1", "c4", "sha256", or "off".
+    pub hash: Option<String>,
 }
 
 /// `[server] retry = { max_delay = "5m", give_up_after = "never" }`.

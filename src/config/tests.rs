@@ -341,6 +341,26 @@ fn the_retry_policy_is_read_never_or_a_duration() {
 }
 
 #[test]
+fn the_file_hash_is_a_format_or_off() {
+    use crate::mhl::HashFormat;
+    let hash = |value: &str| {
+        parse(
+            Path::new("agent.toml"),
+            &format!("[server]\nhash = {value:?}\n"),
+        )
+        .map(|c| c.server.hash)
+    };
+    assert_eq!(hash("md5").unwrap(), Some(Some(HashFormat::Md5)));
+    assert_eq!(hash("sha256").unwrap(), Some(Some(HashFormat::Sha256)));
+    assert_eq!(hash("off").unwrap(), Some(None));
+    let error = errors_of("[server]\nhash = \"crc32\"\n");
+    assert!(
+        error.contains("agent.toml:2:") && error.contains("xxh64 (the default)"),
+        "{error}"
+    );
+}
+
+#[test]
 fn an_unknown_key_suggests_the_closest_one() {
     let errors =
         errors_of("[[watch]]\nname = \"out\"\nfolder = \"/srv\"\nsetle = \"2s\"\n[watch.team]\n");

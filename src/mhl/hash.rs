@@ -7,7 +7,8 @@ use std::path::Path;
 
 use md5::Digest as _;
 
-/// A hash format ASC MHL v2 knows, by its element name in a `.mhl` file.
+/// A hash format: those of ASC MHL v2, by their element name in a `.mhl` file, and SHA-256
+/// (which ASC MHL does not list: a file hashed so can be recorded, not sealed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HashFormat {
     Md5,
@@ -16,9 +17,11 @@ pub enum HashFormat {
     Xxh3,
     Xxh128,
     C4,
+    Sha256,
 }
 
 impl HashFormat {
+    /// The formats an ASC MHL file may hold.
     pub const ALL: [HashFormat; 6] = [
         HashFormat::Md5,
         HashFormat::Sha1,
@@ -27,6 +30,11 @@ impl HashFormat {
         HashFormat::Xxh128,
         HashFormat::C4,
     ];
+
+    /// Any format, SHA-256 included (`sha256`), by name.
+    pub fn parse_any(name: &str) -> Option<HashFormat> {
+        HashFormat::parse(name).or((name == "sha256").then_some(HashFormat::Sha256))
+    }
 
     /// The element name: `xxh64`, `md5`…
     pub fn name(self) -> &'static str {
@@ -37,9 +45,11 @@ impl HashFormat {
             HashFormat::Xxh3 => "xxh3",
             HashFormat::Xxh128 => "xxh128",
             HashFormat::C4 => "c4",
+            HashFormat::Sha256 => "sha256",
         }
     }
 
+    /// An ASC MHL format, by name.
     pub fn parse(name: &str) -> Option<HashFormat> {
         HashFormat::ALL.into_iter().find(|f| f.name() == name)
     }
@@ -69,6 +79,7 @@ enum State {
     Xxh3(Box<xxhash_rust::xxh3::Xxh3>),
     Xxh128(Box<xxhash_rust::xxh3::Xxh3>),
     C4(sha2::Sha512),
+    Sha256(sha2::Sha256),
 }
 
 impl Hasher {
@@ -80,6 +91,7 @@ impl Hasher {
             HashFormat::Xxh3 => State::Xxh3(Box::default()),
             HashFormat::Xxh128 => State::Xxh128(Box::default()),
             HashFormat::C4 => State::C4(sha2::Sha512::new()),
+            HashFormat::Sha256 => State::Sha256(sha2::Sha256::new()),
         })
     }
 
@@ -90,6 +102,7 @@ impl Hasher {
             State::Xxh64(h) => h.update(bytes),
             State::Xxh3(h) | State::Xxh128(h) => h.update(bytes),
             State::C4(h) => h.update(bytes),
+            State::Sha256(h) => h.update(bytes),
         }
     }
 
@@ -102,6 +115,7 @@ impl Hasher {
             State::Xxh3(h) => format!("{:016x}", h.digest()),
             State::Xxh128(h) => format!("{:032x}", h.digest128()),
             State::C4(h) => c4_encode(&h.finalize()),
+            State::Sha256(h) => hex::encode(h.finalize()),
         }
     }
 }
@@ -199,6 +213,10 @@ mod tests {
         );
         assert_eq!(hash_data(HashFormat::Xxh64, data), "e4c191d091bd8853");
         assert_eq!(hash_data(HashFormat::Xxh3, data), "99fc819aaba2462a");
+        assert_eq!(
+            hash_data(HashFormat::Sha256, data),
+            "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
+        );
         assert_eq!(
             hash_data(HashFormat::Xxh128, data),
             "6bba86c7e069f56d5a10b435f1c8e49c"

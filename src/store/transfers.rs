@@ -68,6 +68,8 @@ pub struct FileRecord {
     /// Kind-specific JSON text (an upload's ids on the cloud side, say), kept as text: a
     /// transfer may hold 100,000 files, and a parsed map costs ten times its text.
     pub extra: Option<String>,
+    /// The hash of its bytes, computed as they moved: `FORMAT:DIGEST` (`xxh64:e4c1…`).
+    pub hash: Option<String>,
 }
 
 /// What a job needs of every file to plan its parts: no names or paths (read when the file
@@ -161,7 +163,7 @@ fn finish_transfer(
     Ok(t)
 }
 
-const FILE_COLUMNS: &str = "idx, remote_id, kind, name, path, local_path, size, chunk_size, last_modified, state, error, extra";
+const FILE_COLUMNS: &str = "idx, remote_id, kind, name, path, local_path, size, chunk_size, last_modified, state, error, extra, hash";
 
 fn file_row(r: &Row<'_>) -> rusqlite::Result<FileRecord> {
     Ok(FileRecord {
@@ -177,6 +179,7 @@ fn file_row(r: &Row<'_>) -> rusqlite::Result<FileRecord> {
         state: r.get(9)?,
         error: r.get(10)?,
         extra: r.get(11)?,
+        hash: r.get(12)?,
     })
 }
 
@@ -210,7 +213,7 @@ fn insert_transfer_row(conn: &Connection, t: &TransferRecord) -> Result<(), Stor
 
 fn insert_file_rows(conn: &Connection, id: &str, files: &[FileRecord]) -> Result<(), StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "INSERT INTO transfer_files (transfer_id, {FILE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        "INSERT INTO transfer_files (transfer_id, {FILE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
     ))?;
     for f in files {
         stmt.execute(params![
@@ -227,6 +230,7 @@ fn insert_file_rows(conn: &Connection, id: &str, files: &[FileRecord]) -> Result
             f.state,
             f.error,
             f.extra,
+            f.hash,
         ])?;
     }
     Ok(())
@@ -515,6 +519,19 @@ impl Store {
         .await
     }
 
+    /// Records a file's hash (`FORMAT:DIGEST`).
+    pub async fn set_file_hash(&self, id: &str, idx: u32, hash: String) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE transfer_files SET hash = ?3 WHERE transfer_id = ?1 AND idx = ?2",
+                params![id, idx, hash],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     pub async fn set_file_state(
         &self,
         id: &str,
@@ -710,6 +727,7 @@ mod tests {
                         state: "pending".into(),
                         error: None,
                         extra: None,
+                        hash: None,
                     }],
                 )
                 .await

@@ -601,6 +601,7 @@ fn plan_file(
         state: state.into(),
         error,
         extra: None,
+        hash: None,
     }
 }
 

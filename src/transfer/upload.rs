@@ -250,6 +250,7 @@ pub(super) fn file_records(
                 })
                 .expect("file remote serializes"),
             ),
+            hash: None,
         })
         .collect()
 }
@@ -442,6 +443,8 @@ struct Active {
     /// MD5s of parts that reached the storage altered (their ETag was not the MD5 of what was
     /// read): sent again with `Content-MD5`, so that the storage refuses altered bytes itself.
     md5s: Mutex<BTreeMap<u32, [u8; 16]>>,
+    /// The whole file's hash, computed alongside its parts; taken when the file is finished.
+    digest: Mutex<Option<super::digest::Digest>>,
 }
 
 struct Part {
@@ -883,12 +886,26 @@ async fn start_file(job: &Job, i: usize) -> Result<Arc<Active>, PartError> {
         remote.create_blueprint = None;
         save(&remote).await.map_err(database)?;
     }
+    let digest = match inner.config.hash {
+        Some(format) if !directory => {
+            let progress = job.progress.clone();
+            Some(super::digest::spawn(
+                record.local_path.clone(),
+                record.size,
+                format,
+                record.chunk_size,
+                move || progress.file_done(i).unwrap_or(0),
+            ))
+        }
+        _ => None,
+    };
     Ok(Arc::new(Active {
         record,
         remote,
         urls: tokio::sync::Mutex::new(BTreeMap::new()),
         etags: Mutex::new(etags),
         md5s: Mutex::default(),
+        digest: Mutex::new(digest),
     }))
 }
 
@@ -1322,6 +1339,19 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
     let (Some(file_id), Some(upload_id)) = (&file.remote.file_id, &file.remote.upload_id) else {
         return fail_file(job, i, "the file has no multipart upload".into()).await;
     };
+    let digest = file
+        .digest
+        .lock()
+        .expect("digest lock is never poisoned")
+        .take();
+    let hash = match digest {
+        Some(digest) => match digest.await {
+            Ok(Ok(hash)) => Some(hash),
+            Ok(Err(e)) => return fail_file(job, i, e).await,
+            Err(e) => return fail_file(job, i, format!("hashing the file: {e}")).await,
+        },
+        None => None,
+    };
     let chunk_extras: Vec<ChunkExtra> = file
         .etags
         .lock()
@@ -1360,6 +1390,9 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
     match done {
         Ok(()) => {
             crate::crash_point!("upload.file.finalized");
+            if let Some(hash) = hash {
+                inner.store.set_file_hash(&job.id, i as u32, hash).await?;
+            }
             inner
                 .store
                 .set_file_state(&job.id, i as u32, file_state::COMPLETE, None)

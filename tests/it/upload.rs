@@ -734,3 +734,49 @@ async fn parts_corrupted_in_flight_are_sent_again_and_arrive_byte_identical() {
         assert!(got == bytes, "{name} arrived altered");
     }
 }
+
+/// Every file's hash (xxh64 by default) is computed while its parts go, and shown with the file
+/// in the transfer's detail; `[server] hash` chooses another format.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_file_sent_has_its_hash_in_the_transfer_detail() {
+    use masv_agent::mhl::{HashFormat, hash_data};
+    let world = World::new().await;
+    let src = tempfile::tempdir().unwrap();
+    let big = pseudo_random_bytes(81, 16 * MIB + 3);
+    std::fs::write(src.path().join("big.mov"), &big).unwrap();
+    std::fs::write(src.path().join("small.txt"), b"hello\n").unwrap();
+    for (format, name) in [
+        (Some(HashFormat::Xxh64), "xxh64"),
+        (Some(HashFormat::Sha256), "sha256"),
+        (None, ""),
+    ] {
+        let mut config = uploading(&world);
+        config.hash = format;
+        let agent = TestAgent::start(config).await;
+        let (status, created) = agent
+            .api
+            .post(
+                "/uploads",
+                json!({"team_id": world.team_id, "paths": [src.path()], "chunk_size": "5MiB"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{created}");
+        let id = created["upload_id"].as_str().unwrap();
+        let done = agent
+            .api
+            .wait_for("uploads", id, &["complete", "error"], LONG)
+            .await;
+        assert_eq!(done["state"], "complete", "{done}");
+        for file in done["files"].as_array().unwrap() {
+            let bytes: &[u8] = if file["name"] == "big.mov" {
+                &big
+            } else {
+                b"hello\n"
+            };
+            match format {
+                Some(f) => assert_eq!(file["hash"], json!({ name: hash_data(f, bytes) }), "{file}"),
+                None => assert!(file.get("hash").is_none(), "{file}"),
+            }
+        }
+    }
+}
