@@ -20,7 +20,7 @@ use serde::de::IntoDeserializer;
 use toml::de::{DeTable, DeValue};
 
 pub use bandwidth::{BandwidthProblem, BandwidthSettings, Limits};
-pub use raw::{AfterName, GroupName, LogFormat, RateValue, RawBandwidth, RawLimitRule};
+pub use raw::{AfterName, GroupName, LogFormat, Manifest, RateValue, RawBandwidth, RawLimitRule};
 pub use rules::{
     After, DownloadRule, DownloadSource, Glob, Rule, RuleKind, Scan, UploadTarget, WatchRule,
 };

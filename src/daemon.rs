@@ -110,7 +110,14 @@ pub async fn run(
         None => None,
     };
     let store = Store::open(&config.data_dir.join("agent.db"))?;
-    let engine = Engine::start(store.clone(), config.engine.clone()).await?;
+    let engine = Engine::start(
+        store.clone(),
+        crate::transfer::EngineConfig {
+            work_dir: config.data_dir.clone(),
+            ..config.engine.clone()
+        },
+    )
+    .await?;
     let automations = Automations::start(
         Context {
             engine: engine.clone(),

@@ -366,12 +366,36 @@ pub fn seal(root: &Path, format: HashFormat) -> Result<Sealed, Error> {
     }
     report.missing = missing.into_iter().collect();
     let list = HashList::build(records, &dirs, format, "in-place", patterns);
-    let (generation, sequence) = write_generation(root, &history, &list)?;
+    let (generation, sequence) = write_generation(root, &folder_name(root), &history, &list)?;
     Ok(Sealed {
         generation,
         sequence,
         report,
     })
+}
+
+/// Writes `list` as the first generation of a new history in `root/ascmhl/` (replacing any
+/// there), its file named after `root_name`; returns the generation's path, relative to `root`.
+pub fn write_new_history(root: &Path, root_name: &str, list: &HashList) -> Result<String, Error> {
+    let folder = root.join(FOLDER);
+    match std::fs::remove_dir_all(&folder) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&folder)(e)),
+        _ => {}
+    }
+    let empty = History {
+        generations: Vec::new(),
+    };
+    let name: String = root_name
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || "-. ".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Ok(write_generation(root, &name, &empty, list)?.0)
 }
 
 /// A file to list in a generation, hashed elsewhere.
@@ -547,12 +571,13 @@ pub fn generation_files(
 /// old chain or the new one; a generation file the chain does not name is ignored).
 fn write_generation(
     root: &Path,
+    root_name: &str,
     history: &History,
     list: &HashList,
 ) -> Result<(String, u32), Error> {
     let folder = root.join(FOLDER);
     std::fs::create_dir_all(&folder).map_err(io(&folder))?;
-    let files = generation_files(&folder_name(root), history, list);
+    let files = generation_files(root_name, history, list);
     for (rel, bytes) in &files {
         let path = root.join(rel);
         let tmp = path.with_extension("tmp");

@@ -56,6 +56,9 @@ pub struct EngineConfig {
     pub retry: RetryPolicy,
     /// The hash of every file, computed as its bytes move (`None`: none).
     pub hash: Option<crate::mhl::HashFormat>,
+    /// Where the engine writes the files it makes itself (the ASC MHL manifests it sends):
+    /// the agent's data folder.
+    pub work_dir: std::path::PathBuf,
     /// Rate limits, their schedule and the FIFO caps at start (changeable while running).
     pub bandwidth: crate::config::BandwidthSettings,
 }
@@ -111,6 +114,7 @@ impl Default for EngineConfig {
             link_base: None,
             retry: RetryPolicy::default(),
             hash: Some(crate::mhl::HashFormat::Xxh64),
+            work_dir: std::env::temp_dir().join("masv-agent"),
             bandwidth: Default::default(),
         }
     }
@@ -474,7 +478,7 @@ impl Engine {
         req: UploadRequest,
     ) -> Result<(String, Option<String>), TransferError> {
         let files = upload::plan_files(req.paths(), req.chunk_size(), 0)?;
-        let mut record = upload::new_upload(&req)?;
+        let mut record = upload::new_upload(&req, self.inner.config.hash)?;
         let remote = upload::create_package(&self.inner, &req, files.len()).await?;
         let link = remote.link.as_ref().map(|l| l.expose().to_owned());
         record.remote = Some(serde_json::to_value(&remote).expect("remote serializes"));
@@ -499,7 +503,7 @@ impl Engine {
         let mut rows = Vec::with_capacity(uploads.len());
         let mut ledger = Vec::new();
         for u in uploads {
-            let mut record = upload::new_upload(&u.req)?;
+            let mut record = upload::new_upload(&u.req, self.inner.config.hash)?;
             record.rule = Some(rule.to_owned());
             let files = upload::file_records(u.entries, u.req.chunk_size(), 0);
             ledger.extend(u.ledger.into_iter().map(|mut e| {

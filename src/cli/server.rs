@@ -142,6 +142,8 @@ pub async fn run(
                 ..defaults.retry
             },
             hash: file.hash.unwrap_or(defaults.hash),
+            // The daemon sets it to the data folder.
+            work_dir: defaults.work_dir,
             link_base,
         },
         config_path: args.config.clone(),

@@ -230,6 +230,15 @@ pub enum GroupName {
     Batch,
 }
 
+/// A manifest added to each package sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Manifest {
+    /// An ASC MHL generation (`ascmhl/` at the package's root) of every file sent, made from the
+    /// hashes computed while the files were sent.
+    Ascmhl,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AfterName {
@@ -313,6 +322,9 @@ pub struct RawWatch {
     pub team: Option<RawTeamTarget>,
     /// For link uploads: write each package's share link here, as `<package>.url`, once sent.
     pub link_folder: Option<PathBuf>,
+    /// "ascmhl": add an ASC MHL manifest of the package's files to each package (off by
+    /// default).
+    pub manifest: Option<Manifest>,
     /// Off: the rule is loaded but does nothing (default true).
     pub enabled: Option<bool>,
 }

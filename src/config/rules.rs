@@ -129,6 +129,7 @@ pub struct WatchRule {
     pub sweep: Option<Schedule>,
     pub target: UploadTarget,
     pub link_folder: Option<PathBuf>,
+    pub manifest: Option<super::Manifest>,
 }
 
 impl WatchRule {
@@ -385,6 +386,7 @@ impl RuleChecker<'_, '_> {
             sweep: self.schedule("sweep", raw.sweep.as_deref(), tz),
             target,
             link_folder: raw.link_folder.as_deref().map(|p| self.path(p)),
+            manifest: raw.manifest,
             folder,
         };
         Rule {

@@ -361,6 +361,32 @@ fn the_file_hash_is_a_format_or_off() {
 }
 
 #[test]
+fn a_watch_rule_may_ask_for_an_ascmhl_manifest() {
+    let rule = |extra: &str| {
+        parse(
+            Path::new("agent.toml"),
+            &format!(
+                "[[watch]]\nname = \"w\"\nfolder = \"/x\"\n{extra}[watch.portal]\nsubdomain = \"s\"\nsender = \"a@b.c\"\n"
+            ),
+        )
+        .map(|c| match &c.rules[0].kind {
+            RuleKind::Watch(w) => w.manifest,
+            RuleKind::Download(_) => panic!("a watch rule"),
+        })
+    };
+    assert_eq!(rule("").unwrap(), None);
+    assert_eq!(
+        rule("manifest = \"ascmhl\"\n").unwrap(),
+        Some(Manifest::Ascmhl)
+    );
+    let error = rule("manifest = \"md5sum\"\n").unwrap_err().to_string();
+    assert!(
+        error.contains("agent.toml:4:") && error.contains("ascmhl"),
+        "{error}"
+    );
+}
+
+#[test]
 fn an_unknown_key_suggests_the_closest_one() {
     let errors =
         errors_of("[[watch]]\nname = \"out\"\nfolder = \"/srv\"\nsetle = \"2s\"\n[watch.team]\n");

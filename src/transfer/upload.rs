@@ -51,7 +51,9 @@ use crate::cloud::dto::{
     AddFile, Blueprint, ChunkExtra, CreateLink, CreatePortalPackage, CreateTeamPackage, FileExtras,
     FileKind, FinalizeFile, PackageSpec, Secret,
 };
+use crate::config::Manifest;
 use crate::files::{self, LocalEntry};
+use crate::mhl::HashFormat;
 use crate::store::{ChunkRecord, FileRecord, TransferKind, TransferRecord};
 
 /// Part URLs asked for at once.
@@ -96,6 +98,9 @@ pub struct TeamUploadRequest {
     pub teamspace_id: Option<String>,
     #[serde(default)]
     pub unlimited_storage: bool,
+    /// `"ascmhl"`: an ASC MHL manifest of the files goes into the package.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<Manifest>,
 }
 
 /// `POST /api/v1/portals/uploads`.
@@ -119,6 +124,9 @@ pub struct PortalUploadRequest {
     pub chunk_size: Option<u64>,
     #[serde(default)]
     pub priority: i64,
+    /// `"ascmhl"`: an ASC MHL manifest of the files goes into the package.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<Manifest>,
 }
 
 /// What an upload was asked to do, as stored.
@@ -146,6 +154,12 @@ impl UploadRequest {
         match self {
             UploadRequest::Team(r) => r.priority,
             UploadRequest::Portal(r) => r.priority,
+        }
+    }
+    fn manifest(&self) -> Option<Manifest> {
+        match self {
+            UploadRequest::Team(r) => r.manifest,
+            UploadRequest::Portal(r) => r.manifest,
         }
     }
     /// `team`, `link` or `portal`, as the status API shows it.
@@ -258,7 +272,18 @@ pub(super) fn file_records(
 /// The record of a new upload, its package not created yet. The spec keeps what was asked but
 /// the paths: the files table holds what is sent, each file with its source path, and every
 /// listing reads the spec (a watch folder's upload may name 100,000 files).
-pub(super) fn new_upload(req: &UploadRequest) -> Result<TransferRecord, TransferError> {
+pub(super) fn new_upload(
+    req: &UploadRequest,
+    hash: Option<HashFormat>,
+) -> Result<TransferRecord, TransferError> {
+    if req.manifest().is_some() && !hash.is_some_and(|h| HashFormat::ALL.contains(&h)) {
+        return Err(TransferError::Invalid(format!(
+            "manifest = \"ascmhl\" is made from the hashes computed while files are sent, and \
+             [server] hash is {}: set it to an ASC MHL format (xxh64, the default; xxh3, xxh128, \
+             md5, sha1 or c4)",
+            hash.map(|h| h.name()).unwrap_or("off")
+        )));
+    }
     let mut spec = serde_json::to_value(req).map_err(|e| TransferError::Invalid(e.to_string()))?;
     if let Some(fields) = spec.as_object_mut() {
         fields.remove("paths");
@@ -565,6 +590,7 @@ pub(super) async fn run(
     }
     let progress = Arc::new(Progress::new(&done));
     drop(done);
+    let (inner_again, cancel_again) = (inner.clone(), cancel.clone());
     *progress_slot
         .lock()
         .expect("progress slot lock is never poisoned") = Some(progress.clone());
@@ -597,6 +623,11 @@ pub(super) async fn run(
         worker(pool.clone())
     })
     .await?;
+    if add_manifest(&job.inner, &job.id, &record).await? {
+        // Its files go like any other, then the package is finalized.
+        drop(job);
+        return Box::pin(run(inner_again, id, cancel_again, progress_slot)).await;
+    }
     tracing::info!(upload_id = %job.id, package_id = %job.remote.package_id, "all files sent");
     if job.inner.config.auto_finalize {
         job.inner
@@ -606,10 +637,94 @@ pub(super) async fn run(
         crate::crash_point!("upload.package.finalizing");
         finalize_package(&job.inner, &job.remote, job.priority, &job.cancel).await?;
         crate::crash_point!("upload.package.finalized");
+        // The manifest is in the package: its copy here is no longer needed.
+        let _ = tokio::fs::remove_dir_all(manifest_root(&job.inner, &job.id)).await;
         Ok((state::COMPLETE, None))
     } else {
         Ok((state::IDLE, None))
     }
+}
+
+/// The folder an upload's manifest (`ascmhl/`) is written into before it is sent.
+fn manifest_root(inner: &Inner, id: &str) -> PathBuf {
+    inner.config.work_dir.join("manifests").join(id)
+}
+
+/// When the upload asks for a manifest and its files are all sent: writes an ASC MHL
+/// generation of them (from the hashes computed while they were sent) and adds its two files
+/// to the upload, once. `true` when files were added, to be sent before the package is
+/// finalized. Files added to an idle upload after the manifest went are not in it.
+async fn add_manifest(inner: &Inner, id: &str, record: &TransferRecord) -> Result<bool, JobError> {
+    let spec: UploadRequest = serde_json::from_value(record.spec.clone())
+        .map_err(|e| JobError::Failed(format!("the upload's stored request: {e}")))?;
+    let (Some(Manifest::Ascmhl), Some(format)) = (spec.manifest(), inner.config.hash) else {
+        return Ok(false);
+    };
+    let root = manifest_root(inner, id);
+    let dir = root.join(crate::mhl::FOLDER);
+    let files = inner.store.files(id).await?;
+    let prefix = dir.display().to_string();
+    if files.iter().any(|f| f.local_path.starts_with(&prefix)) {
+        return Ok(false);
+    }
+    let package_path = |f: &FileRecord| {
+        if f.path.is_empty() {
+            f.name.clone()
+        } else {
+            format!("{}/{}", f.path, f.name)
+        }
+    };
+    let mut records = Vec::new();
+    let mut dirs = Vec::new();
+    for f in &files {
+        if f.state != file_state::COMPLETE {
+            continue;
+        }
+        if f.kind == "directory" {
+            dirs.push(package_path(f));
+            continue;
+        }
+        let Some((name, digest)) = f.hash.as_deref().and_then(|h| h.split_once(':')) else {
+            continue;
+        };
+        if name != format.name() {
+            continue;
+        }
+        records.push(crate::mhl::FileRecord {
+            path: package_path(f),
+            size: f.size,
+            modified: f.last_modified,
+            hashes: vec![crate::mhl::FileHash {
+                format,
+                digest: digest.to_owned(),
+                action: Some("original".into()),
+            }],
+        });
+    }
+    let list = crate::mhl::HashList::build(
+        records,
+        &dirs,
+        format,
+        "transfer",
+        crate::mhl::DEFAULT_IGNORE
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
+    );
+    let name = remote_of(record)
+        .map(|r| r.package_name)
+        .unwrap_or_else(|_| "package".into());
+    let generation =
+        tokio::task::spawn_blocking(move || crate::mhl::write_new_history(&root, &name, &list))
+            .await
+            .map_err(|e| JobError::Failed(format!("writing the manifest: {e}")))?
+            .map_err(|e| JobError::Failed(format!("writing the manifest: {e}")))?;
+    let first = inner.store.file_outlines(id).await?.len() as u32;
+    let planned = plan_files(&[dir], spec.chunk_size(), first)
+        .map_err(|e| JobError::Failed(format!("adding the manifest: {e}")))?;
+    tracing::info!(upload_id = %id, %generation, "ASC MHL manifest added");
+    inner.store.insert_files(id, planned).await?;
+    Ok(true)
 }
 
 /// Finalizes the package: it is delivered, and its links go active.

@@ -780,3 +780,102 @@ async fn each_file_sent_has_its_hash_in_the_transfer_detail() {
         }
     }
 }
+
+/// `manifest = "ascmhl"`: the package carries an ASC MHL generation of its files, made from the
+/// hashes computed while they were sent; downloaded, the package verifies with the ASC's
+/// reference tool and with `masv verify`, and an altered file fails both.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_with_a_manifest_arrives_sealed_for_the_reference_tool() {
+    let world = World::new().await;
+    let src = tempfile::tempdir().unwrap();
+    let big = footage(src.path());
+    let agent = TestAgent::start(uploading(&world)).await;
+    let (status, created) = agent
+        .api
+        .post(
+            "/uploads",
+            json!({
+                "team_id": world.team_id,
+                "paths": [src.path().join("Footage")],
+                "package_name": "Day 2",
+                "chunk_size": "5MiB",
+                "manifest": "ascmhl",
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["upload_id"].as_str().unwrap();
+    let done = agent
+        .api
+        .wait_for("uploads", id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    let names: Vec<&str> = done["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"ascmhl_chain.xml"), "{names:?}");
+
+    let dst = tempfile::tempdir().unwrap();
+    let link = created["link"].as_str().unwrap();
+    let down = agent.api.download(download_request(link, dst.path())).await;
+    let got = agent
+        .api
+        .wait_for("downloads", &down, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(got["state"], "complete", "{got}");
+    let package = dst.path().join("Day 2");
+    assert_eq!(
+        std::fs::read(package.join("Footage/day1/a.mov")).unwrap(),
+        big
+    );
+    let run = |program: &str, args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{program}: {e} (installed by .ci/run: pip install ascmhl)"))
+    };
+    let masv = env!("CARGO_BIN_EXE_masv");
+    for (program, verb) in [("ascmhl-debug", "verify"), (masv, "verify")] {
+        let out = run(program, &[verb.as_ref(), package.as_os_str()]);
+        assert!(
+            out.status.success(),
+            "{program} {verb}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut altered = big.clone();
+    altered[5] ^= 1;
+    std::fs::write(package.join("Footage/day1/a.mov"), altered).unwrap();
+    for (program, verb) in [("ascmhl-debug", "verify"), (masv, "verify")] {
+        let out = run(program, &[verb.as_ref(), package.as_os_str()]);
+        assert!(
+            !out.status.success(),
+            "{program} {verb} passed an altered file"
+        );
+    }
+}
+
+/// A manifest is made from the hashes computed while sending: with `[server] hash = "off"`
+/// an upload asking for one is refused, naming the setting to change.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_without_hashes_is_refused_naming_the_setting() {
+    let world = World::new().await;
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("a.txt"), b"a").unwrap();
+    let mut config = uploading(&world);
+    config.hash = None;
+    let agent = TestAgent::start(config).await;
+    let (status, body) = agent
+        .api
+        .post(
+            "/uploads",
+            json!({"team_id": world.team_id, "paths": [src.path()], "manifest": "ascmhl"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("[server] hash is off"), "{body}");
+}
