@@ -617,17 +617,47 @@ pub async fn assemble(
         ));
     }
     let upload_id = req.file_extras.upload_id.clone();
-    let (uid, fid) = (upload_id.clone(), file.id.clone());
-    let (owner, stored) = state
-        .db
-        .call(move |conn| Ok((db::multipart_file(conn, &uid)?, db::parts(conn, &uid)?)))
-        .await?;
-    if owner.as_deref() != Some(fid.as_str()) || !is_upload_id(&upload_id) {
-        return Err(HubError::BadRequest(format!(
+    let not_ours = || {
+        HubError::BadRequest(format!(
             "file_extras.upload_id is not an upload of file {}",
             file.id
-        )));
-    }
+        ))
+    };
+    let stored = match &state.s3 {
+        // The parts are where the sender put them: the store says which it holds.
+        Some(s3) => s3
+            .parts(&file.package_id, &file.id, &upload_id)
+            .await?
+            .ok_or_else(not_ours)?
+            .into_iter()
+            .map(|p| {
+                // Unknown: taken as the sender says, for the store to check at completion.
+                let etag = p.etag.unwrap_or_else(|| {
+                    req.chunk_extras
+                        .iter()
+                        .find(|c| c.part_number == p.number)
+                        .map(|c| unquote(&c.etag))
+                        .unwrap_or_default()
+                });
+                PartRow {
+                    part_number: p.number,
+                    etag,
+                    size: p.size,
+                }
+            })
+            .collect(),
+        None => {
+            let (uid, fid) = (upload_id.clone(), file.id.clone());
+            let (owner, stored) = state
+                .db
+                .call(move |conn| Ok((db::multipart_file(conn, &uid)?, db::parts(conn, &uid)?)))
+                .await?;
+            if owner.as_deref() != Some(fid.as_str()) || !is_upload_id(&upload_id) {
+                return Err(not_ours());
+            }
+            stored
+        }
+    };
     if req.chunk_extras.is_empty() {
         return Err(HubError::BadRequest("chunk_extras lists no parts".into()));
     }
@@ -678,15 +708,33 @@ pub async fn assemble(
     if total != file.size {
         tracing::info!(file_id = %file.id, declared = file.size, size = total, "a file finalized with another size than declared");
     }
-    // No copy: the file's bytes stay in the parts just checked, served in order.
     let count = listed.len() as u32;
+    if let Some(s3) = &state.s3 {
+        // The store joins the parts just checked into the object.
+        let etags: Vec<String> = listed
+            .iter()
+            .map(|c| format!("\"{}\"", unquote(&c.etag)))
+            .collect();
+        s3.complete(&file.package_id, &file.id, &upload_id, &etags)
+            .await?;
+    }
+    // On disk, no copy: the file's bytes stay in the parts just checked, served in order.
     let (fid, uid) = (file.id.clone(), upload_id.clone());
     let dropped = state
         .db
         .call(move |conn| db::finalize_file(conn, &fid, &uid, count, total))
         .await?;
     for upload in dropped {
-        let _ = tokio::fs::remove_dir_all(parts_dir(state, &upload)).await;
+        match &state.s3 {
+            Some(s3) => s3.abort(&file.package_id, &file.id, &upload).await,
+            None => {
+                let _ = tokio::fs::remove_dir_all(parts_dir(state, &upload)).await;
+            }
+        }
+    }
+    if state.s3.is_some() {
+        tracing::info!(package_id = %file.package_id, file_id = %file.id, size = total, parts = count, "file finalized in object storage");
+        return Ok(());
     }
     let dir = parts_dir(state, &upload_id);
     if let Ok(mut entries) = tokio::fs::read_dir(&dir).await {

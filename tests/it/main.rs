@@ -14,6 +14,7 @@
 //! - `mhl`: ASC MHL seal and verify, both ways against the reference `ascmhl` tool.
 //! - `proxy`: a loss proxy that cuts connections on the way up or back.
 //! - `recovery`: outages ridden out unattended, with the reason shown meanwhile.
+//! - `s3`: the hub with its files on a real S3 server: pre-signed URLs of the store.
 //! - `download`: downloads end to end: the tree on disk, hostile packages, faults, crashes.
 //! - `service`: the agent as a service: systemd notify, SIGTERM, logs, metrics, the API token.
 //! - `upload`: uploads end to end: folders up, links back down, edits mid-send, crashes.
@@ -29,6 +30,7 @@ mod hub;
 mod mhl;
 mod proxy;
 mod recovery;
+mod s3;
 mod service;
 mod support;
 mod upload;
