@@ -148,3 +148,96 @@ async fn the_store_refuses_a_tampered_or_expired_url_and_a_fresh_one_works() {
     let response = client.get_range(&fresh, None).await.unwrap();
     assert!(read_body(response).await.unwrap() == bytes);
 }
+
+/// URLs of the store that expire while a download is under way (they live 1 s; the download,
+/// held to 4 MiB/s, takes 2): the store refuses them with 403, the agent asks the hub for fresh
+/// ones and the file arrives whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_asks_again_for_store_urls_that_expire_mid_download() {
+    let world = World::on(hub_on_s3(Some(Duration::from_secs(1))).await);
+    let bytes = pseudo_random_bytes(93, 8 * MIB);
+    let (_, link) = world
+        .shared(vec![FileSpec::file("long.mov", bytes.clone())])
+        .await;
+    let mut config = engine_config(&world.hub.base_url);
+    config.bandwidth = masv_agent::config::BandwidthSettings::check(
+        serde_json::from_value(json!({"download": "4MiB"})).unwrap(),
+    )
+    .unwrap();
+    let agent = TestAgent::start(config).await;
+    let dst = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let id = agent
+        .api
+        .download(download_request(&link, dst.path()))
+        .await;
+    let done = agent
+        .api
+        .wait_for("downloads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    assert!(
+        started.elapsed() > Duration::from_millis(1500),
+        "outlived its first URLs"
+    );
+    let metrics = agent.api.base.replace("/api/v1", "/metrics");
+    let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+    assert!(
+        metric(&text, "masv_agent_errors_total{kind=\"expired\"}") > 0,
+        "the store refused an expired URL: {text}"
+    );
+    let file = walk(dst.path()).pop().unwrap();
+    assert!(std::fs::read(file).unwrap() == bytes);
+}
+
+/// Two hubs over one data folder and one bucket serve one agent: a package sent through the
+/// first is downloaded through the second (SQLite in WAL mode is safe for processes on one
+/// machine; the store is shared by its nature).
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hubs_on_one_bucket_serve_one_agent() {
+    let first = hub_on_s3(None).await;
+    let data = first.data.clone();
+    let world = World::on(first);
+    let second = TestHub::start_with(
+        data,
+        HubOptions {
+            s3: true,
+            ..HubOptions::default()
+        },
+    )
+    .await;
+    let src = tempfile::tempdir().unwrap();
+    let bytes = pseudo_random_bytes(94, 6 * MIB);
+    std::fs::write(src.path().join("shared.mov"), &bytes).unwrap();
+    let mut config = engine_config(&world.hub.base_url);
+    config.api_key = Some(world.api_key.clone());
+    let sender = TestAgent::start(config).await;
+    let (status, created) = sender
+        .api
+        .post(
+            "/uploads",
+            json!({"team_id": world.team_id, "paths": [src.path().join("shared.mov")]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["upload_id"].as_str().unwrap();
+    let up = sender
+        .api
+        .wait_for("uploads", id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(up["state"], "complete", "{up}");
+
+    let receiver = TestAgent::start(engine_config(&second.base_url)).await;
+    let dst = tempfile::tempdir().unwrap();
+    let link = created["link"].as_str().unwrap();
+    let down = receiver
+        .api
+        .download(download_request(link, dst.path()))
+        .await;
+    let got = receiver
+        .api
+        .wait_for("downloads", &down, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(got["state"], "complete", "{got}");
+    assert!(std::fs::read(walk(dst.path()).pop().unwrap()).unwrap() == bytes);
+}
