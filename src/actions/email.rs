@@ -1,0 +1,77 @@
+//! `email`: a plain-text summary of the event sent by SMTP (STARTTLS, TLS or a plain local
+//! relay; login when configured) to a list of recipients, through lettre.
+
+use std::time::Duration;
+
+use lettre::message::header::ContentType;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use super::{Outcome, Payload};
+use crate::cloud::dto::Secret;
+use crate::config::SmtpTls;
+
+pub(super) struct Smtp<'a> {
+    pub host: &'a str,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a Secret>,
+    pub from: &'a str,
+    pub to: &'a [String],
+}
+
+pub(super) async fn send(smtp: &Smtp<'_>, payload: &Payload, timeout: Duration) -> Outcome {
+    let message = match message(smtp, payload) {
+        Ok(m) => m,
+        Err(e) => return Outcome::Failed(e),
+    };
+    let builder = match smtp.tls {
+        SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(smtp.host),
+        SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(smtp.host),
+        SmtpTls::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
+            smtp.host,
+        )),
+    };
+    let mut builder = match builder {
+        Ok(b) => b.port(smtp.port).timeout(Some(timeout)),
+        Err(e) => return Outcome::Failed(format!("SMTP server {}: {e}", smtp.host)),
+    };
+    if let (Some(user), Some(password)) = (smtp.username, smtp.password) {
+        builder = builder.credentials(Credentials::new(
+            user.to_owned(),
+            password.expose().to_owned(),
+        ));
+    }
+    let transport = builder.build();
+    match transport.send(message).await {
+        Ok(response) => Outcome::Delivered(format!(
+            "SMTP {} {}",
+            response.code(),
+            response.message().collect::<Vec<_>>().join(" ")
+        )),
+        // A 5xx answer (a recipient refused, a login rejected) will not change by itself.
+        Err(e) if e.is_permanent() => Outcome::Failed(format!(
+            "SMTP server {}:{} refused the message: {e}",
+            smtp.host, smtp.port
+        )),
+        Err(e) => Outcome::Retry(format!("SMTP server {}:{}: {e}", smtp.host, smtp.port)),
+    }
+}
+
+fn message(smtp: &Smtp<'_>, payload: &Payload) -> Result<Message, String> {
+    let mut builder = Message::builder()
+        .from(
+            smtp.from
+                .parse()
+                .map_err(|e| format!("from {:?}: {e}", smtp.from))?,
+        )
+        .subject(format!("[masv] {}", payload.headline()))
+        .header(ContentType::TEXT_PLAIN);
+    for to in smtp.to {
+        builder = builder.to(to.parse().map_err(|e| format!("to {to:?}: {e}"))?);
+    }
+    builder
+        .body(payload.summary())
+        .map_err(|e| format!("cannot build the message: {e}"))
+}
