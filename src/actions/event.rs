@@ -261,3 +261,37 @@ pub fn schema() -> String {
     let schema = schemars::schema_for!(Payload);
     serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n"
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_committed_event_schema_is_the_generated_one() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("schema/masv-agent-event.schema.json");
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == schema(),
+            "schema/masv-agent-event.schema.json is out of date: run `cargo run -- config schema --event > schema/masv-agent-event.schema.json`"
+        );
+    }
+
+    #[test]
+    fn a_payload_names_its_version_and_reads_back() {
+        let mut p = Payload::rule(RULE_FAILED, "outbox", Some("folder missing".into()));
+        p.bytes.total = 3 * 1024 * 1024;
+        let event = p.clone().into_event();
+        assert_eq!(event.kind, "rule.failed");
+        assert_eq!(event.rule.as_deref(), Some("outbox"));
+        let json: serde_json::Value = serde_json::from_str(&event.payload).unwrap();
+        assert_eq!(json["schema_version"], 1);
+        assert_eq!(json["id"], event.id.as_str());
+        assert_eq!(serde_json::from_value::<Payload>(json).unwrap(), p);
+        assert_eq!(
+            p.headline(),
+            "Automation outbox stopped on an error: folder missing"
+        );
+        assert_eq!(human_bytes(3 * 1024 * 1024), "3.0 MiB");
+    }
+}

@@ -214,6 +214,15 @@ impl AgentClient {
         self.call(Method::GET, segments, &[], None).await
     }
 
+    /// A GET with query parameters.
+    pub async fn get_query(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<Value, AgentError> {
+        self.call(Method::GET, segments, query, None).await
+    }
+
     /// A POST with a JSON body.
     pub async fn post<B: Serialize + ?Sized>(
         &self,
