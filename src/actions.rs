@@ -260,7 +260,8 @@ impl Actions {
                     max_delay: action.max_delay,
                     give_up_after: action.give_up_after,
                 };
-                let failing_for = Duration::from_millis(now.saturating_sub(delivery.since_ms) as u64);
+                let failing_for =
+                    Duration::from_millis(now.saturating_sub(delivery.since_ms) as u64);
                 let gives_up = policy.give_up_after.is_some_and(|d| failing_for >= d);
                 if gives_up {
                     tracing::error!(event_id = %event_id, event = %payload.event, action = %name, kind = action.kind(), attempts, error = %error, "event not delivered: given up after {failing_for:?} of failures");
@@ -307,7 +308,15 @@ impl Actions {
                 working_dir,
             } => {
                 let dir = working_dir.as_deref().unwrap_or(&self.inner.data_dir);
-                command::run(program, args, dir, payload, action.timeout, &self.inner.cancel).await
+                command::run(
+                    program,
+                    args,
+                    dir,
+                    payload,
+                    action.timeout,
+                    &self.inner.cancel,
+                )
+                .await
             }
             ActionTarget::Email {
                 host,

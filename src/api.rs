@@ -364,7 +364,11 @@ async fn retry_event(
         return Err(no_event(&id));
     }
     let retried = store.retry_event(&id).await.map_err(internal)?;
-    let event = store.event(&id).await.map_err(internal)?.ok_or_else(|| no_event(&id))?;
+    let event = store
+        .event(&id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| no_event(&id))?;
     Ok(Json(json!({ "retried": retried, "event": event_view(event) })).into_response())
 }
 

@@ -151,7 +151,14 @@ pub async fn run(
         let engine = engine.clone();
         let actions = actions.clone();
         tokio::spawn(async move {
-            reload_on_change(path, rules_dir, (automations, actions), (engine, loaded), stop).await
+            reload_on_change(
+                path,
+                rules_dir,
+                (automations, actions),
+                (engine, loaded),
+                stop,
+            )
+            .await
         });
     }
     let notifier = Arc::new(systemd::Notifier::from_env());

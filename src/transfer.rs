@@ -685,7 +685,11 @@ impl Engine {
                 loop {
                     // The event of the end (for the post-transfer actions) is recorded with it.
                     let event = ended_event(&engine, &id, state, error.clone()).await;
-                    match inner.store.end_transfer(&id, state, error.clone(), event).await {
+                    match inner
+                        .store
+                        .end_transfer(&id, state, error.clone(), event)
+                        .await
+                    {
                         Ok(()) => break,
                         Err(e) => {
                             tracing::error!(transfer_id = %id, error = %e, "cannot record the end of a transfer; waiting for the database");
@@ -1262,7 +1266,10 @@ async fn ended_event(
     payload.counts = Counts {
         files: summary.files_total,
         files_done: summary.files_done,
-        files_failed: files.iter().filter(|f| f.state == file_state::ERROR).count() as u64,
+        files_failed: files
+            .iter()
+            .filter(|f| f.state == file_state::ERROR)
+            .count() as u64,
     };
     payload.bytes = ByteCounts {
         total: summary.bytes_total,

@@ -75,7 +75,10 @@ pub(super) async fn run(
     match status {
         None if cancel.is_cancelled() => Outcome::Retry("the agent stopped while it ran".into()),
         None => Outcome::Retry(with_output(
-            format!("{} did not finish within {timeout:?}: killed", program.display()),
+            format!(
+                "{} did not finish within {timeout:?}: killed",
+                program.display()
+            ),
             &output,
         )),
         Some(Err(e)) => Outcome::Retry(format!("waiting for {}: {e}", program.display())),

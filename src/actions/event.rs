@@ -231,7 +231,12 @@ impl Payload {
         if !self.files.is_empty() {
             text.push('\n');
             for f in self.files.iter().take(100) {
-                text.push_str(&format!("  {} ({}, {})\n", f.local_path, human_bytes(f.size), f.state));
+                text.push_str(&format!(
+                    "  {} ({}, {})\n",
+                    f.local_path,
+                    human_bytes(f.size),
+                    f.state
+                ));
             }
             if self.files.len() > 100 {
                 text.push_str(&format!("  … and {} more\n", self.files.len() - 100));

@@ -30,7 +30,9 @@ pub(super) async fn post(
 ) -> Outcome {
     let body = match format {
         WebhookFormat::Json => serde_json::to_vec(payload),
-        WebhookFormat::Slack => serde_json::to_vec(&serde_json::json!({ "text": payload.headline() })),
+        WebhookFormat::Slack => {
+            serde_json::to_vec(&serde_json::json!({ "text": payload.headline() }))
+        }
     }
     .expect("a payload serializes");
     let mut request = http
@@ -40,7 +42,10 @@ pub(super) async fn post(
         .header("X-Masv-Event", &payload.event)
         .header("X-Masv-Event-Id", &payload.id);
     if let Some(secret) = secret {
-        request = request.header(SIGNATURE_HEADER, signature(secret.expose().as_bytes(), &body));
+        request = request.header(
+            SIGNATURE_HEADER,
+            signature(secret.expose().as_bytes(), &body),
+        );
     }
     let response = match request.body(body).send().await {
         Ok(r) => r,
@@ -66,7 +71,11 @@ pub(super) async fn post(
 /// out of logs too).
 fn redacted(url: &url::Url) -> String {
     match url.host_str() {
-        Some(host) => format!("{}://{host}{}", url.scheme(), if url.path().len() > 1 { "/…" } else { "/" }),
+        Some(host) => format!(
+            "{}://{host}{}",
+            url.scheme(),
+            if url.path().len() > 1 { "/…" } else { "/" }
+        ),
         None => "the webhook".into(),
     }
 }
@@ -77,7 +86,9 @@ fn tail_of(text: &str) -> String {
         return String::new();
     }
     let start = text.len().saturating_sub(200);
-    let start = (start..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+    let start = (start..text.len())
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
     format!(": {}", &text[start..])
 }
 

@@ -73,7 +73,11 @@ pub async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
                         text(d, "action"),
                         text(d, "state"),
                         text(d, "attempts"),
-                        text(d, "last_error").lines().next().unwrap_or("-").to_owned(),
+                        text(d, "last_error")
+                            .lines()
+                            .next()
+                            .unwrap_or("-")
+                            .to_owned(),
                     ],
                     None => vec!["(no action)".into(), "-".into(), "-".into(), "-".into()],
                 };

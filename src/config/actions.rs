@@ -124,7 +124,11 @@ impl RuleChecker<'_, '_> {
             ("format", raw.format.is_some(), ActionKindName::Webhook),
             ("program", raw.program.is_some(), ActionKindName::Command),
             ("args", !raw.args.is_empty(), ActionKindName::Command),
-            ("working_dir", raw.working_dir.is_some(), ActionKindName::Command),
+            (
+                "working_dir",
+                raw.working_dir.is_some(),
+                ActionKindName::Command,
+            ),
             ("smtp_host", raw.smtp_host.is_some(), ActionKindName::Email),
             ("smtp_port", raw.smtp_port.is_some(), ActionKindName::Email),
             ("tls", raw.tls.is_some(), ActionKindName::Email),
@@ -183,10 +187,7 @@ impl RuleChecker<'_, '_> {
         let Some(text) = &raw.url else {
             self.error(
                 "name",
-                format!(
-                    "webhook action {:?} needs url = \"https://…\"",
-                    raw.name
-                ),
+                format!("webhook action {:?} needs url = \"https://…\"", raw.name),
             );
             return None;
         };
@@ -249,10 +250,7 @@ impl RuleChecker<'_, '_> {
         let mut missing = |key: &str, example: &str| {
             self.error(
                 "name",
-                format!(
-                    "email action {:?} needs {key} = {example}",
-                    raw.name
-                ),
+                format!("email action {:?} needs {key} = {example}", raw.name),
             );
         };
         if raw.smtp_host.is_none() {
@@ -264,11 +262,17 @@ impl RuleChecker<'_, '_> {
         if raw.to.is_empty() {
             missing("to", "[\"ops@example.com\"]");
         }
-        let mailbox = |text: &str| text.parse::<lettre::message::Mailbox>().map_err(|e| e.to_string());
+        let mailbox = |text: &str| {
+            text.parse::<lettre::message::Mailbox>()
+                .map_err(|e| e.to_string())
+        };
         if let Some(from) = &raw.from
             && let Err(e) = mailbox(from)
         {
-            self.error("from", format!("from = {from:?} is not an email address ({e})"));
+            self.error(
+                "from",
+                format!("from = {from:?} is not an email address ({e})"),
+            );
         }
         for to in &raw.to {
             if let Err(e) = mailbox(to) {

@@ -185,7 +185,10 @@ impl Store {
                     params![event_id, action, kind, now_ms, now],
                 )?;
             }
-            tx.execute("UPDATE events SET dispatched = 1 WHERE id = ?1", [&event_id])?;
+            tx.execute(
+                "UPDATE events SET dispatched = 1 WHERE id = ?1",
+                [&event_id],
+            )?;
             tx.commit()?;
             Ok(())
         })

@@ -1,0 +1,625 @@
+//! Post-transfer actions against real receivers on loopback: a webhook receiver (axum, here),
+//! a real SMTP server (Python's aiosmtpd, writing a maildir), and a real command (a script that
+//! writes what it got). Events delivered once, after a crash too, and through an outage of
+//! the receiver while transfers go on.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+use crate::agent::{Api, ProcessAgent, TestAgent, download_request, engine_config};
+use crate::support::{FileSpec, MIB, World, pseudo_random_bytes};
+
+const LONG: Duration = Duration::from_secs(60);
+const SECRET: &str = "hook secret 1";
+
+/// One POST the receiver took.
+#[derive(Clone, Debug)]
+struct Hit {
+    headers: HeaderMap,
+    body: Bytes,
+    answered: u16,
+}
+
+impl Hit {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("a webhook body is JSON")
+    }
+}
+
+/// A webhook receiver: answers 500 until `healthy_at`, then 200; keeps every request.
+struct Receiver {
+    addr: SocketAddr,
+    hits: Arc<Mutex<Vec<Hit>>>,
+}
+
+impl Receiver {
+    async fn start(failing_for: Duration) -> Receiver {
+        let hits = Arc::new(Mutex::new(Vec::new()));
+        let healthy_at = Instant::now() + failing_for;
+        let kept = hits.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                let kept = kept.clone();
+                async move {
+                    let status = if Instant::now() < healthy_at {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        StatusCode::OK
+                    };
+                    kept.lock().unwrap().push(Hit {
+                        headers,
+                        body,
+                        answered: status.as_u16(),
+                    });
+                    (status, "ok")
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { addr, hits }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    /// The events accepted (answered 200) of type `event`.
+    fn delivered(&self, event: &str) -> Vec<Hit> {
+        self.hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.answered == 200 && h.json()["event"] == event)
+            .cloned()
+            .collect()
+    }
+
+    fn refused(&self) -> usize {
+        self.hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.answered == 500)
+            .count()
+    }
+}
+
+/// A real SMTP server: `python3 -m aiosmtpd` storing what it takes in a maildir.
+struct SmtpServer {
+    port: u16,
+    maildir: PathBuf,
+    child: Child,
+}
+
+impl SmtpServer {
+    fn start(dir: &Path) -> SmtpServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let maildir = dir.join("maildir");
+        let child = Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3 runs (CI installs aiosmtpd: pip install aiosmtpd)");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "aiosmtpd did not listen on {port}: is it installed (pip install aiosmtpd)?"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        SmtpServer {
+            port,
+            maildir,
+            child,
+        }
+    }
+
+    /// The messages received, as text (quoted-printable bodies decoded).
+    fn messages(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(self.maildir.join("new"))
+            .into_iter()
+            .flatten()
+        {
+            let raw = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            out.push(quoted_printable(&raw));
+        }
+        out
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Undoes quoted-printable: soft line breaks joined, `=XX` decoded.
+fn quoted_printable(text: &str) -> String {
+    let joined = text.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'=', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn signature(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until every delivery of every event is delivered; returns the events.
+async fn all_delivered(api: &Api, events: usize) -> Vec<Value> {
+    let start = Instant::now();
+    loop {
+        let (status, answer) = api.get("/events").await;
+        assert_eq!(status, 200, "{answer}");
+        let list = answer["events"].as_array().cloned().unwrap_or_default();
+        let done = list.len() >= events
+            && list.iter().all(|e| {
+                e["deliveries"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|d| d["state"] == "delivered")
+            });
+        if done {
+            return list;
+        }
+        assert!(
+            start.elapsed() < LONG,
+            "waiting for {events} events delivered: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The secret file and a webhook action posting to `receiver`.
+fn webhook_action(dir: &Path, receiver: &Receiver, extra: &str) -> String {
+    let secret = dir.join("hook-secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    format!(
+        r#"
+[[action]]
+name = "ingest-hook"
+kind = "webhook"
+url = "{}"
+secret = {{ file = "{}" }}
+{extra}
+"#,
+        receiver.url(),
+        secret.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_folder_upload_is_announced_once_by_signed_webhook_and_email_and_the_download_runs_its_command()
+ {
+    let site = tempfile::tempdir().unwrap();
+    let dir = site.path();
+    for folder in ["outbox", "links", "inbox", "work"] {
+        std::fs::create_dir_all(dir.join(folder)).unwrap();
+    }
+    let receiver = Receiver::start(Duration::ZERO).await;
+    let smtp = SmtpServer::start(dir);
+    let script = dir.join("record.sh");
+    // Writes its arguments, environment and stdin where it runs.
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nprintf '%s\\n' \"$@\" > \"ran-$MASV_EVENT_ID.args\"\n\
+         printf '%s\\n' \"$MASV_EVENT\" \"$MASV_TRANSFER_ID\" \"$MASV_RULE\" > \"ran-$MASV_EVENT_ID.env\"\n\
+         printf '%s\\n' \"$MASV_PATHS\" > \"ran-$MASV_EVENT_ID.paths\"\n\
+         cat > \"ran-$MASV_EVENT_ID.json\"\necho ingested\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = format!(
+        r#"
+[hub]
+listen = "127.0.0.1:0"
+team = "Test"
+
+[[watch]]
+name = "outbox"
+folder = "outbox"
+settle = "300ms"
+group = "batch"
+package_name = "{{rule}} {{count}} files"
+link_folder = "links"
+[watch.team]
+
+[[download]]
+name = "links"
+links_folder = "links"
+destination = "inbox"
+{hook}
+[[action]]
+name = "producers"
+kind = "email"
+events = ["upload.delivered"]
+smtp_host = "127.0.0.1"
+smtp_port = {port}
+tls = "none"
+from = "MASV Agent <agent@example.com>"
+to = ["ops@example.com", "Producer <producer@example.com>"]
+
+[[action]]
+name = "ingest"
+kind = "command"
+events = ["download.arrived"]
+rules = ["links"]
+program = "{script}"
+args = ["--from", "masv agent"]
+working_dir = "work"
+timeout = "20s"
+"#,
+        hook = webhook_action(dir, &receiver, ""),
+        port = smtp.port,
+        script = script.display(),
+    );
+    let config_path = dir.join("agent.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let agent = TestAgent::start_configured(
+        dir,
+        engine_config("http://127.0.0.1:9/v1"),
+        Some(&config_path),
+    )
+    .await;
+    std::fs::create_dir_all(dir.join("outbox/reel 1")).unwrap();
+    std::fs::write(
+        dir.join("outbox/reel 1/take1.mov"),
+        pseudo_random_bytes(1, 70_000),
+    )
+    .unwrap();
+    std::fs::write(dir.join("outbox/notes.txt"), b"use take 1").unwrap();
+
+    // The upload, then the download of its link: two events, five deliveries.
+    let events = all_delivered(&agent.api, 2).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    let uploaded = receiver.delivered("upload.delivered");
+    assert_eq!(uploaded.len(), 1, "exactly one upload.delivered webhook");
+    let hit = &uploaded[0];
+    assert_eq!(hit.headers["content-type"], "application/json");
+    assert_eq!(
+        hit.headers["x-masv-signature"].to_str().unwrap(),
+        signature(&hit.body),
+        "the signature is the HMAC-SHA256 of the body under the secret"
+    );
+    let payload = hit.json();
+    assert_eq!(payload["schema_version"], 1);
+    assert_eq!(payload["rule"], "outbox");
+    assert_eq!(payload["package"]["name"], "outbox 2 files");
+    assert_eq!(payload["counts"]["files_done"], 2);
+    assert_eq!(payload["bytes"]["done"], 70_000 + 10);
+    assert_eq!(payload["transfer"]["kind"], "upload");
+    assert_eq!(
+        hit.headers["x-masv-event-id"],
+        payload["id"].as_str().unwrap()
+    );
+    let link_file = std::fs::read_dir(dir.join("links"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let link = payload["link"].as_str().unwrap().to_owned();
+    assert!(
+        std::fs::read_to_string(link_file)
+            .unwrap()
+            .contains(&format!("URL={link}")),
+        "the share link, as the rule's link folder has it"
+    );
+    let mut sources: Vec<&str> = payload["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["local_path"].as_str().unwrap())
+        .collect();
+    sources.sort();
+    assert!(sources[0].ends_with("outbox/notes.txt"), "{sources:?}");
+    assert!(
+        sources[1].ends_with("outbox/reel 1/take1.mov"),
+        "{sources:?}"
+    );
+
+    let arrived = receiver.delivered("download.arrived");
+    assert_eq!(arrived.len(), 1);
+    let arrived = arrived[0].json();
+    assert_eq!(arrived["rule"], "links");
+
+    // One email, to both recipients, saying what was delivered.
+    wait_until("the email", LONG, || smtp.messages().len() == 1).await;
+    let mail = &smtp.messages()[0];
+    assert!(
+        mail.contains("Subject: [masv] Delivered package \"outbox 2 files\""),
+        "{mail}"
+    );
+    assert!(
+        mail.contains("ops@example.com") && mail.contains("producer@example.com"),
+        "{mail}"
+    );
+    assert!(mail.contains(&link), "the link is in the mail: {mail}");
+
+    // The command ran once, in its folder, with its arguments, the arrived paths and the payload.
+    let ran: Vec<PathBuf> = std::fs::read_dir(dir.join("work"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(ran.len(), 4, "one run: {ran:?}");
+    let id = arrived["id"].as_str().unwrap();
+    let read =
+        |ext: &str| std::fs::read_to_string(dir.join(format!("work/ran-{id}.{ext}"))).unwrap();
+    assert_eq!(read("args"), "--from\nmasv agent\n");
+    assert_eq!(
+        read("env"),
+        format!(
+            "download.arrived\n{}\nlinks\n",
+            arrived["transfer"]["id"].as_str().unwrap()
+        )
+    );
+    let mut paths: Vec<String> = read("paths").lines().map(str::to_owned).collect();
+    paths.sort();
+    let inbox = dir.join("inbox/outbox 2 files");
+    assert_eq!(
+        paths,
+        [
+            inbox.join("notes.txt").display().to_string(),
+            inbox.join("reel 1/take1.mov").display().to_string()
+        ]
+    );
+    for p in &paths {
+        assert!(Path::new(p).is_file(), "{p} arrived");
+    }
+    let stdin: Value = serde_json::from_str(&read("json")).unwrap();
+    assert_eq!(
+        stdin, arrived,
+        "the command read the payload the webhook got"
+    );
+    let (_, detail) = agent.api.get(&format!("/events/{id}")).await;
+    let command = detail["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["action"] == "ingest")
+        .unwrap();
+    assert_eq!(command["attempts"], 1);
+    assert!(
+        command["output"]
+            .as_str()
+            .unwrap()
+            .contains("stdout: ingested"),
+        "the output's tail is recorded: {command}"
+    );
+    // Counted per action kind and outcome.
+    let metrics = reqwest::get(format!(
+        "{}/metrics",
+        agent.api.base.trim_end_matches("/api/v1")
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    for line in [
+        "masv_agent_action_deliveries_total{kind=\"webhook\",outcome=\"delivered\"} 2",
+        "masv_agent_action_deliveries_total{kind=\"email\",outcome=\"delivered\"} 1",
+        "masv_agent_action_deliveries_total{kind=\"command\",outcome=\"delivered\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in:\n{metrics}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_transfer_is_announced_with_its_reason() {
+    let world = World::new().await;
+    let (_, url) = world
+        .shared(vec![FileSpec::file("a.txt", b"a".to_vec())])
+        .await;
+    let site = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(Duration::ZERO).await;
+    let config = site.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        webhook_action(site.path(), &receiver, "events = [\"transfer.failed\"]"),
+    )
+    .unwrap();
+    let agent = TestAgent::start_configured(
+        site.path(),
+        engine_config(&world.hub.base_url),
+        Some(&config),
+    )
+    .await;
+    let wrong = url.replace("secret=", "secret=wrong");
+    let dst = tempfile::tempdir().unwrap();
+    let id = agent
+        .api
+        .download(download_request(&wrong, dst.path()))
+        .await;
+    let done = agent
+        .api
+        .wait_for("downloads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "error", "{done}");
+    wait_until("transfer.failed", LONG, || {
+        !receiver.delivered("transfer.failed").is_empty()
+    })
+    .await;
+    let failed = receiver.delivered("transfer.failed");
+    assert_eq!(failed.len(), 1);
+    let payload = failed[0].json();
+    assert_eq!(payload["transfer"]["id"], id.as_str());
+    assert_eq!(payload["transfer"]["state"], "error");
+    assert_eq!(payload["error"], done["error"], "the reason");
+    assert!(payload["transfer"]["duration_seconds"].as_f64().unwrap() >= 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_down_for_a_while_gets_the_event_once_it_recovers_while_transfers_go_on() {
+    let world = World::new().await;
+    let big = pseudo_random_bytes(5, 8 * MIB);
+    let (_, first) = world
+        .shared(vec![FileSpec::file("first.txt", b"first".to_vec())])
+        .await;
+    let (_, second) = world
+        .shared(vec![FileSpec::file("second.mov", big.clone())])
+        .await;
+    let site = tempfile::tempdir().unwrap();
+    // "500 for a minute", shortened: long enough for several attempts with backoff.
+    let outage = Duration::from_secs(4);
+    let receiver = Receiver::start(outage).await;
+    let started = Instant::now();
+    let config = site.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        webhook_action(site.path(), &receiver, "max_delay = \"1s\""),
+    )
+    .unwrap();
+    let agent = TestAgent::start_configured(
+        site.path(),
+        engine_config(&world.hub.base_url),
+        Some(&config),
+    )
+    .await;
+    let dst = tempfile::tempdir().unwrap();
+    let id = agent
+        .api
+        .download(download_request(&first, dst.path()))
+        .await;
+    agent
+        .api
+        .wait_for("downloads", &id, &["complete"], LONG)
+        .await;
+    wait_until("the webhook refused twice", LONG, || {
+        receiver.refused() >= 2
+    })
+    .await;
+    // A transfer while deliveries fail: it completes before the receiver is back.
+    let big_id = agent
+        .api
+        .download(download_request(&second, dst.path()))
+        .await;
+    let done = agent
+        .api
+        .wait_for("downloads", &big_id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    assert!(
+        started.elapsed() < outage,
+        "the download finished within the outage ({:?}): actions do not hold transfers up",
+        started.elapsed()
+    );
+    let (_, failing) = agent.api.get("/events?failed=true").await;
+    let failing = failing["events"].as_array().unwrap();
+    assert!(
+        !failing.is_empty(),
+        "a failing delivery is listed as failed"
+    );
+    assert!(
+        failing[failing.len() - 1]["deliveries"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("500"),
+        "{failing:?}"
+    );
+
+    let events = all_delivered(&agent.api, 2).await;
+    assert!(started.elapsed() >= outage);
+    assert_eq!(
+        receiver.delivered("download.arrived").len(),
+        2,
+        "each event once"
+    );
+    let first_event = events
+        .iter()
+        .find(|e| e["transfer_id"] == id.as_str())
+        .unwrap();
+    let attempts = first_event["deliveries"][0]["attempts"].as_u64().unwrap();
+    assert!(attempts >= 3, "tried again with backoff: {first_event}");
+    // Backoff: fewer attempts than a retry every 100 ms would make.
+    assert!(receiver.refused() < 20, "{} refusals", receiver.refused());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_killed_after_a_transfer_ends_delivers_its_webhook_once_after_restart() {
+    let world = World::new().await;
+    let (_, url) = world
+        .shared(vec![FileSpec::file("a.txt", b"arrived".to_vec())])
+        .await;
+    let site = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(Duration::ZERO).await;
+    let config = site.path().join("agent.toml");
+    std::fs::write(&config, webhook_action(site.path(), &receiver, "")).unwrap();
+    let config_arg = config.display().to_string();
+    let flags = ["--config", config_arg.as_str()];
+    let agent = ProcessAgent::start_with(site.path(), &world.hub.base_url, &flags, |c| {
+        c.env("MASV_CRASH_AT", "transfer.ended");
+    })
+    .await;
+    let dst = tempfile::tempdir().unwrap();
+    let _ = agent
+        .api
+        .post("/downloads", download_request(&url, dst.path()))
+        .await;
+    let status = agent.exit_status(LONG).await;
+    assert!(!status.success(), "the agent aborted at transfer.ended");
+    assert!(
+        receiver.hits.lock().unwrap().is_empty(),
+        "nothing was sent before the crash"
+    );
+
+    let agent = ProcessAgent::start(site.path(), &world.hub.base_url, &flags, None).await;
+    all_delivered(&agent.api, 1).await;
+    // Settled: nothing more comes.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let arrived = receiver.delivered("download.arrived");
+    assert_eq!(arrived.len(), 1, "delivered exactly once after the restart");
+    assert_eq!(receiver.hits.lock().unwrap().len(), 1);
+    assert_eq!(arrived[0].json()["files"][0]["name"], "a.txt");
+}
