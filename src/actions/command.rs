@@ -161,3 +161,87 @@ fn kill_group(pid: Option<u32>) {
     #[cfg(not(unix))]
     let _ = pid;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload() -> Payload {
+        Payload::rule(
+            super::super::event::RULE_FAILED,
+            "outbox",
+            Some("gone".into()),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_command_past_its_timeout_is_killed_with_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = std::time::Instant::now();
+        // The shell's child keeps the output pipes open: only a kill of the group ends it.
+        let outcome = run(
+            Path::new("/bin/sh"),
+            &["-c".into(), "echo started; sleep 30 & wait".into()],
+            dir.path(),
+            &payload(),
+            Duration::from_millis(300),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+        match outcome {
+            Outcome::Retry(e) => {
+                assert!(e.contains("did not finish within 300ms: killed"), "{e}");
+                assert!(e.contains("stdout: started"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_command_is_tried_again_with_its_status_and_output_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = "x".repeat(5000);
+        let outcome = run(
+            Path::new("/bin/sh"),
+            &[
+                "-c".into(),
+                format!("echo {long} >&2; echo \"$MASV_EVENT $MASV_RULE\" >&2; exit 3"),
+            ],
+            dir.path(),
+            &payload(),
+            Duration::from_secs(20),
+            &CancellationToken::new(),
+        )
+        .await;
+        match outcome {
+            Outcome::Retry(e) => {
+                assert!(e.contains("exit status: 3"), "{e}");
+                assert!(e.ends_with("rule.failed outbox"), "{e}");
+                assert!(
+                    e.len() < TAIL + 200,
+                    "only the tail is kept: {} bytes",
+                    e.len()
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let missing = run(
+            &dir.path().join("no-such-program"),
+            &[],
+            dir.path(),
+            &payload(),
+            Duration::from_secs(5),
+            &CancellationToken::new(),
+        )
+        .await;
+        assert!(
+            matches!(&missing, Outcome::Retry(e) if e.contains("cannot run") && e.contains("no-such-program")),
+            "{missing:?}"
+        );
+    }
+}

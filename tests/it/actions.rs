@@ -623,3 +623,54 @@ async fn an_agent_killed_after_a_transfer_ends_delivers_its_webhook_once_after_r
     assert_eq!(receiver.hits.lock().unwrap().len(), 1);
     assert_eq!(arrived[0].json()["files"][0]["name"], "a.txt");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rule_in_error_is_announced_once_and_again_when_it_recovers() {
+    let world = World::new().await;
+    let site = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(Duration::ZERO).await;
+    let config = site.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[watch]]
+name = "late"
+folder = "nas/outbox"
+settle = "200ms"
+portal = {{ subdomain = "{}", sender = "dit@example.com" }}
+{}"#,
+            world.open_portal.subdomain,
+            webhook_action(
+                site.path(),
+                &receiver,
+                "events = [\"rule.failed\", \"rule.recovered\"]\nrules = [\"late\"]"
+            )
+        ),
+    )
+    .unwrap();
+    let mut engine = engine_config(&world.hub.base_url);
+    engine.api_key = Some(world.api_key.clone());
+    let _agent = TestAgent::start_configured(site.path(), engine, Some(&config)).await;
+    wait_until("rule.failed", LONG, || {
+        !receiver.delivered("rule.failed").is_empty()
+    })
+    .await;
+    // It keeps failing while the share is missing (tried again every half second): still one.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(receiver.delivered("rule.failed").len(), 1);
+    let failed = receiver.delivered("rule.failed")[0].json();
+    assert_eq!(failed["rule"], "late");
+    assert!(
+        failed["error"].as_str().unwrap().contains("nas/outbox"),
+        "{failed}"
+    );
+    std::fs::create_dir_all(site.path().join("nas/outbox")).unwrap();
+    wait_until("rule.recovered", LONG, || {
+        !receiver.delivered("rule.recovered").is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(receiver.delivered("rule.recovered").len(), 1);
+    assert_eq!(receiver.delivered("rule.failed").len(), 1);
+}
