@@ -16,6 +16,7 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use crate::agent::{Api, ProcessAgent, TestAgent, download_request, engine_config};
+use crate::cli::{masv, ok};
 use crate::support::{FileSpec, MIB, World, pseudo_random_bytes};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -673,4 +674,88 @@ portal = {{ subdomain = "{}", sender = "dit@example.com" }}
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(receiver.delivered("rule.recovered").len(), 1);
     assert_eq!(receiver.delivered("rule.failed").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_failing_past_give_up_after_is_counted_and_masv_events_retry_sends_it() {
+    let world = World::new().await;
+    let (_, url) = world
+        .shared(vec![FileSpec::file("a.txt", b"a".to_vec())])
+        .await;
+    let site = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(Duration::from_millis(2500)).await;
+    let config = site.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        webhook_action(
+            site.path(),
+            &receiver,
+            "give_up_after = \"1s\"\nmax_delay = \"300ms\"",
+        ),
+    )
+    .unwrap();
+    let agent = TestAgent::start_configured(
+        site.path(),
+        engine_config(&world.hub.base_url),
+        Some(&config),
+    )
+    .await;
+    let dst = tempfile::tempdir().unwrap();
+    agent.api.download(download_request(&url, dst.path())).await;
+    let base = agent.api.base.clone();
+    let start = Instant::now();
+    let listed = loop {
+        let out = masv(&base, &["events", "ls", "--failed", "--json"]).await;
+        let answer: Value = serde_json::from_str(&ok(&out)).unwrap();
+        let given_up = answer["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["deliveries"][0]["state"] == "failed")
+            .cloned();
+        if let Some(e) = given_up {
+            break e;
+        }
+        assert!(start.elapsed() < LONG, "{answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let refusals = receiver.refused();
+    assert!(refusals >= 2, "tried until it gave up: {refusals}");
+    let metrics = reqwest::get(format!("{}/metrics", base.trim_end_matches("/api/v1")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l
+                == "masv_agent_action_deliveries_total{kind=\"webhook\",outcome=\"failed\"} 1"),
+        "{metrics}"
+    );
+    let table = ok(&masv(&base, &["events", "ls", "--failed"]).await);
+    let id = listed["id"].as_str().unwrap();
+    assert!(
+        table.contains(id) && table.contains("failed") && table.contains("ingest-hook"),
+        "{table}"
+    );
+    // Given up: no more attempts on its own.
+    tokio::time::sleep(Duration::from_millis(2600).saturating_sub(start.elapsed())).await;
+    assert_eq!(receiver.refused(), refusals);
+    assert!(receiver.delivered("download.arrived").is_empty());
+
+    let said = ok(&masv(&base, &["events", "retry", id]).await);
+    assert!(
+        said.contains("1 deliveries will be attempted again"),
+        "{said}"
+    );
+    wait_until("the retried delivery", LONG, || {
+        receiver.delivered("download.arrived").len() == 1
+    })
+    .await;
+    let (_, event) = agent.api.get(&format!("/events/{id}")).await;
+    assert_eq!(event["deliveries"][0]["state"], "delivered", "{event}");
+    let (status, missing) = agent.api.post("/events/NOPE/retry", Value::Null).await;
+    assert_eq!(status, 404, "{missing}");
 }
