@@ -28,7 +28,7 @@ pub use raw::{
 pub use rules::{
     After, DownloadRule, DownloadSource, Glob, Rule, RuleKind, Scan, UploadTarget, WatchRule,
 };
-pub use units::{parse_duration, parse_rate, parse_size};
+pub use units::{human_size, parse_duration, parse_rate, parse_size};
 
 use crate::cloud::dto::{Secret, SecretSource};
 use raw::{DurationValue, RawAction, RawDownload, RawFile, RawHub, RawServer, RawWatch, SizeValue};

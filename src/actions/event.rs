@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::cloud::dto::format_time;
+use crate::config::human_size;
 use crate::store::NewEvent;
 
 /// The version of [`Payload`]: raised when a field changes meaning or goes away (a new field
@@ -154,7 +155,7 @@ impl Payload {
                 .map(|t| format!("{} {}", t.kind, t.id))
                 .unwrap_or_default()
         });
-        let size = human_bytes(self.bytes.total);
+        let size = human_size(self.bytes.total);
         match self.event.as_str() {
             UPLOAD_DELIVERED => format!(
                 "Delivered {what}{rule}: {} files, {size}",
@@ -220,8 +221,8 @@ impl Payload {
                 "Bytes",
                 format!(
                     "{} of {}",
-                    human_bytes(self.bytes.done),
-                    human_bytes(self.bytes.total)
+                    human_size(self.bytes.done),
+                    human_size(self.bytes.total)
                 ),
             );
         }
@@ -234,7 +235,7 @@ impl Payload {
                 text.push_str(&format!(
                     "  {} ({}, {})\n",
                     f.local_path,
-                    human_bytes(f.size),
+                    human_size(f.size),
                     f.state
                 ));
             }
@@ -243,21 +244,6 @@ impl Payload {
             }
         }
         text
-    }
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }
 
@@ -297,6 +283,6 @@ mod tests {
             p.headline(),
             "Automation outbox stopped on an error: folder missing"
         );
-        assert_eq!(human_bytes(3 * 1024 * 1024), "3.0 MiB");
+        assert_eq!(human_size(3 * 1024 * 1024), "3.0 MiB");
     }
 }

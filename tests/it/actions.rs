@@ -219,6 +219,16 @@ async fn all_delivered(api: &Api, events: usize) -> Vec<Value> {
     }
 }
 
+/// An agent on `world`'s hub, with its team's key, running the configuration `text` (written
+/// in `site`).
+async fn agent_running(world: &World, site: &Path, text: &str) -> TestAgent {
+    let config = site.join("agent.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut engine = engine_config(&world.hub.base_url);
+    engine.api_key = Some(world.api_key.clone());
+    TestAgent::start_configured(site, engine, Some(&config)).await
+}
+
 /// The secret file and a webhook action posting to `receiver`.
 fn webhook_action(dir: &Path, receiver: &Receiver, extra: &str) -> String {
     let secret = dir.join("hook-secret");
@@ -259,25 +269,7 @@ async fn a_watch_folder_upload_is_announced_once_by_signed_webhook_and_email_and
     .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let config = format!(
-        r#"
-[hub]
-listen = "127.0.0.1:0"
-team = "Test"
-
-[[watch]]
-name = "outbox"
-folder = "outbox"
-settle = "300ms"
-group = "batch"
-package_name = "{{rule}} {{count}} files"
-link_folder = "links"
-[watch.team]
-
-[[download]]
-name = "links"
-links_folder = "links"
-destination = "inbox"
-{hook}
+        r#"{chain}{hook}
 [[action]]
 name = "producers"
 kind = "email"
@@ -298,6 +290,7 @@ args = ["--from", "masv agent"]
 working_dir = "work"
 timeout = "20s"
 "#,
+        chain = crate::automations::chain(""),
         hook = webhook_action(dir, &receiver, ""),
         port = smtp.port,
         script = script.display(),
@@ -465,18 +458,12 @@ async fn a_failed_transfer_is_announced_with_its_reason() {
         .await;
     let site = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(Duration::ZERO).await;
-    let config = site.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        webhook_action(site.path(), &receiver, "events = [\"transfer.failed\"]"),
-    )
-    .unwrap();
-    let agent = TestAgent::start_configured(
-        site.path(),
-        engine_config(&world.hub.base_url),
-        Some(&config),
-    )
-    .await;
+    let chat = format!(
+        "\n[[action]]\nname = \"ops-chat\"\nkind = \"webhook\"\nformat = \"slack\"\nurl = \"{}\"\nevents = [\"transfer.failed\"]\n",
+        receiver.url()
+    );
+    let hook = webhook_action(site.path(), &receiver, "events = [\"transfer.failed\"]");
+    let agent = agent_running(&world, site.path(), &(hook + &chat)).await;
     let wrong = url.replace("secret=", "secret=wrong");
     let dst = tempfile::tempdir().unwrap();
     let id = agent
@@ -499,6 +486,29 @@ async fn a_failed_transfer_is_announced_with_its_reason() {
     assert_eq!(payload["transfer"]["state"], "error");
     assert_eq!(payload["error"], done["error"], "the reason");
     assert!(payload["transfer"]["duration_seconds"].as_f64().unwrap() >= 0.0);
+    // The chat variant: one line of text, unsigned (no secret configured).
+    wait_until("the chat message", LONG, || {
+        receiver
+            .hits
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|h| h.json().get("text").is_some())
+    })
+    .await;
+    let hits = receiver.hits.lock().unwrap().clone();
+    let chat: Vec<&Hit> = hits
+        .iter()
+        .filter(|h| h.json().get("text").is_some())
+        .collect();
+    assert_eq!(chat.len(), 1);
+    let text = chat[0].json()["text"].as_str().unwrap().to_owned();
+    assert!(
+        text.starts_with("Failed download ") && text.contains(done["error"].as_str().unwrap()),
+        "{text}"
+    );
+    assert_eq!(chat[0].headers["x-masv-event"], "transfer.failed");
+    assert!(chat[0].headers.get("x-masv-signature").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -516,18 +526,8 @@ async fn a_webhook_down_for_a_while_gets_the_event_once_it_recovers_while_transf
     let outage = Duration::from_secs(4);
     let receiver = Receiver::start(outage).await;
     let started = Instant::now();
-    let config = site.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        webhook_action(site.path(), &receiver, "max_delay = \"1s\""),
-    )
-    .unwrap();
-    let agent = TestAgent::start_configured(
-        site.path(),
-        engine_config(&world.hub.base_url),
-        Some(&config),
-    )
-    .await;
+    let hook = webhook_action(site.path(), &receiver, "max_delay = \"1s\"");
+    let agent = agent_running(&world, site.path(), &hook).await;
     let dst = tempfile::tempdir().unwrap();
     let id = agent
         .api
@@ -630,10 +630,10 @@ async fn a_rule_in_error_is_announced_once_and_again_when_it_recovers() {
     let world = World::new().await;
     let site = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(Duration::ZERO).await;
-    let config = site.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let _agent = agent_running(
+        &world,
+        site.path(),
+        &format!(
             r#"
 [[watch]]
 name = "late"
@@ -649,10 +649,7 @@ portal = {{ subdomain = "{}", sender = "dit@example.com" }}
             )
         ),
     )
-    .unwrap();
-    let mut engine = engine_config(&world.hub.base_url);
-    engine.api_key = Some(world.api_key.clone());
-    let _agent = TestAgent::start_configured(site.path(), engine, Some(&config)).await;
+    .await;
     wait_until("rule.failed", LONG, || {
         !receiver.delivered("rule.failed").is_empty()
     })
@@ -684,22 +681,12 @@ async fn a_delivery_failing_past_give_up_after_is_counted_and_masv_events_retry_
         .await;
     let site = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(Duration::from_millis(2500)).await;
-    let config = site.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        webhook_action(
-            site.path(),
-            &receiver,
-            "give_up_after = \"1s\"\nmax_delay = \"300ms\"",
-        ),
-    )
-    .unwrap();
-    let agent = TestAgent::start_configured(
+    let hook = webhook_action(
         site.path(),
-        engine_config(&world.hub.base_url),
-        Some(&config),
-    )
-    .await;
+        &receiver,
+        "give_up_after = \"1s\"\nmax_delay = \"300ms\"",
+    );
+    let agent = agent_running(&world, site.path(), &hook).await;
     let dst = tempfile::tempdir().unwrap();
     agent.api.download(download_request(&url, dst.path())).await;
     let base = agent.api.base.clone();
