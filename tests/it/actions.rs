@@ -746,3 +746,46 @@ async fn a_delivery_failing_past_give_up_after_is_counted_and_masv_events_retry_
     let (status, missing) = agent.api.post("/events/NOPE/retry", Value::Null).await;
     assert_eq!(status, 404, "{missing}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_finalized_by_hand_is_announced_once_when_finalized() {
+    let world = World::new().await;
+    let site = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(Duration::ZERO).await;
+    let config = site.path().join("agent.toml");
+    std::fs::write(&config, webhook_action(site.path(), &receiver, "")).unwrap();
+    let mut engine = engine_config(&world.hub.base_url);
+    engine.api_key = Some(world.api_key.clone());
+    engine.auto_finalize = false;
+    let agent = TestAgent::start_configured(site.path(), engine, Some(&config)).await;
+    let file = site.path().join("one.txt");
+    std::fs::write(&file, b"one").unwrap();
+    let (_, created) = agent
+        .api
+        .post(
+            "/uploads",
+            serde_json::json!({"team_id": world.team_id, "paths": [file]}),
+        )
+        .await;
+    let id = created["upload_id"].as_str().unwrap().to_owned();
+    agent.api.wait_for("uploads", &id, &["idle"], LONG).await;
+    // Idle is not delivered: nothing yet.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(receiver.hits.lock().unwrap().is_empty());
+    let (status, done) = agent
+        .api
+        .post(&format!("/uploads/{id}/finalize"), Value::Null)
+        .await;
+    assert_eq!(status, 200, "{done}");
+    wait_until("upload.delivered", LONG, || {
+        receiver.delivered("upload.delivered").len() == 1
+    })
+    .await;
+    let payload = receiver.delivered("upload.delivered")[0].json();
+    assert_eq!(payload["transfer"]["id"], id.as_str());
+    assert_eq!(payload["rule"], Value::Null, "started by hand");
+    assert_eq!(
+        payload["files"][0]["local_path"],
+        file.display().to_string()
+    );
+}
