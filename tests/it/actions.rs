@@ -789,3 +789,55 @@ async fn an_upload_finalized_by_hand_is_announced_once_when_finalized() {
         file.display().to_string()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edited_actions_are_in_force_for_the_next_events_without_a_restart() {
+    let world = World::new().await;
+    let (_, url) = world
+        .shared(vec![FileSpec::file("a.txt", b"a".to_vec())])
+        .await;
+    let site = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(Duration::ZERO).await;
+    let only_failures = webhook_action(site.path(), &receiver, "events = [\"transfer.failed\"]");
+    let agent = agent_running(&world, site.path(), &only_failures).await;
+    let dst = tempfile::tempdir().unwrap();
+    let first = agent.api.download(download_request(&url, dst.path())).await;
+    agent
+        .api
+        .wait_for("downloads", &first, &["complete"], LONG)
+        .await;
+    all_delivered(&agent.api, 1).await;
+    assert!(
+        receiver.hits.lock().unwrap().is_empty(),
+        "not an event it wants"
+    );
+
+    // Editors replace files: write beside, rename over.
+    let arrivals = webhook_action(site.path(), &receiver, "events = [\"download.arrived\"]");
+    let beside = site.path().join(".agent.toml.swp");
+    std::fs::write(&beside, arrivals).unwrap();
+    std::fs::rename(&beside, site.path().join("agent.toml")).unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let mut ids = Vec::new();
+    loop {
+        // Until the reload is in force, a download's event is not wanted: download again.
+        let id = agent.api.download(download_request(&url, dst.path())).await;
+        ids.push(id.clone());
+        agent
+            .api
+            .wait_for("downloads", &id, &["complete"], LONG)
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if let Some(hit) = receiver.delivered("download.arrived").first() {
+            let delivered = hit.json()["transfer"]["id"].as_str().unwrap().to_owned();
+            assert!(ids.contains(&delivered), "an event after the edit");
+            break;
+        }
+        assert!(
+            start.elapsed() < LONG,
+            "the edited actions never came in force"
+        );
+    }
+    assert_eq!(receiver.delivered("download.arrived").len(), 1);
+}
