@@ -514,7 +514,7 @@ async fn a_failed_transfer_is_announced_with_its_reason() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_webhook_down_for_a_while_gets_the_event_once_it_recovers_while_transfers_go_on() {
     let world = World::new().await;
-    let big = pseudo_random_bytes(5, 8 * MIB);
+    let big = pseudo_random_bytes(5, 4 * MIB);
     let (_, first) = world
         .shared(vec![FileSpec::file("first.txt", b"first".to_vec())])
         .await;
@@ -523,7 +523,7 @@ async fn a_webhook_down_for_a_while_gets_the_event_once_it_recovers_while_transf
         .await;
     let site = tempfile::tempdir().unwrap();
     // "500 for a minute", shortened: long enough for several attempts with backoff.
-    let outage = Duration::from_secs(4);
+    let outage = Duration::from_secs(6);
     let receiver = Receiver::start(outage).await;
     let started = Instant::now();
     let hook = webhook_action(site.path(), &receiver, "max_delay = \"1s\"");
@@ -551,10 +551,10 @@ async fn a_webhook_down_for_a_while_gets_the_event_once_it_recovers_while_transf
         .wait_for("downloads", &big_id, &["complete", "error"], LONG)
         .await;
     assert_eq!(done["state"], "complete", "{done}");
+    let took = started.elapsed();
     assert!(
-        started.elapsed() < outage,
-        "the download finished within the outage ({:?}): actions do not hold transfers up",
-        started.elapsed()
+        took < outage && receiver.delivered("download.arrived").is_empty(),
+        "the download finished while deliveries failed ({took:?} into a {outage:?} outage): actions do not hold transfers up"
     );
     let (_, failing) = agent.api.get("/events?failed=true").await;
     let failing = failing["events"].as_array().unwrap();
@@ -583,8 +583,8 @@ async fn a_webhook_down_for_a_while_gets_the_event_once_it_recovers_while_transf
         .unwrap();
     let attempts = first_event["deliveries"][0]["attempts"].as_u64().unwrap();
     assert!(attempts >= 3, "tried again with backoff: {first_event}");
-    // Backoff: fewer attempts than a retry every 100 ms would make.
-    assert!(receiver.refused() < 20, "{} refusals", receiver.refused());
+    // Backoff: far fewer attempts than a retry every 100 ms would make (60 an event).
+    assert!(receiver.refused() < 40, "{} refusals", receiver.refused());
 }
 
 #[tokio::test(flavor = "multi_thread")]
