@@ -841,3 +841,40 @@ async fn edited_actions_are_in_force_for_the_next_events_without_a_restart() {
     }
     assert_eq!(receiver.delivered("download.arrived").len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_killed_between_a_delivery_and_its_record_delivers_it_again_with_the_same_id() {
+    let world = World::new().await;
+    let (_, url) = world
+        .shared(vec![FileSpec::file("a.txt", b"arrived".to_vec())])
+        .await;
+    let site = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(Duration::ZERO).await;
+    let config = site.path().join("agent.toml");
+    std::fs::write(&config, webhook_action(site.path(), &receiver, "")).unwrap();
+    let config_arg = config.display().to_string();
+    let flags = ["--config", config_arg.as_str()];
+    let agent = ProcessAgent::start_with(site.path(), &world.hub.base_url, &flags, |c| {
+        c.env("MASV_CRASH_AT", "actions.delivery.sent");
+    })
+    .await;
+    let dst = tempfile::tempdir().unwrap();
+    agent.api.download(download_request(&url, dst.path())).await;
+    let status = agent.exit_status(LONG).await;
+    assert!(
+        !status.success(),
+        "the agent aborted at actions.delivery.sent"
+    );
+    assert_eq!(receiver.delivered("download.arrived").len(), 1);
+
+    // At least once: the delivery not recorded is made again, under the same event id.
+    let agent = ProcessAgent::start(site.path(), &world.hub.base_url, &flags, None).await;
+    all_delivered(&agent.api, 1).await;
+    let hits = receiver.delivered("download.arrived");
+    assert_eq!(hits.len(), 2);
+    assert_eq!(hits[0].body, hits[1].body, "the same payload, id included");
+    assert_eq!(
+        hits[0].headers["x-masv-event-id"],
+        hits[1].headers["x-masv-event-id"]
+    );
+}
