@@ -1,5 +1,6 @@
 //! The agent's state in SQLite (WAL), owned by one thread that runs queued closures in order:
-//! transfers, their files, committed chunks, and the outbox of post-transfer actions. Numbered migrations in `store/migrations/`.
+//! transfers, their files, committed chunks, and the outbox of post-transfer actions (events
+//! and their deliveries). Numbered migrations in `store/migrations/`.
 
 mod events;
 mod ledger;
