@@ -324,6 +324,7 @@ impl Actions {
                 tls,
                 username,
                 password,
+                ca_file,
                 from,
                 to,
             } => {
@@ -333,6 +334,7 @@ impl Actions {
                     tls: *tls,
                     username: username.as_deref(),
                     password: password.as_ref(),
+                    ca_file: ca_file.as_deref(),
                     from,
                     to,
                 };

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::{Outcome, Payload};
@@ -17,6 +18,7 @@ pub(super) struct Smtp<'a> {
     pub tls: SmtpTls,
     pub username: Option<&'a str>,
     pub password: Option<&'a Secret>,
+    pub ca_file: Option<&'a std::path::Path>,
     pub from: &'a str,
     pub to: &'a [String],
 }
@@ -26,17 +28,19 @@ pub(super) async fn send(smtp: &Smtp<'_>, payload: &Payload, timeout: Duration) 
         Ok(m) => m,
         Err(e) => return Outcome::Failed(e),
     };
-    let builder = match smtp.tls {
-        SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(smtp.host),
-        SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(smtp.host),
-        SmtpTls::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
-            smtp.host,
-        )),
-    };
-    let mut builder = match builder {
-        Ok(b) => b.port(smtp.port).timeout(Some(timeout)),
-        Err(e) => return Outcome::Failed(format!("SMTP server {}: {e}", smtp.host)),
-    };
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host)
+        .port(smtp.port)
+        .timeout(Some(timeout));
+    if smtp.tls != SmtpTls::None {
+        let parameters = match tls_parameters(smtp) {
+            Ok(p) => p,
+            Err(e) => return Outcome::Retry(e),
+        };
+        builder = builder.tls(match smtp.tls {
+            SmtpTls::Tls => Tls::Wrapper(parameters),
+            _ => Tls::Required(parameters),
+        });
+    }
     if let (Some(user), Some(password)) = (smtp.username, smtp.password) {
         builder = builder.credentials(Credentials::new(
             user.to_owned(),
@@ -57,6 +61,22 @@ pub(super) async fn send(smtp: &Smtp<'_>, payload: &Payload, timeout: Duration) 
         )),
         Err(e) => Outcome::Retry(format!("SMTP server {}:{}: {e}", smtp.host, smtp.port)),
     }
+}
+
+/// TLS to the server, checked against the public roots and `ca_file`'s certificates (read at
+/// each attempt: a renewed certificate needs no restart).
+fn tls_parameters(smtp: &Smtp<'_>) -> Result<TlsParameters, String> {
+    let mut parameters = TlsParameters::builder(smtp.host.to_owned());
+    if let Some(file) = smtp.ca_file {
+        let pem = std::fs::read(file)
+            .map_err(|e| format!("ca_file {}: cannot be read ({e})", file.display()))?;
+        let certificate =
+            Certificate::from_pem(&pem).map_err(|e| format!("ca_file {}: {e}", file.display()))?;
+        parameters = parameters.add_root_certificate(certificate);
+    }
+    parameters
+        .build()
+        .map_err(|e| format!("TLS to {}: {e}", smtp.host))
 }
 
 fn message(smtp: &Smtp<'_>, payload: &Payload) -> Result<Message, String> {

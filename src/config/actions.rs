@@ -71,6 +71,8 @@ pub enum ActionTarget {
         tls: SmtpTls,
         username: Option<String>,
         password: Option<Secret>,
+        /// PEM certificates trusted besides the public roots.
+        ca_file: Option<PathBuf>,
         from: String,
         to: Vec<String>,
     },
@@ -118,7 +120,7 @@ impl RuleChecker<'_, '_> {
             Duration::from_secs(300),
         );
         // Keys of another kind are mistakes (a `url` on a command does nothing): say so.
-        let keys: [(&str, bool, ActionKindName); 12] = [
+        let keys: [(&str, bool, ActionKindName); 13] = [
             ("url", raw.url.is_some(), ActionKindName::Webhook),
             ("secret", raw.secret.is_some(), ActionKindName::Webhook),
             ("format", raw.format.is_some(), ActionKindName::Webhook),
@@ -135,6 +137,7 @@ impl RuleChecker<'_, '_> {
             ("username", raw.username.is_some(), ActionKindName::Email),
             ("password", raw.password.is_some(), ActionKindName::Email),
             ("from", raw.from.is_some(), ActionKindName::Email),
+            ("ca_file", raw.ca_file.is_some(), ActionKindName::Email),
         ];
         let kind_name = |k: ActionKindName| match k {
             ActionKindName::Webhook => "webhook",
@@ -287,6 +290,18 @@ impl RuleChecker<'_, '_> {
         }
         let password = self.secret("password", raw.password.as_ref());
         let tls = raw.tls.unwrap_or_default();
+        let ca_file = raw.ca_file.as_ref().map(|f| self.path(f));
+        if let Some(file) = &ca_file {
+            let problem = match std::fs::read(file) {
+                Ok(pem) => lettre::transport::smtp::client::Certificate::from_pem(&pem)
+                    .err()
+                    .map(|e| format!("holds no PEM certificate ({e})")),
+                Err(e) => Some(format!("cannot be read ({e})")),
+            };
+            if let Some(problem) = problem {
+                self.error("ca_file", format!("ca_file {} {problem}", file.display()));
+            }
+        }
         Some(ActionTarget::Email {
             host: raw.smtp_host.clone()?,
             port: raw.smtp_port.unwrap_or(match tls {
@@ -297,6 +312,7 @@ impl RuleChecker<'_, '_> {
             tls,
             username: raw.username.clone(),
             password,
+            ca_file,
             from: raw.from.clone()?,
             to: raw.to.clone(),
         })

@@ -119,6 +119,9 @@ pub struct RawAction {
     pub username: Option<String>,
     /// Email: the SMTP password.
     pub password: Option<SecretSource>,
+    /// Email: a PEM file of certificates to trust besides the public roots (an internal CA, a
+    /// server's own certificate).
+    pub ca_file: Option<PathBuf>,
     /// Email: the sender, e.g. "MASV Agent <agent@example.com>".
     pub from: Option<String>,
     /// Email: the recipients.

@@ -97,25 +97,69 @@ impl Receiver {
     }
 }
 
-/// A real SMTP server: `python3 -m aiosmtpd` storing what it takes in a maildir.
+/// A real SMTP server (aiosmtpd, run by [`SMTP_SERVER`]) storing what it takes in a maildir.
 struct SmtpServer {
     port: u16,
     maildir: PathBuf,
     child: Child,
 }
 
+/// How the test SMTP server takes connections.
+enum SmtpMode<'a> {
+    /// No TLS, no login.
+    Plain,
+    /// STARTTLS required, then a login (agent / s3cret); with this certificate and key.
+    Starttls(&'a Path, &'a Path),
+    /// TLS from the first byte, then a login.
+    Tls(&'a Path, &'a Path),
+}
+
+/// aiosmtpd as a program: `PORT MAILDIR plain|starttls|tls [CERT KEY]`.
+const SMTP_SERVER: &str = r#"
+import ssl, sys, time
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Mailbox
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+port, maildir, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+options = {}
+if mode != "plain":
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sys.argv[4], sys.argv[5])
+
+    def authenticate(server, session, envelope, mechanism, data):
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"agent", b"s3cret")
+        # handled=False: aiosmtpd answers 535 itself (with True it answers nothing).
+        return AuthResult(success=ok, handled=False)
+
+    options.update(authenticator=authenticate, auth_required=True)
+    if mode == "starttls":
+        options.update(tls_context=context, require_starttls=True)
+    else:
+        # The whole connection is TLS; aiosmtpd only counts STARTTLS as such.
+        options.update(ssl_context=context, auth_require_tls=False)
+Controller(Mailbox(maildir), hostname="127.0.0.1", port=port, **options).start()
+while True:
+    time.sleep(3600)
+"#;
+
 impl SmtpServer {
-    fn start(dir: &Path) -> SmtpServer {
+    fn start(dir: &Path, mode: SmtpMode<'_>) -> SmtpServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .unwrap()
             .port();
-        let maildir = dir.join("maildir");
-        let child = Command::new("python3")
-            .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(&maildir)
+        let maildir = dir.join(format!("maildir-{port}"));
+        let script = dir.join("smtp_server.py");
+        std::fs::write(&script, SMTP_SERVER).unwrap();
+        let mut command = Command::new("python3");
+        command.arg(&script).arg(port.to_string()).arg(&maildir);
+        match mode {
+            SmtpMode::Plain => command.arg("plain"),
+            SmtpMode::Starttls(cert, key) => command.arg("starttls").arg(cert).arg(key),
+            SmtpMode::Tls(cert, key) => command.arg("tls").arg(cert).arg(key),
+        };
+        let child = command
             .stdout(Stdio::null())
             .spawn()
             .expect("python3 runs (CI installs aiosmtpd: pip install aiosmtpd)");
@@ -256,7 +300,7 @@ async fn a_watch_folder_upload_is_announced_once_by_signed_webhook_and_email_and
         std::fs::create_dir_all(dir.join(folder)).unwrap();
     }
     let receiver = Receiver::start(Duration::ZERO).await;
-    let smtp = SmtpServer::start(dir);
+    let smtp = SmtpServer::start(dir, SmtpMode::Plain);
     let script = dir.join("record.sh");
     // Writes its arguments, environment and stdin where it runs.
     std::fs::write(
@@ -876,5 +920,106 @@ async fn an_agent_killed_between_a_delivery_and_its_record_delivers_it_again_wit
     assert_eq!(
         hits[0].headers["x-masv-event-id"],
         hits[1].headers["x-masv-event-id"]
+    );
+}
+
+/// A CA, and a certificate for 127.0.0.1 signed by it: `(ca.pem, cert.pem, key.pem)`.
+fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "masv-agent test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn email_goes_by_starttls_and_by_tls_with_a_login_and_a_refused_login_gives_up_at_once() {
+    let world = World::new().await;
+    let (_, url) = world
+        .shared(vec![FileSpec::file("a.txt", b"a".to_vec())])
+        .await;
+    let site = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(site.path());
+    let starttls = SmtpServer::start(site.path(), SmtpMode::Starttls(&cert, &key));
+    let tls = SmtpServer::start(site.path(), SmtpMode::Tls(&cert, &key));
+    std::fs::write(site.path().join("smtp-password"), "s3cret\n").unwrap();
+    std::fs::write(site.path().join("wrong-password"), "guess\n").unwrap();
+    let action = |name: &str, mode: &str, port: u16, password: &str| {
+        format!(
+            r#"
+[[action]]
+name = "{name}"
+kind = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {port}
+tls = "{mode}"
+ca_file = "{ca}"
+username = "agent"
+password = {{ file = "{password}" }}
+from = "agent@example.com"
+to = ["ops@example.com"]
+max_delay = "300ms"
+"#,
+            ca = ca.display(),
+            password = site.path().join(password).display(),
+        )
+    };
+    let config = action("by-starttls", "starttls", starttls.port, "smtp-password")
+        + &action("by-tls", "tls", tls.port, "smtp-password")
+        + &action("refused", "starttls", starttls.port, "wrong-password");
+    let agent = agent_running(&world, site.path(), &config).await;
+    let dst = tempfile::tempdir().unwrap();
+    agent.api.download(download_request(&url, dst.path())).await;
+    wait_until("both emails", LONG, || {
+        starttls.messages().len() == 1 && tls.messages().len() == 1
+    })
+    .await;
+    for server in [&starttls, &tls] {
+        let mail = &server.messages()[0];
+        assert!(mail.contains("Subject: [masv] Arrived package"), "{mail}");
+    }
+    let start = Instant::now();
+    let refused = loop {
+        let (_, answer) = agent.api.get("/events").await;
+        let refused = answer["events"][0]["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["action"] == "refused")
+            .cloned()
+            .unwrap();
+        if refused["state"] != "pending" {
+            break refused;
+        }
+        assert!(start.elapsed() < LONG, "{answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        refused["state"], "failed",
+        "a refused login is final: {refused}"
+    );
+    assert_eq!(refused["attempts"], 1, "{refused}");
+    assert!(
+        refused["last_error"].as_str().unwrap().contains("refused"),
+        "{refused}"
+    );
+    assert_eq!(
+        starttls.messages().len(),
+        1,
+        "nothing sent without the login"
     );
 }
