@@ -631,8 +631,10 @@ async fn a_webhook_down_for_a_while_gets_the_event_once_it_recovers_while_transf
     assert!(receiver.refused() < 40, "{} refusals", receiver.refused());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_agent_killed_after_a_transfer_ends_delivers_its_webhook_once_after_restart() {
+/// A real agent on a new world's hub, running a webhook action to a new receiver, that
+/// downloads one file and aborts at crash point `point`. Returns the world, the agent's folder
+/// and configuration file (to start it again), and the receiver.
+async fn crashed_after_a_download(point: &str) -> (World, tempfile::TempDir, String, Receiver) {
     let world = World::new().await;
     let (_, url) = world
         .shared(vec![FileSpec::file("a.txt", b"arrived".to_vec())])
@@ -641,24 +643,32 @@ async fn an_agent_killed_after_a_transfer_ends_delivers_its_webhook_once_after_r
     let receiver = Receiver::start(Duration::ZERO).await;
     let config = site.path().join("agent.toml");
     std::fs::write(&config, webhook_action(site.path(), &receiver, "")).unwrap();
-    let config_arg = config.display().to_string();
-    let flags = ["--config", config_arg.as_str()];
-    let agent = ProcessAgent::start_with(site.path(), &world.hub.base_url, &flags, |c| {
-        c.env("MASV_CRASH_AT", "transfer.ended");
-    })
+    let config = config.display().to_string();
+    let agent = ProcessAgent::start_with(
+        site.path(),
+        &world.hub.base_url,
+        &["--config", &config],
+        |c| {
+            c.env("MASV_CRASH_AT", point);
+        },
+    )
     .await;
     let dst = tempfile::tempdir().unwrap();
-    let _ = agent
-        .api
-        .post("/downloads", download_request(&url, dst.path()))
-        .await;
-    let status = agent.exit_status(LONG).await;
-    assert!(!status.success(), "the agent aborted at transfer.ended");
+    let download = download_request(&url, dst.path());
+    crate::crash::post_racing_the_crash(&agent.api, "/downloads", download).await;
+    crate::crash::crashed(agent, point).await;
+    (world, site, config, receiver)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_killed_after_a_transfer_ends_delivers_its_webhook_once_after_restart() {
+    let (world, site, config, receiver) = crashed_after_a_download("transfer.ended").await;
     assert!(
         receiver.hits.lock().unwrap().is_empty(),
         "nothing was sent before the crash"
     );
 
+    let flags = ["--config", config.as_str()];
     let agent = ProcessAgent::start(site.path(), &world.hub.base_url, &flags, None).await;
     all_delivered(&agent.api, 1).await;
     // Settled: nothing more comes.
@@ -888,30 +898,11 @@ async fn edited_actions_are_in_force_for_the_next_events_without_a_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_killed_between_a_delivery_and_its_record_delivers_it_again_with_the_same_id() {
-    let world = World::new().await;
-    let (_, url) = world
-        .shared(vec![FileSpec::file("a.txt", b"arrived".to_vec())])
-        .await;
-    let site = tempfile::tempdir().unwrap();
-    let receiver = Receiver::start(Duration::ZERO).await;
-    let config = site.path().join("agent.toml");
-    std::fs::write(&config, webhook_action(site.path(), &receiver, "")).unwrap();
-    let config_arg = config.display().to_string();
-    let flags = ["--config", config_arg.as_str()];
-    let agent = ProcessAgent::start_with(site.path(), &world.hub.base_url, &flags, |c| {
-        c.env("MASV_CRASH_AT", "actions.delivery.sent");
-    })
-    .await;
-    let dst = tempfile::tempdir().unwrap();
-    agent.api.download(download_request(&url, dst.path())).await;
-    let status = agent.exit_status(LONG).await;
-    assert!(
-        !status.success(),
-        "the agent aborted at actions.delivery.sent"
-    );
+    let (world, site, config, receiver) = crashed_after_a_download("actions.delivery.sent").await;
     assert_eq!(receiver.delivered("download.arrived").len(), 1);
 
     // At least once: the delivery not recorded is made again, under the same event id.
+    let flags = ["--config", config.as_str()];
     let agent = ProcessAgent::start(site.path(), &world.hub.base_url, &flags, None).await;
     all_delivered(&agent.api, 1).await;
     let hits = receiver.delivered("download.arrived");
