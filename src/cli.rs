@@ -8,6 +8,7 @@ mod bandwidth;
 mod config;
 mod docs;
 mod download;
+mod events;
 mod hub;
 mod mhl;
 mod server;
@@ -76,6 +77,9 @@ enum Command {
         after_help = "Examples:\n  masv bandwidth show\n  masv bandwidth set --upload 50Mbit --max-active-downloads 2"
     )]
     Bandwidth(bandwidth::BandwidthArgs),
+    /// Events of the post-transfer actions and their deliveries (ls, show, retry).
+    #[command(after_help = "Examples:\n  masv events ls --failed\n  masv events retry EVENT_ID")]
+    Events(events::EventsArgs),
     /// Check a configuration file, or print its JSON Schema.
     #[command(
         subcommand,
@@ -129,6 +133,7 @@ pub fn main() -> ExitCode {
             Command::Upload(args) => upload::run(args).await,
             Command::Automation(args) => automation::run(args).await,
             Command::Bandwidth(args) => bandwidth::run(args).await,
+            Command::Events(args) => events::run(args).await,
             Command::Config(command) => config::run(command),
             Command::Seal(args) => mhl::seal(args),
             Command::Verify(args) => mhl::verify(args),

@@ -1,6 +1,7 @@
 //! masv-agent: a MASV-compatible file-transfer agent, and a MASV-compatible hub in the same crate.
 //!
 //! Layout (see `../shared/design/ARCHITECTURE.md`):
+//! - `actions`: post-transfer actions: events delivered to webhooks, commands and email.
 //! - `api`: the agent's local REST API (`/api/v1`), an axum router over the transfer engine.
 //! - `cli`: the `masv` command line.
 //! - `cloud`: the typed MASV API client and the wire types (DTOs) shared with the hub.
@@ -18,6 +19,7 @@
 //! - `watch`: watched folders → settled files (events or polling, rescans on overflow).
 //! - `web`: what the two HTTP servers share (JSON bodies, `{code, message}` errors).
 
+pub mod actions;
 pub mod api;
 pub mod cli;
 pub mod cloud;

@@ -541,9 +541,10 @@ impl Engine {
                     }
                     JobError::Stopped => TransferError::Conflict("stopped".into()),
                 })?;
+                let event = ended_event(self, id, state::COMPLETE, None).await;
                 self.inner
                     .store
-                    .set_state(id, state::COMPLETE, None)
+                    .end_transfer(id, state::COMPLETE, None, event)
                     .await?;
             }
             other => {
@@ -689,13 +690,28 @@ impl Engine {
                 {
                     tracing::warn!(transfer_id = %id, error = %e, "cannot scrub the secrets of a complete transfer");
                 }
-                while let Err(e) = inner.store.set_state(&id, state, error.clone()).await {
-                    tracing::error!(transfer_id = %id, error = %e, "cannot record the end of a transfer; waiting for the database");
-                    store_waits(e.to_string());
-                    if !wait_for_store(&inner, &job_cancel).await {
-                        break;
+                let engine = Engine {
+                    inner: inner.clone(),
+                };
+                loop {
+                    // The event of the end (for the post-transfer actions) is recorded with it.
+                    let event = ended_event(&engine, &id, state, error.clone()).await;
+                    match inner
+                        .store
+                        .end_transfer(&id, state, error.clone(), event)
+                        .await
+                    {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::error!(transfer_id = %id, error = %e, "cannot record the end of a transfer; waiting for the database");
+                            store_waits(e.to_string());
+                            if !wait_for_store(&inner, &job_cancel).await {
+                                break;
+                            }
+                        }
                     }
                 }
+                crate::crash_point!("transfer.ended");
                 let _ = inner.events.send(TransferEvent {
                     id: id.clone(),
                     kind,
@@ -1207,6 +1223,79 @@ async fn heal(engine: Engine) {
 /// database: a download link's secret (its URL keeps the link id), link passwords, package
 /// tokens, portal access codes and package passwords. An upload keeps its own share link and
 /// the package's access token: `masv upload link` makes new links with it.
+/// The event a transfer's end causes, for the post-transfer actions: `upload.delivered` (a
+/// package finalized), `download.arrived`, `transfer.failed`; `None` for other ends (an upload
+/// left idle) or when the transfer cannot be read (its end is recorded all the same).
+async fn ended_event(
+    engine: &Engine,
+    id: &str,
+    end: &str,
+    error: Option<String>,
+) -> Option<crate::store::NewEvent> {
+    use crate::actions::event::{self, ByteCounts, Counts, FileInfo, PackageInfo, Payload};
+    let t = engine.inner.store.transfer(id).await.ok()??;
+    let kind = match (end, t.kind) {
+        (state::COMPLETE, TransferKind::Upload) => event::UPLOAD_DELIVERED,
+        (state::COMPLETE, TransferKind::Download) => event::DOWNLOAD_ARRIVED,
+        (state::ERROR, _) => event::TRANSFER_FAILED,
+        _ => return None,
+    };
+    let summary = match engine.summary(&t, true).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(transfer_id = %id, error = %e, "cannot read the transfer for its event");
+            return None;
+        }
+    };
+    let now = Utc::now();
+    let files: Vec<FileInfo> = summary
+        .files
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| f.state != file_state::SKIPPED)
+        .map(|f| FileInfo {
+            local_path: f.local_path,
+            package_path: f.path,
+            name: f.name,
+            size: f.size,
+            state: f.state,
+            hash: f.hash,
+        })
+        .collect();
+    let mut payload = Payload::new(kind, now);
+    payload.rule = t.rule.clone();
+    payload.transfer = Some(event::TransferInfo {
+        id: t.id.clone(),
+        kind: t.kind.as_str().to_owned(),
+        state: end.to_owned(),
+        created_at: cloud::dto::format_time(&t.created_at),
+        ended_at: cloud::dto::format_time(&now),
+        duration_seconds: (now - t.created_at).num_milliseconds().max(0) as f64 / 1000.0,
+    });
+    if summary.package_id.is_some() || summary.package_name.is_some() {
+        payload.package = Some(PackageInfo {
+            id: summary.package_id,
+            name: summary.package_name,
+        });
+    }
+    payload.link = summary.link;
+    payload.counts = Counts {
+        files: summary.files_total,
+        files_done: summary.files_done,
+        files_failed: files
+            .iter()
+            .filter(|f| f.state == file_state::ERROR)
+            .count() as u64,
+    };
+    payload.bytes = ByteCounts {
+        total: summary.bytes_total,
+        done: summary.bytes_done,
+    };
+    payload.files = files;
+    payload.error = error;
+    Some(payload.into_event())
+}
+
 async fn scrub_secrets(store: &Store, id: &str) -> Result<(), StoreError> {
     let Some(t) = store.transfer(id).await? else {
         return Ok(());

@@ -31,6 +31,102 @@ pub struct RawFile {
     /// Rate limits (with a weekly schedule) and caps on the transfers active at once.
     #[serde(default)]
     pub bandwidth: Option<RawBandwidth>,
+    /// Post-transfer actions: webhooks, commands and emails run when a package is delivered,
+    /// arrives, or a transfer or rule fails.
+    #[serde(default)]
+    pub action: Vec<RawAction>,
+}
+
+/// What an action does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKindName {
+    /// HTTP POST of the event's JSON, signed (HMAC-SHA256) when a secret is set.
+    Webhook,
+    /// Runs a program (no shell) with the event's JSON on stdin and its main fields in the
+    /// environment.
+    Command,
+    /// Sends a plain-text summary by SMTP.
+    Email,
+}
+
+/// What a webhook posts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The event's JSON payload (the default).
+    #[default]
+    Json,
+    /// `{"text": "…"}`: a one-line summary for Slack/Teams-style incoming webhooks.
+    Slack,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS, required (the default; port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: a relay on the same machine or network only.
+    None,
+}
+
+/// `[[action]]`: what to do when an event happens. Without `rules` it acts for every rule (and
+/// for transfers started by hand); with `rules` only for those rules' events.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAction {
+    /// Unique among the actions; shown in `masv events ls` and the API.
+    pub name: String,
+    pub kind: ActionKindName,
+    /// The events it acts on: "upload.delivered", "download.arrived", "transfer.failed",
+    /// "rule.failed", "rule.recovered" (default all).
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Only the events of these rules (default: every event, whatever started the transfer).
+    pub rules: Option<Vec<String>>,
+    /// How long one attempt may take (default 30s for webhooks and email, 10m for commands); a
+    /// command still running then is killed.
+    pub timeout: Option<DurationValue>,
+    /// How long a delivery may keep failing before it is given up and counted as failed, e.g.
+    /// "24h" (the default) or "never".
+    pub give_up_after: Option<DurationValue>,
+    /// The longest wait between two attempts, e.g. "5m" (the default).
+    pub max_delay: Option<DurationValue>,
+    /// Webhook: the URL posted to (http or https).
+    pub url: Option<String>,
+    /// Webhook: the key of the `X-Masv-Signature: sha256=<hex HMAC-SHA256 of the body>` header.
+    pub secret: Option<SecretSource>,
+    /// Webhook: "json" (the payload, the default) or "slack" (`{"text": …}`).
+    pub format: Option<WebhookFormat>,
+    /// Command: the program run (no shell), by path or name on PATH.
+    pub program: Option<PathBuf>,
+    /// Command: its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Command: the folder it runs in (default the agent's data folder).
+    pub working_dir: Option<PathBuf>,
+    /// Email: the SMTP server's host name.
+    pub smtp_host: Option<String>,
+    /// Email: its port (default 587 with starttls, 465 with tls, 25 with none).
+    pub smtp_port: Option<u16>,
+    /// Email: "starttls" (the default), "tls" or "none".
+    pub tls: Option<SmtpTls>,
+    /// Email: the SMTP login (with `password`).
+    pub username: Option<String>,
+    /// Email: the SMTP password.
+    pub password: Option<SecretSource>,
+    /// Email: a PEM file of certificates to trust besides the public roots (an internal CA, a
+    /// server's own certificate).
+    pub ca_file: Option<PathBuf>,
+    /// Email: the sender, e.g. "MASV Agent <agent@example.com>".
+    pub from: Option<String>,
+    /// Email: the recipients.
+    #[serde(default)]
+    pub to: Vec<String>,
 }
 
 /// `[bandwidth]`: global rate limits shared by every transfer, a weekly schedule of other limits,

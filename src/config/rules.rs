@@ -190,12 +190,12 @@ pub(super) struct RuleChecker<'a, 'b> {
 
 impl RuleChecker<'_, '_> {
     /// Reports `message` at `key` of the rule (or at the rule itself).
-    fn error(&mut self, key: &str, message: impl Into<String>) {
+    pub(super) fn error(&mut self, key: &str, message: impl Into<String>) {
         let offset = self.at.key_offset(self.span.clone(), key);
         self.at.error(offset, message);
     }
 
-    fn path(&self, p: &Path) -> PathBuf {
+    pub(super) fn path(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()
         } else {
@@ -203,7 +203,7 @@ impl RuleChecker<'_, '_> {
         }
     }
 
-    fn duration(
+    pub(super) fn duration(
         &mut self,
         key: &str,
         value: Option<&DurationValue>,
@@ -237,7 +237,7 @@ impl RuleChecker<'_, '_> {
         }
     }
 
-    fn secret(&mut self, key: &str, source: Option<&SecretSource>) -> Option<Secret> {
+    pub(super) fn secret(&mut self, key: &str, source: Option<&SecretSource>) -> Option<Secret> {
         match (self.at.secrets)(source?) {
             Ok(secret) => Some(secret),
             Err(e) => {

@@ -404,3 +404,85 @@ fn an_unreadable_api_key_is_the_one_error_not_a_missing_key() {
     assert!(errors.contains("api_key"), "{errors}");
     assert!(!errors.contains("need an API key"), "{errors}");
 }
+
+#[test]
+fn actions_are_read_and_each_error_points_at_its_key() {
+    let config = parse(
+        Path::new("/etc/masv/agent.toml"),
+        r#"
+[[watch]]
+name = "outbox"
+folder = "/srv/outbox"
+portal = { subdomain = "s", sender = "a@b.c" }
+
+[[action]]
+name = "hook"
+kind = "webhook"
+url = "https://hooks.example.com/masv"
+secret = { env = "CARGO_PKG_NAME" }
+events = ["upload.delivered"]
+rules = ["outbox"]
+give_up_after = "never"
+
+[[action]]
+name = "mail"
+kind = "email"
+smtp_host = "smtp.example.com"
+from = "Agent <agent@example.com>"
+to = ["ops@example.com"]
+
+[[action]]
+name = "ingest"
+kind = "command"
+program = "bin/ingest"
+timeout = "5m"
+"#,
+    )
+    .unwrap();
+    let [hook, mail, ingest] = &config.actions[..] else {
+        panic!("three actions: {:?}", config.actions);
+    };
+    assert!(hook.wants("upload.delivered", Some("outbox")));
+    assert!(!hook.wants("upload.delivered", None), "only its rules");
+    assert!(!hook.wants("transfer.failed", Some("outbox")));
+    assert_eq!(hook.give_up_after, None);
+    assert_eq!(mail.events.len(), 5, "all events by default");
+    assert!(mail.wants("rule.failed", None), "every rule by default");
+    assert_eq!(mail.give_up_after, Some(DEFAULT_GIVE_UP_AFTER));
+    assert_eq!(mail.timeout, std::time::Duration::from_secs(30));
+    match &mail.target {
+        ActionTarget::Email { port, tls, .. } => {
+            assert_eq!((*port, *tls), (587, SmtpTls::Starttls))
+        }
+        other => panic!("{other:?}"),
+    }
+    match &ingest.target {
+        ActionTarget::Command { program, .. } => {
+            assert_eq!(program, Path::new("/etc/masv/bin/ingest"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(ingest.timeout, std::time::Duration::from_secs(300));
+    assert!(
+        !format!("{hook:?}").contains("masv-agent"),
+        "the secret is redacted"
+    );
+
+    let text = errors_of(
+        "[[action]]\nname = \"a\"\nkind = \"webhook\"\nurl = \"ftp://x/\"\nprogram = \"x\"\nevents = [\"upload.done\"]\nrules = [\"nope\"]\n\n[[action]]\nname = \"a\"\nkind = \"email\"\nfrom = \"not an address\"\nto = [\"ops@example.com\"]\nusername = \"u\"\ntimeout = \"soon\"\n\n[[action]]\nname = \"c\"\nkind = \"pager\"\n",
+    );
+    for expected in [
+        "agent.toml:4:1: url = \"ftp://x/\" is not an http(s) URL",
+        "agent.toml:5:1: program is for command actions; action \"a\" is a webhook",
+        "agent.toml:6:1: events: \"upload.done\" is not an event",
+        "agent.toml:7:1: rules: no rule is named \"nope\"",
+        "agent.toml:10:1: two actions are named \"a\"",
+        "agent.toml:10:1: email action \"a\" needs smtp_host",
+        "agent.toml:12:1: from = \"not an address\" is not an email address",
+        "agent.toml:14:1: username and password go together",
+        "agent.toml:15:1: timeout:",
+        "agent.toml:19:8: unknown variant `pager`",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+}

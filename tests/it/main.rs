@@ -1,6 +1,7 @@
 //! The one integration test binary: hubs (and later agents) started in-process on port 0 with
 //! temporary folders, moving real bytes over real HTTP.
 //!
+//! - `actions`: post-transfer actions against a real webhook receiver, SMTP server and command.
 //! - `support`: starting hubs, a ready-made world, uploads and downloads through the client.
 //! - `agent`: agents in-process or as a real process, driven through their REST API.
 //! - `conformance`: the spec section by section, the agent against the hub as a strict
@@ -19,6 +20,7 @@
 //! - `service`: the agent as a service: systemd notify, SIGTERM, logs, metrics, the API token.
 //! - `upload`: uploads end to end: folders up, links back down, edits mid-send, crashes.
 
+mod actions;
 mod agent;
 mod automations;
 mod bandwidth;
