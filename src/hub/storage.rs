@@ -45,6 +45,21 @@ pub struct Faults {
 }
 
 impl Faults {
+    /// `router` with these faults injected into its requests (none when off): the hub's own
+    /// storage, or anything else answering S3 requests (a proxy in front of an object store).
+    pub fn inject(&self, router: Router) -> Router {
+        if self.is_off() {
+            router
+        } else {
+            Faults::inject_shared(Arc::new(std::sync::RwLock::new(self.clone())), router)
+        }
+    }
+
+    /// `router` with the faults `shared` holds at each request (changed while it serves).
+    pub fn inject_shared(shared: Arc<std::sync::RwLock<Faults>>, router: Router) -> Router {
+        router.layer(middleware::from_fn_with_state(shared, inject_faults))
+    }
+
     pub fn is_off(&self) -> bool {
         self.fail_ratio <= 0.0
             && self.cut_ratio <= 0.0
@@ -122,18 +137,14 @@ impl IntoResponse for S3Error {
 }
 
 pub fn router(state: Arc<HubState>) -> Router {
-    let faults_on = !state.config.faults.is_off();
+    let faults = state.config.faults.clone();
     let router = Router::new()
         .route(
             "/storage/{package_id}/{file_id}",
             get(get_object).post(create_multipart).put(put_part),
         )
-        .with_state(state.clone());
-    if faults_on {
-        router.layer(middleware::from_fn_with_state(state, inject_faults))
-    } else {
-        router
-    }
+        .with_state(state);
+    faults.inject(router)
 }
 
 /// The query parameters each method signs besides the expiry: a URL signed for one part of one
@@ -753,8 +764,15 @@ pub async fn assemble(
     Ok(())
 }
 
-async fn inject_faults(State(state): State<Arc<HubState>>, req: Request, next: Next) -> Response {
-    let faults = state.config.faults.clone();
+async fn inject_faults(
+    State(shared): State<Arc<std::sync::RwLock<Faults>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let faults = shared
+        .read()
+        .expect("faults lock is never poisoned")
+        .clone();
     if !faults.delay.is_zero() {
         tokio::time::sleep(faults.delay).await;
     }

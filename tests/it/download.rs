@@ -246,7 +246,7 @@ async fn every_file_and_folder_created_belongs_to_the_requested_owner() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn storage_failures_and_cut_bodies_are_retried_into_byte_identical_files() {
-    let world = World::on_disk().await;
+    let world = World::new().await;
     let bytes = pseudo_random_bytes(11, 9 * MIB + 3);
     let package = world
         .upload(vec![FileSpec::file("take.mov", bytes.clone())])
@@ -281,7 +281,7 @@ async fn storage_failures_and_cut_bodies_are_retried_into_byte_identical_files()
 /// back, resuming it tries the failed file again, to an identical file.
 #[tokio::test(flavor = "multi_thread")]
 async fn resuming_a_failed_download_tries_its_failed_files_again() {
-    let world = World::on_disk().await;
+    let world = World::new().await;
     let bytes = pseudo_random_bytes(13, 3 * MIB + 5);
     let package = world
         .upload(vec![FileSpec::file("take.mov", bytes.clone())])
@@ -317,7 +317,7 @@ async fn resuming_a_failed_download_tries_its_failed_files_again() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn expired_storage_urls_are_asked_for_again() {
-    let world = World::on_disk().await;
+    let world = World::new().await;
     let bytes = pseudo_random_bytes(5, 8 * MIB);
     let package = world
         .upload(vec![FileSpec::file("long.mov", bytes.clone())])
@@ -362,7 +362,7 @@ async fn expired_storage_urls_are_asked_for_again() {
 #[tokio::test(flavor = "multi_thread")]
 async fn pause_resume_and_delete_with_or_without_files() {
     let hub = TestHub::start_with(
-        DataDir::on_disk(),
+        DataDir::new(),
         HubOptions::faults(Faults {
             delay: Duration::from_millis(100),
             ..Faults::default()
@@ -434,7 +434,7 @@ async fn pause_resume_and_delete_with_or_without_files() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_download_stays_paused_across_a_restart() {
     let hub = TestHub::start_with(
-        DataDir::on_disk(),
+        DataDir::new(),
         HubOptions::faults(Faults {
             delay: Duration::from_millis(100),
             ..Faults::default()
@@ -487,7 +487,7 @@ async fn a_paused_download_stays_paused_across_a_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_download_resumes_from_committed_chunks_to_an_identical_file() {
     let hub = TestHub::start_with(
-        DataDir::on_disk(),
+        DataDir::new(),
         HubOptions::faults(Faults {
             delay: Duration::from_millis(50),
             ..Faults::default()
@@ -770,7 +770,7 @@ async fn a_database_that_cannot_write_is_seen_and_the_download_goes_on_once_it_c
         "this test mounts a small tmpfs: run the tests as root (CI does)"
     );
     let hub = TestHub::start_with(
-        DataDir::on_disk(),
+        DataDir::new(),
         HubOptions::faults(Faults {
             delay: Duration::from_millis(50),
             ..Faults::default()

@@ -47,7 +47,7 @@ impl DataDir {
     }
 
     /// A data folder whose hubs keep their files on their disk, also when
-    /// `MASV_TEST_HUB_STORAGE=s3`: for tests that inject faults into the hub's own storage.
+    /// `MASV_TEST_HUB_STORAGE=s3`: for tests that reach into the hub's stored files.
     pub fn on_disk() -> DataDir {
         DataDir {
             2: true,
@@ -74,10 +74,15 @@ pub fn hubs_on_s3() -> bool {
 /// A real S3 server on loopback that checks signatures: `s3s-fs` (installed by `.ci/run`), over a
 /// folder of its own, with one bucket, stopped when dropped.
 pub struct S3Server {
+    /// Where hubs reach the store: a proxy in front of it that injects the faults of
+    /// [`S3Server::faults`] (none unless a test's hub asks), the same address for every hub
+    /// of the data folder, so URLs signed by one still work after it is replaced.
     pub endpoint: url::Url,
+    pub faults: Arc<std::sync::RwLock<Faults>>,
     pub root: TempDir,
     pub bucket: String,
     child: std::process::Child,
+    proxy: JoinHandle<()>,
 }
 
 pub const S3_KEY: &str = "masvtestkey";
@@ -113,11 +118,16 @@ impl S3Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        let store: url::Url = format!("http://127.0.0.1:{port}").parse().expect("a URL");
+        let faults = Arc::new(std::sync::RwLock::new(Faults::default()));
+        let (endpoint, proxy) = fault_proxy(&store, faults.clone());
         S3Server {
-            endpoint: format!("http://127.0.0.1:{port}").parse().expect("a URL"),
+            endpoint,
+            faults,
             root,
             bucket,
             child,
+            proxy,
         }
     }
 
@@ -135,8 +145,79 @@ impl S3Server {
     }
 }
 
+/// An HTTP proxy on loopback in front of `upstream` (the object store) that injects `faults`
+/// into the requests it forwards, as the hub does into its own storage; the `Host` header goes
+/// through as the client sent it, so pre-signed URLs made for the proxy still verify.
+fn fault_proxy(
+    upstream: &url::Url,
+    faults: Arc<std::sync::RwLock<Faults>>,
+) -> (url::Url, JoinHandle<()>) {
+    use axum::body::Body;
+    use axum::extract::{Request, State};
+    use axum::response::Response;
+    async fn forward(
+        State(upstream): State<Arc<(reqwest::Client, url::Url)>>,
+        req: Request,
+    ) -> Response {
+        let (client, base) = &*upstream;
+        let (parts, body) = req.into_parts();
+        let mut url = base.clone();
+        url.set_path(parts.uri.path());
+        url.set_query(parts.uri.query());
+        let mut out = client.request(parts.method, url.as_str());
+        for (name, value) in &parts.headers {
+            out = out.header(name, value);
+        }
+        let sent = out
+            .body(reqwest::Body::wrap_stream(body.into_data_stream()))
+            .send()
+            .await;
+        match sent {
+            Ok(answer) => {
+                let mut response = Response::builder().status(answer.status());
+                for (name, value) in answer.headers() {
+                    if name != reqwest::header::TRANSFER_ENCODING
+                        && name != reqwest::header::CONNECTION
+                    {
+                        response = response.header(name, value);
+                    }
+                }
+                response
+                    .body(Body::from_stream(answer.bytes_stream()))
+                    .expect("a response from parts")
+            }
+            Err(e) => Response::builder()
+                .status(502)
+                .body(Body::from(e.to_string()))
+                .expect("a response"),
+        }
+    }
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("an HTTP client");
+    let router = Faults::inject_shared(
+        faults,
+        axum::Router::new()
+            .fallback(forward)
+            .with_state(Arc::new((client, upstream.clone()))),
+    );
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").expect("a free port for the store's proxy");
+    let addr = listener.local_addr().expect("a bound address");
+    listener
+        .set_nonblocking(true)
+        .expect("a non-blocking listener");
+    let listener = TcpListener::from_std(listener).expect("a listener in the test's runtime");
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (format!("http://{addr}").parse().expect("a URL"), task)
+}
+
 impl Drop for S3Server {
     fn drop(&mut self) {
+        self.proxy.abort();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -182,6 +263,8 @@ pub struct TestHub {
     pub data: DataDir,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
+    /// It set faults on its data folder's object store: cleared when it stops.
+    faulted_store: bool,
 }
 
 impl TestHub {
@@ -200,14 +283,16 @@ impl TestHub {
         config.accept_hostile_names = options.accept_hostile_names;
         config.public_url = options.public_url;
         config.link_base = options.link_base;
+        let mut faulted_store = false;
         if options.s3 || (hubs_on_s3() && !data.2) {
-            // Faults are injected into the hub's own storage (the store's own refusals are
-            // tested in `s3`).
-            assert!(
-                config.faults.is_off(),
-                "storage faults need the hub's own storage: give this test DataDir::on_disk()"
-            );
-            config.s3 = Some(data.s3().config("hub/"));
+            // Storage faults are injected by the proxy in front of the store, which the hub's
+            // URLs point at (the store behind it checks signatures made for the proxy's host),
+            // until this hub stops. Hubs of one data folder share them.
+            let store = data.s3();
+            faulted_store = !config.faults.is_off();
+            *store.faults.write().expect("faults lock is never poisoned") =
+                std::mem::take(&mut config.faults);
+            config.s3 = Some(store.config("hub/"));
         }
         // Opened first so that the signing key exists before the served hub reads it.
         let operator = Hub::open(config.clone()).expect("the hub opens its data folder");
@@ -229,6 +314,7 @@ impl TestHub {
             data,
             shutdown: Some(shutdown),
             task: Some(task),
+            faulted_store,
         }
     }
 
@@ -294,6 +380,14 @@ impl TestHub {
 
 impl Drop for TestHub {
     fn drop(&mut self) {
+        if self.faulted_store {
+            *self
+                .data
+                .s3()
+                .faults
+                .write()
+                .expect("faults lock is never poisoned") = Faults::default();
+        }
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
@@ -326,7 +420,7 @@ impl World {
         World::on(TestHub::start().await)
     }
 
-    /// A world whose hub keeps its files on its disk, to be faulted (see [`DataDir::on_disk`]).
+    /// A world whose hub keeps its files on its disk (see [`DataDir::on_disk`]).
     pub async fn on_disk() -> World {
         World::on(TestHub::start_with(DataDir::on_disk(), HubOptions::default()).await)
     }
@@ -337,7 +431,7 @@ impl World {
             delay,
             ..Faults::default()
         };
-        World::on(TestHub::start_with(DataDir::on_disk(), HubOptions::faults(faults)).await)
+        World::on(TestHub::start_with(DataDir::new(), HubOptions::faults(faults)).await)
     }
 
     /// The world set up on `hub` (whose data folder must not have it already).

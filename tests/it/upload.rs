@@ -297,7 +297,7 @@ async fn slow_upload(
     files: &[(&str, Vec<u8>)],
 ) -> (World, TestAgent, String, String, tempfile::TempDir) {
     let hub = TestHub::start_with(
-        DataDir::on_disk(),
+        DataDir::new(),
         HubOptions::faults(Faults {
             delay: Duration::from_millis(200),
             ..Faults::default()
@@ -410,7 +410,7 @@ async fn a_file_that_grows_while_it_is_sent_arrives_whole_once_it_has_settled() 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_upload_resumes_from_committed_parts_to_identical_files() {
     let hub = TestHub::start_with(
-        DataDir::on_disk(),
+        DataDir::new(),
         HubOptions::faults(Faults {
             delay: Duration::from_millis(100),
             ..Faults::default()
@@ -488,7 +488,7 @@ async fn hub_bytes_received(world: &World) -> u64 {
 async fn a_crash_before_the_multipart_upload_opens_does_not_declare_the_file_twice() {
     // Storage refuses everything: the agent declares the file, then keeps retrying to open
     // its multipart upload.
-    let refusing = TestHub::refusing(DataDir::on_disk()).await;
+    let refusing = TestHub::refusing(DataDir::new()).await;
     let World {
         hub: refusing,
         team_id,
@@ -549,7 +549,7 @@ async fn a_crash_before_the_multipart_upload_opens_does_not_declare_the_file_twi
 /// the package arrives whole.
 #[tokio::test(flavor = "multi_thread")]
 async fn resuming_a_failed_upload_sends_its_failed_files_again() {
-    let world = World::on_disk().await;
+    let world = World::new().await;
     let refusing = TestHub::refusing(world.hub.data.clone()).await;
     let mut config = engine_config(&refusing.base_url);
     config.api_key = Some(world.api_key.clone());
@@ -593,7 +593,7 @@ async fn resuming_a_failed_upload_sends_its_failed_files_again() {
 #[tokio::test(flavor = "multi_thread")]
 async fn uploads_pause_resume_and_are_deleted_by_state() {
     let hub = TestHub::start_with(
-        DataDir::on_disk(),
+        DataDir::new(),
         HubOptions::faults(Faults {
             delay: Duration::from_millis(150),
             ..Faults::default()
@@ -679,7 +679,7 @@ async fn team_uploads_without_an_api_key_say_how_to_give_one() {
 #[tokio::test(flavor = "multi_thread")]
 async fn parts_corrupted_in_flight_are_sent_again_and_arrive_byte_identical() {
     let hub = TestHub::start_with(
-        DataDir::on_disk(),
+        DataDir::new(),
         HubOptions::faults(Faults {
             flip_ratio: 0.5,
             ..Faults::default()
