@@ -141,6 +141,7 @@ impl Hub {
             throttle: auth::Throttle::default(),
             listing_limiter: Default::default(),
             metrics: Default::default(),
+            buffers: storage::buffer_pool(),
             public_url,
             config: self.config.clone(),
         });

@@ -41,6 +41,8 @@ pub struct State {
     pub link_base: url::Url,
     pub config: HubConfig,
     pub metrics: Metrics,
+    /// Storage's read and write buffers, reused across requests.
+    pub buffers: crate::direct::BufferPool,
 }
 
 /// Counters served at `/metrics` (Prometheus text format).

@@ -41,7 +41,8 @@ use super::{
 };
 use crate::cloud::CloudError;
 use crate::cloud::dto::{DownloadUrl, FileKind, LinkUrl, PackageFile, Secret};
-use crate::files::{self, Destination, PartFile, RangeWriter};
+use crate::direct::{BufferPool, Writer};
+use crate::files::{self, Destination, PartFile};
 use crate::store::{ChunkRecord, FileRecord, Store, TransferKind, TransferRecord};
 
 /// Bytes gathered from the network before one positional write.
@@ -189,6 +190,8 @@ struct Job {
     remote: RwLock<Remote>,
     files: Vec<FileJob>,
     queue: WorkQueue<Chunk>,
+    /// The ranges' write buffers, reused from range to range.
+    buffers: BufferPool,
 }
 
 pub(super) async fn run(
@@ -335,6 +338,9 @@ pub(super) async fn run(
         remote: RwLock::new(remote),
         files: jobs,
         queue: WorkQueue::new(queue),
+        // Room for what arrives after a batch is full, so a buffer never grows; one kept per
+        // connection the download may have.
+        buffers: BufferPool::new(2 * WRITE_BUFFER, 64),
     });
 
     // Folders first (empty ones included), then files whose chunks were all committed before a
@@ -910,7 +916,7 @@ async fn fetch_range(
         r = job.inner.client.get_range(url, Some((chunk.start, end))) => r.map_err(FetchError::Cloud)?,
     };
     let mut body = response.bytes_stream();
-    let mut writer = part.range_writer(chunk.start, WRITE_BUFFER);
+    let mut writer = part.range_writer(chunk.start, WRITE_BUFFER, job.buffers.take());
     let mut received = 0u64;
     let outcome = loop {
         let next = tokio::select! {
@@ -959,7 +965,7 @@ async fn fetch_range(
     let part = part.clone();
     let range = (chunk.start, chunk.len);
     tokio::task::spawn_blocking(move || {
-        writer.finish()?;
+        writer.finish(&mut |_| {})?;
         part.start_writeback(range.0, range.1);
         Ok::<_, std::io::Error>(())
     })
@@ -970,8 +976,8 @@ async fn fetch_range(
 }
 
 /// Writes what `writer` gathered off the runtime; gives it back for more.
-async fn flush(mut writer: RangeWriter) -> Result<RangeWriter, FetchError> {
-    tokio::task::spawn_blocking(move || writer.flush().map(|()| writer))
+async fn flush(mut writer: Writer) -> Result<Writer, FetchError> {
+    tokio::task::spawn_blocking(move || writer.flush(&mut |_| {}).map(|()| writer))
         .await
         .map_err(|e| FetchError::Disk(e.to_string()))?
         .map_err(|e| FetchError::Disk(e.to_string()))
