@@ -70,9 +70,9 @@ pub struct Destination {
 }
 
 const DIR_MODE: u32 = 0o755;
-/// Files smaller than this are written through the page cache, neither preallocated (only
-/// sized) nor opened for direct I/O: for them fallocate and a second open cost more than they
-/// save, and the sync before the rename writes them out in one go anyway.
+/// Files smaller than this are written through the page cache, not opened for direct I/O: for
+/// them a second open costs more than it saves, and the sync before the rename writes them
+/// out in one go anyway.
 pub const SMALL_FILE: u64 = 8 * 1024 * 1024;
 const FILE_MODE: u32 = 0o644;
 
@@ -232,16 +232,12 @@ impl Destination {
                 source,
             })?
             .len();
-        let small = size < SMALL_FILE;
-        if len < size && small {
-            // Sparse, of its size: the blocks are allocated as the bytes come.
-            file.set_len(size).map_err(|source| FilesError::Io {
-                path: part_path.clone(),
-                source,
-            })?;
-        } else if len < size {
+        // Every file, small ones too: a full disk fails the file before a byte is written,
+        // instead of half-filling it and leaving no room for the package's other files.
+        if len < size {
             preallocate(&file, size).map_err(|e| FilesError::io(&part_path, e))?;
         }
+        let small = size < SMALL_FILE;
         // A second descriptor for direct I/O, where the file system has it (not tmpfs, say).
         let direct = if small {
             None
@@ -388,6 +384,20 @@ fn sync_dir(dir: impl AsFd) -> Result<(), Errno> {
     }
 }
 
+/// Syncs the folders that `parts` were renamed in, each folder once however many of them it
+/// holds: their renames are durable when this returns.
+pub fn sync_folders(parts: &[PartFile]) -> Result<(), FilesError> {
+    let mut synced = std::collections::HashSet::new();
+    for part in parts {
+        let at = |e| FilesError::io(&part.final_path, e);
+        let stat = rustix::fs::fstat(&*part.dir).map_err(at)?;
+        if synced.insert((stat.st_dev, stat.st_ino)) {
+            sync_dir(&*part.dir).map_err(at)?;
+        }
+    }
+    Ok(())
+}
+
 fn preallocate(file: &File, size: u64) -> Result<(), Errno> {
     match rustix::fs::fallocate(file, FallocateFlags::empty(), 0, size) {
         Ok(()) => Ok(()),
@@ -413,6 +423,17 @@ pub struct PartFile {
 impl PartFile {
     pub fn write_all_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
         self.file.buffered.write_all_at(buf, offset)
+    }
+
+    /// What a failed write of the file means for the user: a full disk named as such.
+    pub fn write_error(&self, e: io::Error) -> FilesError {
+        match Errno::from_io_error(&e) {
+            Some(errno) => FilesError::io(&self.final_path, errno),
+            None => FilesError::Io {
+                path: self.final_path.clone(),
+                source: e,
+            },
+        }
     }
 
     /// A writer of the bytes from `offset` on, into `buffer`, full once `batch` bytes are
@@ -459,8 +480,8 @@ impl PartFile {
         self.file.buffered.sync_all().map_err(io_err)
     }
 
-    /// Renames the part to its final name (replacing a file there, never a symlink), durably.
-    /// Returns the final path.
+    /// Renames the part to its final name (replacing a file there, never a symlink). Returns
+    /// the final path. The rename is durable only once its folder is synced: [`sync_folders`].
     pub fn rename(&self) -> Result<PathBuf, FilesError> {
         if is_symlink_at(&*self.dir, &self.final_name) {
             return Err(FilesError::Symlink {
@@ -468,11 +489,8 @@ impl PartFile {
             });
         }
         rustix::fs::renameat(&*self.dir, &self.part_name, &*self.dir, &self.final_name)
-            .map_err(|e| FilesError::io(&self.final_path, e))?;
-        // The rename is durable only once its folder is synced: a file is recorded complete
-        // only once its name is.
-        sync_dir(&*self.dir).map_err(|e| FilesError::io(&self.final_path, e))?;
-        Ok(self.final_path.clone())
+            .map_err(|e| FilesError::io(&self.final_path, e))
+            .map(|()| self.final_path.clone())
     }
 
     /// Sets the file's permission bits through its descriptor.

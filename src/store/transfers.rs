@@ -257,7 +257,7 @@ impl Store {
         ledger: Vec<LedgerEntry>,
     ) -> Result<(), StoreError> {
         self.call(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.savepoint()?;
             for (t, files) in &transfers {
                 insert_transfer_row(&tx, t)?;
                 insert_file_rows(&tx, &t.id, files)?;
@@ -376,7 +376,7 @@ impl Store {
     pub async fn delete_transfer(&self, id: &str) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.savepoint()?;
             tx.execute("DELETE FROM chunks WHERE transfer_id = ?1", [&id])?;
             tx.execute("DELETE FROM transfer_files WHERE transfer_id = ?1", [&id])?;
             tx.execute("DELETE FROM transfers WHERE id = ?1", [&id])?;
@@ -390,7 +390,7 @@ impl Store {
     pub async fn insert_files(&self, id: &str, files: Vec<FileRecord>) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.savepoint()?;
             insert_file_rows(&tx, &id, &files)?;
             tx.commit()?;
             Ok(())
@@ -528,6 +528,23 @@ impl Store {
                 "UPDATE transfer_files SET state = ?3, error = ?4 WHERE transfer_id = ?1 AND idx = ?2",
                 params![id, idx, state, error],
             )?;
+            touch(conn, &id)
+        })
+        .await
+    }
+
+    /// Records files of a transfer complete, all in one transaction: the one place where a
+    /// file becomes complete (what must happen with that, in the same transaction, goes here).
+    pub async fn complete_files(&self, id: &str, idxs: Vec<u32>) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.call(move |conn| {
+            let mut update = conn.prepare_cached(
+                "UPDATE transfer_files SET state = 'complete', error = NULL
+                 WHERE transfer_id = ?1 AND idx = ?2",
+            )?;
+            for idx in idxs {
+                update.execute(params![id, idx])?;
+            }
             touch(conn, &id)
         })
         .await

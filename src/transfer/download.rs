@@ -12,8 +12,9 @@
 //!    (`download.chunk.written`) → [chunk] (`download.chunk.committed`). A crash before the
 //!    commit fetches the chunk again; the write is positional, so repeating it is harmless.
 //! 3. Per file, once every chunk is committed: mode, time and owner set, data synced
-//!    (`download.file.synced`) → renamed to NAME, folder synced (`download.file.renamed`) →
-//!    [file `complete`] (`download.file.complete`).
+//!    (`download.file.synced`) → renamed to NAME (`download.file.renamed`). Then, for every
+//!    file renamed by then at once (group commit): their folders synced, each once
+//!    (`download.files.synced`) → [files `complete`] (`download.file.complete`).
 //! 4. A restart looks at each open file that has committed chunks ([`run`]): its part file
 //!    there → go on; no part file but NAME a plain file of the planned size with every chunk
 //!    committed → the rename happened: recorded `complete`, nothing written; neither → its
@@ -165,6 +166,8 @@ struct FileJob {
     part: tokio::sync::Mutex<Option<PartFile>>,
     remaining: AtomicU32,
     failed: AtomicBool,
+    /// Recorded complete in the store (by this run).
+    recorded: AtomicBool,
 }
 
 struct Chunk {
@@ -192,6 +195,10 @@ struct Job {
     queue: WorkQueue<Chunk>,
     /// The ranges' write buffers, reused from range to range.
     buffers: BufferPool,
+    /// Files renamed into place, not yet recorded complete ([`record_complete`]).
+    renamed: Mutex<Vec<(usize, PartFile)>>,
+    /// Taken by whoever records a batch of renamed files.
+    recording: tokio::sync::Mutex<()>,
 }
 
 pub(super) async fn run(
@@ -262,10 +269,7 @@ pub(super) async fn run(
             // Renamed into place, then stopped before it was recorded: it is complete. Its
             // part file is never made again (that would write zeros over the file).
             files::OnDisk::Final if committed == f.size => {
-                inner
-                    .store
-                    .set_file_state(id, f.idx, file_state::COMPLETE, None)
-                    .await?;
+                inner.store.complete_files(id, vec![f.idx]).await?;
                 f.state = file_state::COMPLETE.into();
             }
             _ => {
@@ -324,6 +328,7 @@ pub(super) async fn run(
             part: tokio::sync::Mutex::new(None),
             remaining: AtomicU32::new(remaining),
             failed: AtomicBool::new(false),
+            recorded: AtomicBool::new(false),
         });
     }
     let job = Arc::new(Job {
@@ -341,6 +346,8 @@ pub(super) async fn run(
         // Room for what arrives after a batch is full, so a buffer never grows; one kept per
         // connection the download may have.
         buffers: BufferPool::new(2 * WRITE_BUFFER, 64),
+        renamed: Mutex::new(Vec::new()),
+        recording: tokio::sync::Mutex::new(()),
     });
 
     // Folders first (empty ones included), then files whose chunks were all committed before a
@@ -358,7 +365,7 @@ pub(super) async fn run(
                 .map_err(|e| JobError::Failed(e.to_string()))?;
             job.inner
                 .store
-                .set_file_state(&job.id, i as u32, file_state::COMPLETE, None)
+                .complete_files(&job.id, vec![i as u32])
                 .await?;
         } else if f.remaining.load(Ordering::Relaxed) == 0 {
             finish_file(&job, i).await?;
@@ -707,33 +714,79 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
     *file.part.lock().await = None;
     let mtime = file.record.last_modified.map(std::time::SystemTime::from);
     let (uid, gid, mode) = (job.spec.user_id, job.spec.group_id, job.spec.file_mode);
+    let renamed = part.clone();
     let finished = tokio::task::spawn_blocking(move || {
         // Mode and time while the agent still owns the file, then the owner.
         if let Some(mode) = mode {
-            part.set_mode(mode)?;
+            renamed.set_mode(mode)?;
         }
-        part.seal(mtime, uid, gid)?;
+        renamed.seal(mtime, uid, gid)?;
         crate::crash_point!("download.file.synced");
-        part.rename()
+        renamed.rename()
     })
     .await
     .map_err(|e| JobError::Failed(e.to_string()))?;
     match finished {
         Ok(_) => {
             crate::crash_point!("download.file.renamed");
-            job.inner
-                .store
-                .set_file_state(&job.id, i as u32, file_state::COMPLETE, None)
-                .await?;
-            crate::crash_point!("download.file.complete");
-            tracing::debug!(download_id = %job.id, file = %file.record.name, "file complete");
-            Ok(())
+            job.renamed
+                .lock()
+                .expect("the renamed list's lock is never poisoned")
+                .push((i, part));
+            record_complete(job, i).await
         }
         Err(e) => {
             job.inner.metrics.files_error(&e);
             fail_file(job, i, e.to_string()).await
         }
     }
+}
+
+/// Records renamed files complete, many at a time (group commit): whoever comes first takes
+/// every file renamed by then, syncs each of their folders once (which makes the renames
+/// durable: a file is recorded complete only once its data and its name are), and records
+/// them all in one store call; the others find their file recorded. A crash in between finds
+/// the renamed files at the restart ([`run`]).
+async fn record_complete(job: &Job, i: usize) -> Result<(), JobError> {
+    let _turn = job.recording.lock().await;
+    let file = &job.files[i];
+    if file.recorded.load(Ordering::Acquire) || file.failed.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let batch = std::mem::take(
+        &mut *job
+            .renamed
+            .lock()
+            .expect("the renamed list's lock is never poisoned"),
+    );
+    let parts: Vec<PartFile> = batch.iter().map(|(_, part)| part.clone()).collect();
+    let synced = tokio::task::spawn_blocking(move || files::sync_folders(&parts))
+        .await
+        .map_err(|e| JobError::Failed(e.to_string()))?;
+    if let Err(e) = synced {
+        job.inner.metrics.files_error(&e);
+        for (j, _) in &batch {
+            fail_file(job, *j, e.to_string()).await?;
+        }
+        return Ok(());
+    }
+    crate::crash_point!("download.files.synced");
+    let idxs = batch.iter().map(|(j, _)| *j as u32).collect();
+    if let Err(e) = job.inner.store.complete_files(&job.id, idxs).await {
+        // Whoever comes next tries again (the job stops on this error; a restart finds the
+        // renamed files anyway).
+        job.renamed
+            .lock()
+            .expect("the renamed list's lock is never poisoned")
+            .extend(batch);
+        return Err(e.into());
+    }
+    crate::crash_point!("download.file.complete");
+    for (j, _) in &batch {
+        job.files[*j].recorded.store(true, Ordering::Release);
+        tracing::debug!(download_id = %job.id, file = %job.files[*j].record.name, "file complete");
+    }
+    Ok(())
 }
 
 /// The tag of a file's part name: the transfer and the file, so that no two writers (two
@@ -936,7 +989,7 @@ async fn fetch_range(
                 job.inner.metrics.downloaded(bytes.len() as u64);
                 writer.push(&bytes);
                 if writer.is_full() {
-                    writer = flush(writer).await?;
+                    writer = flush(writer, part).await?;
                 }
             }
             Some(Err(e)) => {
@@ -962,25 +1015,25 @@ async fn fetch_range(
     }
     // The last write of the range also starts writeback of what went through the page cache,
     // so the file's final sync does not find it all still to write.
-    let part = part.clone();
+    let written = part.clone();
     let range = (chunk.start, chunk.len);
     tokio::task::spawn_blocking(move || {
         writer.finish(&mut |_| {})?;
-        part.start_writeback(range.0, range.1);
+        written.start_writeback(range.0, range.1);
         Ok::<_, std::io::Error>(())
     })
     .await
     .map_err(|e| FetchError::Disk(e.to_string()))?
-    .map_err(|e| FetchError::Disk(e.to_string()))
+    .map_err(|e| FetchError::Disk(part.write_error(e).to_string()))
     .inspect_err(|_| job.progress.undo(chunk.file, received))
 }
 
 /// Writes what `writer` gathered off the runtime; gives it back for more.
-async fn flush(mut writer: Writer) -> Result<Writer, FetchError> {
+async fn flush(mut writer: Writer, part: &PartFile) -> Result<Writer, FetchError> {
     tokio::task::spawn_blocking(move || writer.flush(&mut |_| {}).map(|()| writer))
         .await
         .map_err(|e| FetchError::Disk(e.to_string()))?
-        .map_err(|e| FetchError::Disk(e.to_string()))
+        .map_err(|e| FetchError::Disk(part.write_error(e).to_string()))
 }
 
 /// Deletes what a download wrote: finished files and `.part` files, never following links.

@@ -1255,7 +1255,7 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
     if job.files[i].directory {
         job.inner
             .store
-            .set_file_state(&job.id, i as u32, file_state::COMPLETE, None)
+            .complete_files(&job.id, vec![i as u32])
             .await?;
         retire(job, i);
         return Ok(());
@@ -1301,10 +1301,7 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
     match done {
         Ok(()) => {
             crate::crash_point!("upload.file.finalized");
-            inner
-                .store
-                .set_file_state(&job.id, i as u32, file_state::COMPLETE, None)
-                .await?;
+            inner.store.complete_files(&job.id, vec![i as u32]).await?;
             retire(job, i);
             Ok(())
         }
