@@ -48,6 +48,8 @@ use crate::store::{ChunkRecord, FileRecord, Store, TransferKind, TransferRecord}
 
 /// Bytes gathered from the network before one positional write.
 const WRITE_BUFFER: usize = 1024 * 1024;
+/// Files after the one a worker starts among which it asks for one download URL ahead.
+const URL_LOOKAHEAD: usize = 64;
 /// Times a chunk may find its URL expired in a row before that counts as a failure.
 const URL_REFRESHES: u32 = 3;
 
@@ -631,7 +633,12 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
         if file.failed.load(Ordering::Relaxed) {
             continue;
         }
-        match fetch_chunk(&job, &chunk).await {
+        let fetched = if chunk.index == 0 {
+            tokio::join!(fetch_chunk(&job, &chunk), prefetch_url(&job, chunk.file)).0
+        } else {
+            fetch_chunk(&job, &chunk).await
+        };
+        match fetched {
             Ok(()) => {
                 job.inner.moving();
                 crate::crash_point!("download.chunk.written");
@@ -826,17 +833,46 @@ async fn part_file(job: &Job, i: usize, create: bool) -> Result<PartFile, String
     Ok(part)
 }
 
-/// The file's download URL, asked for once and again when it expires.
+/// The file's download URL, asked for once (or found asked ahead, [`prefetch_url`]) and again
+/// when it expires.
 async fn download_url(job: &Job, i: usize, refresh: bool) -> Result<DownloadUrl, ChunkError> {
-    let file = &job.files[i];
-    let mut cached = file.url.lock().await;
+    let mut cached = job.files[i].url.lock().await;
     if refresh {
         *cached = None;
     }
     if let Some(url) = cached.as_ref() {
         return Ok(url.clone());
     }
-    let file_id = file.record.remote_id.clone().unwrap_or_default();
+    let url = ask_url(job, i).await?;
+    *cached = Some(url.clone());
+    Ok(url)
+}
+
+/// Asks ahead for the download URL of the first file after `i` that has none and that nobody
+/// is asking for: a worker that takes that file finds its URL waiting instead of making one
+/// more round trip before its first byte. A failure is left to that worker to meet again.
+async fn prefetch_url(job: &Job, i: usize) {
+    for (idx, file) in job.files.iter().enumerate().skip(i + 1).take(URL_LOOKAHEAD) {
+        let wanted = file.record.kind != "directory"
+            && file.remaining.load(Ordering::Relaxed) > 0
+            && !file.failed.load(Ordering::Relaxed);
+        let Some(mut cached) = wanted.then(|| file.url.try_lock().ok()).flatten() else {
+            continue;
+        };
+        if cached.is_some() {
+            continue;
+        }
+        if let Ok(url) = ask_url(job, idx).await {
+            *cached = Some(url);
+        }
+        return;
+    }
+}
+
+/// Asks the cloud for file `i`'s download URL (looking the link up again if the package token
+/// expired).
+async fn ask_url(job: &Job, i: usize) -> Result<DownloadUrl, ChunkError> {
+    let file_id = job.files[i].record.remote_id.clone().unwrap_or_default();
     let mut relooked = false;
     loop {
         let remote = job.remote.read().await.clone();
@@ -854,10 +890,7 @@ async fn download_url(job: &Job, i: usize, refresh: bool) -> Result<DownloadUrl,
         )
         .await;
         match asked {
-            Ok(url) => {
-                *cached = Some(url.clone());
-                return Ok(url);
-            }
+            Ok(url) => return Ok(url),
             Err(None) => return Err(ChunkError::Stopped),
             Err(Some(CloudError::Auth { .. })) if !relooked => {
                 // The package token expired (a long pause, a restart days later): look the link
