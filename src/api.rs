@@ -119,6 +119,9 @@ pub fn router(engine: Engine, automations: Automations, token: Option<Secret>) -
         .route("/uploads/{id}/finalize", post(finalize_upload))
         .route("/uploads/{id}/link", post(link_upload))
         .route("/uploads/{id}/files", post(add_upload_files))
+        .route("/events", get(list_events))
+        .route("/events/{id}", get(event))
+        .route("/events/{id}/retry", post(retry_event))
         .fallback(unknown_route)
         .with_state(ApiState {
             engine: engine.clone(),
@@ -199,6 +202,8 @@ async fn metrics(
         .collect();
     let mut text = engine.metrics().render(&gauges);
     text.push_str(&crate::metrics::render_rules(&rules));
+    let deliveries = engine.store().delivery_counts().await?;
+    text.push_str(&crate::metrics::render_actions(&deliveries));
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
@@ -239,6 +244,132 @@ async fn healthz(State(engine): State<Engine>) -> Response {
         )
         .into_response(),
     }
+}
+
+/// An event as the API shows it: its payload (as the actions get it) and each delivery's
+/// state, attempts and last error.
+fn event_view(e: crate::store::EventRecord) -> serde_json::Value {
+    let time = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| crate::cloud::dto::format_time(&t))
+            .unwrap_or_default()
+    };
+    let deliveries: Vec<serde_json::Value> = e
+        .deliveries
+        .into_iter()
+        .map(|d| {
+            json!({
+                "action": d.action,
+                "kind": d.kind,
+                "state": d.state,
+                "attempts": d.attempts,
+                "last_error": d.last_error,
+                "output": d.output,
+                "next_attempt_at": (d.state == "pending").then(|| time(d.next_attempt_ms)),
+                "updated_at": d.updated_at,
+            })
+        })
+        .collect();
+    json!({
+        "id": e.id,
+        "event": e.kind,
+        "rule": e.rule,
+        "transfer_id": e.transfer_id,
+        "created_at": e.created_at,
+        "payload": serde_json::from_str::<serde_json::Value>(&e.payload).unwrap_or_default(),
+        "deliveries": deliveries,
+    })
+}
+
+/// `GET /api/v1/events[?failed=true][&limit=N]`: the latest events, newest first (100 unless
+/// `limit` says, at most 10,000); `failed`: only those with a delivery given up or failing.
+async fn list_events(
+    State(engine): State<Engine>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, Response> {
+    let query = crate::web::query_pairs(&raw);
+    let mut failed = false;
+    let mut limit = 100u32;
+    for (key, value) in &query {
+        match key.as_str() {
+            "failed" => {
+                failed = match value.as_str() {
+                    "" | "true" | "1" => true,
+                    "false" | "0" => false,
+                    other => {
+                        return Err(ErrorAnswer::new(
+                            StatusCode::BAD_REQUEST,
+                            format!("failed={other:?}: use true or false"),
+                        )
+                        .into_response());
+                    }
+                }
+            }
+            "limit" => {
+                limit = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=10_000).contains(n))
+                    .ok_or_else(|| {
+                        ErrorAnswer::new(
+                            StatusCode::BAD_REQUEST,
+                            format!("limit={value:?}: use a number from 1 to 10000"),
+                        )
+                        .into_response()
+                    })?
+            }
+            other => {
+                return Err(ErrorAnswer::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown query parameter {other:?}; use failed or limit"),
+                )
+                .into_response());
+            }
+        }
+    }
+    let events = engine
+        .store()
+        .events(failed, limit)
+        .await
+        .map_err(|e| TransferError::from(e).into_response())?;
+    let events: Vec<serde_json::Value> = events.into_iter().map(event_view).collect();
+    Ok(Json(json!({ "events": events })).into_response())
+}
+
+async fn event(State(engine): State<Engine>, Path(id): Path<String>) -> Result<Response, Response> {
+    match engine.store().event(&id).await {
+        Ok(Some(e)) => Ok(Json(event_view(e)).into_response()),
+        Ok(None) => Err(no_event(&id)),
+        Err(e) => Err(TransferError::from(e).into_response()),
+    }
+}
+
+fn no_event(id: &str) -> Response {
+    ErrorAnswer::new(
+        StatusCode::NOT_FOUND,
+        format!("no event {id}; list them with `masv events ls`"),
+    )
+    .into_response()
+}
+
+/// `POST /api/v1/events/{id}/retry`: the deliveries of the event that were given up are
+/// attempted again now (those delivered or still pending are left as they are).
+async fn retry_event(
+    State(engine): State<Engine>,
+    Path(id): Path<String>,
+) -> Result<Response, Response> {
+    let store = engine.store();
+    let internal = |e: crate::store::StoreError| TransferError::from(e).into_response();
+    if store.event(&id).await.map_err(internal)?.is_none() {
+        return Err(no_event(&id));
+    }
+    let retried = store.retry_event(&id).await.map_err(internal)?;
+    let event = store
+        .event(&id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| no_event(&id))?;
+    Ok(Json(json!({ "retried": retried, "event": event_view(event) })).into_response())
 }
 
 async fn unknown_route() -> ErrorAnswer {

@@ -8,7 +8,9 @@ mod bandwidth;
 mod config;
 mod docs;
 mod download;
+mod events;
 mod hub;
+mod mhl;
 mod server;
 mod transfers;
 mod upload;
@@ -75,12 +77,27 @@ enum Command {
         after_help = "Examples:\n  masv bandwidth show\n  masv bandwidth set --upload 50Mbit --max-active-downloads 2"
     )]
     Bandwidth(bandwidth::BandwidthArgs),
+    /// Events of the post-transfer actions and their deliveries (ls, show, retry).
+    #[command(after_help = "Examples:\n  masv events ls --failed\n  masv events retry EVENT_ID")]
+    Events(events::EventsArgs),
     /// Check a configuration file, or print its JSON Schema.
     #[command(
         subcommand,
         after_help = "Example:\n  masv config check /etc/masv-agent/agent.toml"
     )]
     Config(config::ConfigCommand),
+    /// Add an ASC MHL generation to a folder (FOLDER/ascmhl/): every file hashed, checked
+    /// against earlier generations.
+    #[command(
+        after_help = "Examples:\n  masv seal /srv/masv/inbox/day1\n  masv seal --hash md5 --json /srv/out/day1"
+    )]
+    Seal(mhl::SealArgs),
+    /// Verify a folder against its ASC MHL history: exit 1 with the altered, missing and new
+    /// files.
+    #[command(
+        after_help = "Examples:\n  masv verify /srv/masv/inbox/day1\n  masv verify --json /srv/masv/inbox/day1"
+    )]
+    Verify(mhl::VerifyArgs),
     /// Print the completion script of a shell.
     #[command(
         after_help = "Examples:\n  masv completions bash > /etc/bash_completion.d/masv\n  masv completions zsh > \"${fpath[1]}/_masv\"\n  masv completions fish > ~/.config/fish/completions/masv.fish"
@@ -116,7 +133,10 @@ pub fn main() -> ExitCode {
             Command::Upload(args) => upload::run(args).await,
             Command::Automation(args) => automation::run(args).await,
             Command::Bandwidth(args) => bandwidth::run(args).await,
+            Command::Events(args) => events::run(args).await,
             Command::Config(command) => config::run(command),
+            Command::Seal(args) => mhl::seal(args),
+            Command::Verify(args) => mhl::verify(args),
             Command::Completions(args) => docs::completions(args),
             Command::Man(args) => docs::man(args),
         }

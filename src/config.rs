@@ -3,6 +3,7 @@
 //! `file:line:col: what is wrong and what to do`, and a file's errors are reported all at once.
 //! `examples/configs/` shows the format; `schema/masv-agent.schema.json` is its JSON Schema.
 
+mod actions;
 mod bandwidth;
 mod raw;
 mod rules;
@@ -19,15 +20,19 @@ use serde::Deserialize;
 use serde::de::IntoDeserializer;
 use toml::de::{DeTable, DeValue};
 
+pub use actions::{Action, ActionTarget, DEFAULT_GIVE_UP_AFTER, EVENT_TYPES};
 pub use bandwidth::{BandwidthProblem, BandwidthSettings, Limits};
-pub use raw::{AfterName, GroupName, LogFormat, RateValue, RawBandwidth, RawLimitRule};
+pub use raw::{
+    AfterName, GroupName, LogFormat, Manifest, RateValue, RawBandwidth, RawLimitRule, SmtpTls,
+    WebhookFormat,
+};
 pub use rules::{
     After, DownloadRule, DownloadSource, Glob, Rule, RuleKind, Scan, UploadTarget, WatchRule,
 };
-pub use units::{parse_duration, parse_rate, parse_size};
+pub use units::{human_size, parse_duration, parse_rate, parse_size};
 
 use crate::cloud::dto::{Secret, SecretSource};
-use raw::{DurationValue, RawDownload, RawFile, RawHub, RawServer, RawWatch, SizeValue};
+use raw::{DurationValue, RawAction, RawDownload, RawFile, RawHub, RawServer, RawWatch, SizeValue};
 
 /// A validated configuration.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +42,8 @@ pub struct Config {
     pub rules: Vec<Rule>,
     /// `[bandwidth]`: rate limits, their schedule, FIFO caps (the default limits nothing).
     pub bandwidth: BandwidthSettings,
+    /// `[[action]]`: what to do when a transfer ends or a rule fails.
+    pub actions: Vec<Action>,
 }
 
 /// `[server]`: what `masv server start` flags also set (flags win over the file).
@@ -57,6 +64,8 @@ pub struct ServerConfig {
     pub retry_max_delay: Option<std::time::Duration>,
     /// `retry.give_up_after`: `Some(None)` is "never".
     pub retry_give_up_after: Option<Option<std::time::Duration>>,
+    /// `hash`: `Some(None)` is "off".
+    pub hash: Option<Option<crate::mhl::HashFormat>>,
     pub api_token: Option<Secret>,
     pub log_format: Option<LogFormat>,
     /// An `EnvFilter` directive, checked.
@@ -288,6 +297,23 @@ pub fn load_with(path: &Path, secrets: &SecretReader) -> Result<Config, ConfigEr
             });
         }
     }
+    if config.server.rules_dir.is_some() {
+        for action in &config.actions {
+            for rule in action.rules.iter().flatten() {
+                if !config.rules.iter().any(|r| &r.name == rule) {
+                    errors.push(ConfigError {
+                        path: path.to_path_buf(),
+                        line: 1,
+                        column: 1,
+                        message: format!(
+                            "action {:?}: no rule is named {rule:?} in this file or its rules_dir",
+                            action.name
+                        ),
+                    });
+                }
+            }
+        }
+    }
     if errors.is_empty() {
         Ok(config)
     } else {
@@ -337,6 +363,7 @@ struct Sections {
     bandwidth: Option<BandwidthSettings>,
     watch: Vec<(RawWatch, Range<usize>)>,
     download: Vec<(RawDownload, Range<usize>)>,
+    action: Vec<(RawAction, Range<usize>)>,
 }
 
 fn sections(at: &mut Located<'_>, text: &str) -> Option<Sections> {
@@ -356,13 +383,14 @@ fn sections(at: &mut Located<'_>, text: &str) -> Option<Sections> {
         bandwidth: None,
         watch: Vec::new(),
         download: Vec::new(),
+        action: Vec::new(),
     };
     for (key, value) in table.get_ref() {
         match key.get_ref().as_ref() {
             "server" => out.server = at.table(value),
             "hub" => out.hub = at.table(value),
             "bandwidth" => out.bandwidth = bandwidth(at, value),
-            name @ ("watch" | "download") => {
+            name @ ("watch" | "download" | "action") => {
                 let DeValue::Array(items) = value.get_ref() else {
                     at.error(
                         key.span().start,
@@ -372,7 +400,11 @@ fn sections(at: &mut Located<'_>, text: &str) -> Option<Sections> {
                 };
                 for item in items.iter() {
                     let span = item.span();
-                    if name == "watch" {
+                    if name == "action" {
+                        if let Some(action) = at.table::<RawAction>(item) {
+                            out.action.push((action, span));
+                        }
+                    } else if name == "watch" {
                         if let Some(rule) = at.table::<RawWatch>(item) {
                             out.watch.push((rule, span));
                         }
@@ -384,7 +416,7 @@ fn sections(at: &mut Located<'_>, text: &str) -> Option<Sections> {
             other => at.error(
                 key.span().start,
                 format!(
-                    "unknown section `{other}`; expected server, hub, bandwidth, watch or download"
+                    "unknown section `{other}`; expected server, hub, bandwidth, watch, download or action"
                 ),
             ),
         }
@@ -468,12 +500,19 @@ pub fn parse_with(path: &Path, text: &str, secrets: &SecretReader) -> Result<Con
     let has_key = key_configured || hub.is_some();
     let rules = check_rules(&mut at, &base, has_key, sections.watch, sections.download);
     let bandwidth = sections.bandwidth.unwrap_or_default();
+    // With a rules_dir, rules named by actions may be in its files: checked by `load_with`.
+    let known_rules = server
+        .rules_dir
+        .is_none()
+        .then(|| rules.iter().map(|r| r.name.clone()).collect::<Vec<_>>());
+    let actions = check_actions(&mut at, &base, sections.action, known_rules.as_deref());
     if at.errors.is_empty() {
         Ok(Config {
             server,
             hub,
             rules,
             bandwidth,
+            actions,
         })
     } else {
         at.errors.sort_by_key(|e| (e.line, e.column));
@@ -497,8 +536,12 @@ fn parse_rules_file(
     let Some(sections) = sections(&mut at, text) else {
         return Err(ConfigErrors(at.errors));
     };
-    if sections.server.is_some() || sections.hub.is_some() || sections.bandwidth.is_some() {
-        at.error(0, "a rules_dir file holds only [[watch]] and [[download]] rules; [server], [hub] and [bandwidth] belong in the main file");
+    if sections.server.is_some()
+        || sections.hub.is_some()
+        || sections.bandwidth.is_some()
+        || !sections.action.is_empty()
+    {
+        at.error(0, "a rules_dir file holds only [[watch]] and [[download]] rules; [server], [hub], [bandwidth] and [[action]] belong in the main file");
     }
     let base = base_of(path);
     let rules = check_rules(&mut at, &base, has_key, sections.watch, sections.download);
@@ -540,6 +583,49 @@ fn check_rules(
         rules.push(check.download(&raw, print));
     }
     rules
+}
+
+/// Checks the `[[action]]` tables: each on its own, names unique, the rules they name known
+/// (`known_rules`, when the file holds every rule).
+fn check_actions(
+    at: &mut Located<'_>,
+    base: &Path,
+    raw: Vec<(RawAction, Range<usize>)>,
+    known_rules: Option<&[String]>,
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let mut names = HashSet::new();
+    for (raw, span) in raw {
+        let mut check = rules::RuleChecker {
+            at,
+            span,
+            base,
+            has_api_key: true,
+        };
+        if !names.insert(raw.name.clone()) {
+            check.error(
+                "name",
+                format!(
+                    "two actions are named {:?}; action names must be unique",
+                    raw.name
+                ),
+            );
+        }
+        if let (Some(known), Some(wanted)) = (known_rules, &raw.rules) {
+            for rule in wanted {
+                if !known.contains(rule) {
+                    check.error(
+                        "rules",
+                        format!(
+                            "rules: no rule is named {rule:?}; name a [[watch]] or [[download]] rule of this file"
+                        ),
+                    );
+                }
+            }
+        }
+        actions.extend(check.action(&raw));
+    }
+    actions
 }
 
 /// Checks `[bandwidth]`; each problem is reported at its key (in its schedule rule).
@@ -730,8 +816,27 @@ fn server(raw: RawServer, base: &Path, at: &mut Located<'_>, text: &str) -> Serv
         DurationValue::Text(t) if t.trim().eq_ignore_ascii_case("never") => Some(None),
         d => duration("give_up_after", d).map(Some),
     });
+    let hash = raw.hash.and_then(|name| match name.trim() {
+        "off" => Some(None),
+        n => match crate::mhl::HashFormat::parse_any(n) {
+            Some(f) => Some(Some(f)),
+            None => {
+                key_error(
+                    at,
+                    text,
+                    "hash",
+                    format!(
+                        "hash = {name:?} is not a hash format; use xxh64 (the default), xxh3, \
+                         xxh128, md5, sha1, c4, sha256 or off"
+                    ),
+                );
+                None
+            }
+        },
+    });
     let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
     ServerConfig {
+        hash,
         api_token,
         log_format: raw.log_format,
         log_level,

@@ -26,6 +26,10 @@ pub const POINTS: &[&str] = &[
     "upload.file.finalized",
     "upload.package.finalizing",
     "upload.package.finalized",
+    // Post-transfer actions: the end of a transfer recorded with its event, not yet delivered;
+    // an action done, not yet recorded as delivered.
+    "transfer.ended",
+    "actions.delivery.sent",
 ];
 
 /// Aborts the process if `MASV_CRASH_AT` names this point (and this is the time asked for).

@@ -1,5 +1,6 @@
 //! The agent as a running service: an embedded hub when configured, the store, the transfer
-//! engine (resuming what was running), the automations, and the local API. Editing the
+//! engine (resuming what was running), the automations, the delivery of post-transfer actions,
+//! and the local API. Editing the
 //! configuration (or SIGHUP) reloads the rules; on shutdown intake stops first, then the jobs
 //! get a deadline to finish their chunks in flight. Under systemd it reports READY, WATCHDOG and
 //! STOPPING (`systemd`).
@@ -14,6 +15,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::actions::Actions;
 use crate::cloud::dto::Secret;
 use crate::config::{self, Config};
 use crate::hub::{Hub, HubError};
@@ -110,7 +112,34 @@ pub async fn run(
         None => None,
     };
     let store = Store::open(&config.data_dir.join("agent.db"))?;
-    let engine = Engine::start(store.clone(), config.engine.clone()).await?;
+    let engine = Engine::start(
+        store.clone(),
+        crate::transfer::EngineConfig {
+            work_dir: config.data_dir.clone(),
+            ..config.engine.clone()
+        },
+    )
+    .await?;
+    let actions = Actions::start(
+        store.clone(),
+        config.config.actions.clone(),
+        config.data_dir.clone(),
+    );
+    {
+        // A transfer's end has just recorded its event: deliver it now, not at the next poll.
+        let (actions, mut ends, stop) = (actions.clone(), engine.subscribe(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    end = ends.recv() => match end {
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                        _ => actions.wake(),
+                    },
+                }
+            }
+        });
+    }
     let automations = Automations::start(
         Context {
             engine: engine.clone(),
@@ -127,8 +156,16 @@ pub async fn run(
         let rules_dir = config.config.server.rules_dir.clone();
         let loaded = (config.config.rules.clone(), config.config.bandwidth.clone());
         let engine = engine.clone();
+        let actions = actions.clone();
         tokio::spawn(async move {
-            reload_on_change(path, rules_dir, automations, (engine, loaded), stop).await
+            reload_on_change(
+                path,
+                rules_dir,
+                (automations, actions),
+                (engine, loaded),
+                stop,
+            )
+            .await
         });
     }
     let notifier = Arc::new(systemd::Notifier::from_env());
@@ -163,6 +200,9 @@ pub async fn run(
     );
     automations.stop();
     engine.shutdown(deadline).await;
+    // After the engine: the ends of the last transfers are recorded (their events delivered at
+    // the next start if not now).
+    actions.stop().await;
     // Last: the embedded hub may be serving the chunks that were finishing.
     stop.cancel();
     tracing::info!("stopped");
@@ -274,7 +314,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 async fn reload_on_change(
     path: PathBuf,
     rules_dir: Option<PathBuf>,
-    automations: Automations,
+    (automations, actions): (Automations, Actions),
     (engine, loaded): (Engine, (Vec<config::Rule>, config::BandwidthSettings)),
     stop: CancellationToken,
 ) {
@@ -365,6 +405,7 @@ async fn reload_on_change(
                 loaded_rules = rules;
                 // Also clears the error of a broken file put back as it was.
                 automations.apply(config.rules);
+                actions.apply(config.actions);
                 if config.bandwidth != loaded_bandwidth {
                     tracing::info!(path = %path.display(), "[bandwidth] changed: new limits in force");
                     engine.set_bandwidth(config.bandwidth.clone());

@@ -421,6 +421,11 @@ pub struct PartFile {
 }
 
 impl PartFile {
+    /// The file, open for reading what was written (it stays open across the rename).
+    pub fn reader(&self) -> Arc<std::fs::File> {
+        self.file.buffered.clone()
+    }
+
     pub fn write_all_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
         self.file.buffered.write_all_at(buf, offset)
     }

@@ -10,6 +10,7 @@ mod auth;
 mod db;
 mod error;
 mod operator;
+mod s3;
 mod storage;
 
 use std::future::Future;
@@ -23,6 +24,7 @@ use tokio::net::TcpListener;
 
 pub use error::HubError;
 pub use operator::{Seed, SeedPortal, SeedTeam};
+pub use s3::S3Config;
 pub use storage::Faults;
 
 use crate::cloud::dto::PackageSpec;
@@ -49,6 +51,9 @@ pub struct HubConfig {
     /// Store file names and paths exactly as senders give them (`../x`, `/abs`, `C:\\x`)
     /// instead of refusing them with 400. Only for testing clients against a hostile service.
     pub accept_hostile_names: bool,
+    /// Files on S3-compatible object storage (pre-signed URLs of the store) instead of the
+    /// hub's own disk.
+    pub s3: Option<S3Config>,
 }
 
 impl HubConfig {
@@ -62,6 +67,7 @@ impl HubConfig {
             token_ttl: Duration::from_secs(7 * 24 * 3600),
             spec: PackageSpec::default(),
             accept_hostile_names: false,
+            s3: None,
         }
     }
 }
@@ -71,6 +77,7 @@ pub struct Hub {
     config: HubConfig,
     db: db::Db,
     signer: Arc<auth::Signer>,
+    s3: Option<Arc<s3::S3>>,
 }
 
 impl Hub {
@@ -113,10 +120,17 @@ impl Hub {
                 Ok(key)
             }
         })?;
+        let s3 = config
+            .s3
+            .as_ref()
+            .map(s3::S3::new)
+            .transpose()?
+            .map(Arc::new);
         Ok(Hub {
             config,
             db,
             signer: Arc::new(auth::Signer::new(key)),
+            s3,
         })
     }
 
@@ -144,6 +158,7 @@ impl Hub {
             buffers: storage::buffer_pool(),
             public_url,
             config: self.config.clone(),
+            s3: self.s3.clone(),
         });
         api::router(state.clone()).merge(storage::router(state))
     }

@@ -1,6 +1,7 @@
 //! masv-agent: a MASV-compatible file-transfer agent, and a MASV-compatible hub in the same crate.
 //!
 //! Layout (see `../shared/design/ARCHITECTURE.md`):
+//! - `actions`: post-transfer actions: events delivered to webhooks, commands and email.
 //! - `api`: the agent's local REST API (`/api/v1`), an axum router over the transfer engine.
 //! - `cli`: the `masv` command line.
 //! - `cloud`: the typed MASV API client and the wire types (DTOs) shared with the hub.
@@ -11,6 +12,7 @@
 //! - `files`: safe paths under a destination, name cleaning, preallocated part files, chown.
 //! - `hub`: the MASV-compatible service: control plane routes, tokens, signed blob storage.
 //! - `metrics`: the agent's counters and gauges, as Prometheus text for `GET /metrics`.
+//! - `mhl`: ASC MHL v2 hash lists: seal a folder, verify it, build a generation from known hashes.
 //! - `rules`: the automations in force: watch folders and download rules turned into jobs.
 //! - `schedule`: cron schedules and transfer windows, in time zones.
 //! - `store`: the agent's SQLite state (transfers, files, committed chunks), on its own thread.
@@ -18,6 +20,7 @@
 //! - `watch`: watched folders → settled files (events or polling, rescans on overflow).
 //! - `web`: what the two HTTP servers share (JSON bodies, `{code, message}` errors).
 
+pub mod actions;
 pub mod api;
 pub mod cli;
 pub mod cloud;
@@ -28,6 +31,7 @@ pub mod direct;
 pub mod files;
 pub mod hub;
 pub mod metrics;
+pub mod mhl;
 pub mod rules;
 pub mod schedule;
 pub mod store;

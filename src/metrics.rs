@@ -293,3 +293,60 @@ pub fn render_rules(rules: &[RuleSample]) -> String {
     }
     out
 }
+
+/// The action series, from the deliveries in the store (`(kind, state, deliveries,
+/// attempts)`): `masv_agent_action_deliveries_total{kind,outcome}` (delivered, failed: given
+/// up), `masv_agent_action_deliveries_pending{kind}` and `masv_agent_action_attempts_total{kind}`.
+/// Every kind is shown, zeros included; the counts live in the database, so they outlive a
+/// restart.
+pub fn render_actions(counts: &[(String, String, u64, u64)]) -> String {
+    const KINDS: [&str; 3] = ["webhook", "command", "email"];
+    let count = |kind: &str, state: &str| {
+        counts
+            .iter()
+            .filter(|(k, s, _, _)| k == kind && s == state)
+            .map(|(_, _, n, _)| n)
+            .sum::<u64>()
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP masv_agent_action_deliveries_total Events handed to an action, by action kind and outcome (failed: given up).\n# TYPE masv_agent_action_deliveries_total counter"
+    );
+    for kind in KINDS {
+        for outcome in ["delivered", "failed"] {
+            let _ = writeln!(
+                out,
+                "masv_agent_action_deliveries_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {}",
+                count(kind, outcome)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP masv_agent_action_deliveries_pending Deliveries not done yet (due, or waiting to be tried again), by action kind.\n# TYPE masv_agent_action_deliveries_pending gauge"
+    );
+    for kind in KINDS {
+        let _ = writeln!(
+            out,
+            "masv_agent_action_deliveries_pending{{kind=\"{kind}\"}} {}",
+            count(kind, "pending")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP masv_agent_action_attempts_total Attempts at deliveries (retries included), by action kind.\n# TYPE masv_agent_action_attempts_total counter"
+    );
+    for kind in KINDS {
+        let attempts: u64 = counts
+            .iter()
+            .filter(|(k, _, _, _)| k == kind)
+            .map(|(_, _, _, a)| a)
+            .sum();
+        let _ = writeln!(
+            out,
+            "masv_agent_action_attempts_total{{kind=\"{kind}\"}} {attempts}"
+        );
+    }
+    out
+}

@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::actions::event::{RULE_FAILED, RULE_RECOVERED};
 use crate::config::{Rule, RuleKind};
 use crate::store::{LedgerCounts, Store, TransferKind};
 use crate::transfer::{Engine, TransferEvent, state};
@@ -53,6 +54,9 @@ pub(crate) struct Live {
     status: Mutex<LiveStatus>,
     /// `masv automation run NAME`: do now what the schedule would do at its next tick.
     run_now: Notify,
+    /// Set while the rule is stopped on an error (`rule.failed` recorded): the store and the
+    /// rule's name, to record `rule.recovered` once it works again.
+    alarm: Mutex<Option<(Store, String)>>,
 }
 
 #[derive(Default, Clone)]
@@ -97,7 +101,38 @@ impl Live {
 
     pub(crate) fn state(&self, state: &'static str) {
         self.set(|s| s.state = state);
+        if matches!(state, "watching" | "waiting" | "done")
+            && let Some((store, rule)) = self
+                .alarm
+                .lock()
+                .expect("alarm lock is never poisoned")
+                .take()
+        {
+            tracing::info!(rule = %rule, "automation works again");
+            record_rule_event(&store, RULE_RECOVERED, &rule, None);
+        }
     }
+
+    /// The rule stopped on `error`: `rule.failed` is recorded the first time (not again while
+    /// it keeps failing as it heals).
+    fn alarm(&self, store: &Store, rule: &str, error: &str) {
+        let mut alarm = self.alarm.lock().expect("alarm lock is never poisoned");
+        if alarm.is_none() {
+            *alarm = Some((store.clone(), rule.to_owned()));
+            record_rule_event(store, RULE_FAILED, rule, Some(error.to_owned()));
+        }
+    }
+}
+
+/// Records a rule's event for the post-transfer actions (the worker finds it in the store).
+fn record_rule_event(store: &Store, kind: &str, rule: &str, error: Option<String>) {
+    let event = crate::actions::Payload::rule(kind, rule, error).into_event();
+    let store = store.clone();
+    tokio::spawn(async move {
+        if let Err(e) = store.insert_event(event).await {
+            tracing::error!(error = %e, "cannot record an automation's event");
+        }
+    });
 }
 
 /// What `GET /api/v1/automations` shows of one rule.
@@ -254,6 +289,7 @@ impl Automations {
                 }
                 attempt += 1;
                 tracing::warn!(rule = %rule.name, error = %error, attempt, "automation stopped on an error; it starts again by itself");
+                live.alarm(&ctx.store, &rule.name, &error);
                 live.failed(error);
                 live.state("error");
                 if !wait_to_heal(&rule, &live, &cancel, attempt).await {

@@ -1,6 +1,8 @@
 //! The agent's state in SQLite (WAL), owned by one thread that runs queued closures in order:
-//! transfers, their files, and committed chunks. Numbered migrations in `store/migrations/`.
+//! transfers, their files, committed chunks, and the outbox of post-transfer actions (events
+//! and their deliveries). Numbered migrations in `store/migrations/`.
 
+mod events;
 mod ledger;
 mod transfers;
 
@@ -9,6 +11,7 @@ use std::sync::mpsc;
 
 use rusqlite::Connection;
 
+pub use events::{Attempt, DeliveryRecord, EventRecord, NewEvent};
 pub use ledger::{AutomationRecord, LedgerCounts, LedgerEntry};
 pub use transfers::{
     ChunkRecord, FileFailures, FileOutline, FileProgress, FileRecord, TransferKind, TransferRecord,
@@ -39,6 +42,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("store/migrations/0001_transfers.sql"),
     include_str!("store/migrations/0002_automations.sql"),
     include_str!("store/migrations/0003_health.sql"),
+    include_str!("store/migrations/0004_events.sql"),
+    include_str!("store/migrations/0005_file_hashes.sql"),
 ];
 
 /// Work for the database thread: runs, says whether it succeeded, and hands back what

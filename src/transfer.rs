@@ -4,6 +4,7 @@
 //! committed chunks.
 
 mod budget;
+mod digest;
 mod download;
 mod progress;
 mod queue;
@@ -53,6 +54,11 @@ pub struct EngineConfig {
     /// matter to the agent, which looks any link up on its own cloud URL.
     pub link_base: Option<String>,
     pub retry: RetryPolicy,
+    /// The hash of every file, computed as its bytes move (`None`: none).
+    pub hash: Option<crate::mhl::HashFormat>,
+    /// Where the engine writes the files it makes itself (the ASC MHL manifests it sends):
+    /// the agent's data folder.
+    pub work_dir: std::path::PathBuf,
     /// Rate limits, their schedule and the FIFO caps at start (changeable while running).
     pub bandwidth: crate::config::BandwidthSettings,
 }
@@ -107,6 +113,8 @@ impl Default for EngineConfig {
             api_key: None,
             link_base: None,
             retry: RetryPolicy::default(),
+            hash: Some(crate::mhl::HashFormat::Xxh64),
+            work_dir: std::env::temp_dir().join("masv-agent"),
             bandwidth: Default::default(),
         }
     }
@@ -228,6 +236,9 @@ pub struct FileView {
     pub bytes_done: u64,
     pub error: Option<String>,
     pub local_path: String,
+    /// The hash of the file's bytes, computed as they moved: `{"xxh64": "e4c1…"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// The transfer engine; cheap to clone.
@@ -467,7 +478,7 @@ impl Engine {
         req: UploadRequest,
     ) -> Result<(String, Option<String>), TransferError> {
         let files = upload::plan_files(req.paths(), req.chunk_size(), 0)?;
-        let mut record = upload::new_upload(&req)?;
+        let mut record = upload::new_upload(&req, self.inner.config.hash)?;
         let remote = upload::create_package(&self.inner, &req, files.len()).await?;
         let link = remote.link.as_ref().map(|l| l.expose().to_owned());
         record.remote = Some(serde_json::to_value(&remote).expect("remote serializes"));
@@ -492,7 +503,7 @@ impl Engine {
         let mut rows = Vec::with_capacity(uploads.len());
         let mut ledger = Vec::new();
         for u in uploads {
-            let mut record = upload::new_upload(&u.req)?;
+            let mut record = upload::new_upload(&u.req, self.inner.config.hash)?;
             record.rule = Some(rule.to_owned());
             let files = upload::file_records(u.entries, u.req.chunk_size(), 0);
             ledger.extend(u.ledger.into_iter().map(|mut e| {
@@ -530,9 +541,10 @@ impl Engine {
                     }
                     JobError::Stopped => TransferError::Conflict("stopped".into()),
                 })?;
+                let event = ended_event(self, id, state::COMPLETE, None).await;
                 self.inner
                     .store
-                    .set_state(id, state::COMPLETE, None)
+                    .end_transfer(id, state::COMPLETE, None, event)
                     .await?;
             }
             other => {
@@ -678,13 +690,28 @@ impl Engine {
                 {
                     tracing::warn!(transfer_id = %id, error = %e, "cannot scrub the secrets of a complete transfer");
                 }
-                while let Err(e) = inner.store.set_state(&id, state, error.clone()).await {
-                    tracing::error!(transfer_id = %id, error = %e, "cannot record the end of a transfer; waiting for the database");
-                    store_waits(e.to_string());
-                    if !wait_for_store(&inner, &job_cancel).await {
-                        break;
+                let engine = Engine {
+                    inner: inner.clone(),
+                };
+                loop {
+                    // The event of the end (for the post-transfer actions) is recorded with it.
+                    let event = ended_event(&engine, &id, state, error.clone()).await;
+                    match inner
+                        .store
+                        .end_transfer(&id, state, error.clone(), event)
+                        .await
+                    {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::error!(transfer_id = %id, error = %e, "cannot record the end of a transfer; waiting for the database");
+                            store_waits(e.to_string());
+                            if !wait_for_store(&inner, &job_cancel).await {
+                                break;
+                            }
+                        }
                     }
                 }
+                crate::crash_point!("transfer.ended");
                 let _ = inner.events.send(TransferEvent {
                     id: id.clone(),
                     kind,
@@ -879,6 +906,10 @@ impl Engine {
                     state: f.state,
                     error: f.error,
                     local_path: f.local_path,
+                    hash: f.hash.as_deref().and_then(|h| {
+                        let (format, digest) = h.split_once(':')?;
+                        Some([(format.to_owned(), digest.to_owned())].into())
+                    }),
                 })
                 .collect();
             Some(views)
@@ -1192,6 +1223,79 @@ async fn heal(engine: Engine) {
 /// database: a download link's secret (its URL keeps the link id), link passwords, package
 /// tokens, portal access codes and package passwords. An upload keeps its own share link and
 /// the package's access token: `masv upload link` makes new links with it.
+/// The event a transfer's end causes, for the post-transfer actions: `upload.delivered` (a
+/// package finalized), `download.arrived`, `transfer.failed`; `None` for other ends (an upload
+/// left idle) or when the transfer cannot be read (its end is recorded all the same).
+async fn ended_event(
+    engine: &Engine,
+    id: &str,
+    end: &str,
+    error: Option<String>,
+) -> Option<crate::store::NewEvent> {
+    use crate::actions::event::{self, ByteCounts, Counts, FileInfo, PackageInfo, Payload};
+    let t = engine.inner.store.transfer(id).await.ok()??;
+    let kind = match (end, t.kind) {
+        (state::COMPLETE, TransferKind::Upload) => event::UPLOAD_DELIVERED,
+        (state::COMPLETE, TransferKind::Download) => event::DOWNLOAD_ARRIVED,
+        (state::ERROR, _) => event::TRANSFER_FAILED,
+        _ => return None,
+    };
+    let summary = match engine.summary(&t, true).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(transfer_id = %id, error = %e, "cannot read the transfer for its event");
+            return None;
+        }
+    };
+    let now = Utc::now();
+    let files: Vec<FileInfo> = summary
+        .files
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| f.state != file_state::SKIPPED)
+        .map(|f| FileInfo {
+            local_path: f.local_path,
+            package_path: f.path,
+            name: f.name,
+            size: f.size,
+            state: f.state,
+            hash: f.hash,
+        })
+        .collect();
+    let mut payload = Payload::new(kind, now);
+    payload.rule = t.rule.clone();
+    payload.transfer = Some(event::TransferInfo {
+        id: t.id.clone(),
+        kind: t.kind.as_str().to_owned(),
+        state: end.to_owned(),
+        created_at: cloud::dto::format_time(&t.created_at),
+        ended_at: cloud::dto::format_time(&now),
+        duration_seconds: (now - t.created_at).num_milliseconds().max(0) as f64 / 1000.0,
+    });
+    if summary.package_id.is_some() || summary.package_name.is_some() {
+        payload.package = Some(PackageInfo {
+            id: summary.package_id,
+            name: summary.package_name,
+        });
+    }
+    payload.link = summary.link;
+    payload.counts = Counts {
+        files: summary.files_total,
+        files_done: summary.files_done,
+        files_failed: files
+            .iter()
+            .filter(|f| f.state == file_state::ERROR)
+            .count() as u64,
+    };
+    payload.bytes = ByteCounts {
+        total: summary.bytes_total,
+        done: summary.bytes_done,
+    };
+    payload.files = files;
+    payload.error = error;
+    Some(payload.into_event())
+}
+
 async fn scrub_secrets(store: &Store, id: &str) -> Result<(), StoreError> {
     let Some(t) = store.transfer(id).await? else {
         return Ok(());

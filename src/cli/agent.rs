@@ -20,6 +20,9 @@ use url::Url;
 
 use crate::cloud::dto::Secret;
 
+/// `512 B`, `1.5 KiB`, `2.6 GiB`.
+pub use crate::config::human_size as human_bytes;
+
 /// Where `masv server start` listens unless told otherwise.
 pub const DEFAULT_AGENT_URL: &str = "http://127.0.0.1:8080";
 
@@ -212,6 +215,15 @@ impl AgentClient {
 
     pub async fn get(&self, segments: &[&str]) -> Result<Value, AgentError> {
         self.call(Method::GET, segments, &[], None).await
+    }
+
+    /// A GET with query parameters.
+    pub async fn get_query(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<Value, AgentError> {
+        self.call(Method::GET, segments, query, None).await
     }
 
     /// A POST with a JSON body.
@@ -585,22 +597,6 @@ fn set_bar(bar: &ProgressBar, progress: &Progress) {
         bar.set_length(progress.bytes_total);
         bar.set_position(progress.bytes_done.min(progress.bytes_total));
     }
-}
-
-/// `512 B`, `1.5 KiB`, `2.6 GiB`: binary units, as `--chunk-size` takes them.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    // Move up at 1023.95 so rounding never prints `1024.0 KiB`.
-    while value >= 1023.95 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// `12.3 MiB/s`.

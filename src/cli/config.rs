@@ -19,9 +19,15 @@ pub enum ConfigCommand {
         #[arg(long)]
         no_secrets: bool,
     },
-    /// Print the JSON Schema of the configuration format.
-    #[command(after_help = "Example:\n  masv config schema > schema/masv-agent.schema.json")]
-    Schema,
+    /// Print the JSON Schema of the configuration format (or of the events' payload).
+    #[command(
+        after_help = "Examples:\n  masv config schema > schema/masv-agent.schema.json\n  masv config schema --event > schema/masv-agent-event.schema.json"
+    )]
+    Schema {
+        /// The schema of the JSON the post-transfer actions get (webhook body, command stdin).
+        #[arg(long)]
+        event: bool,
+    },
 }
 
 pub fn run(command: ConfigCommand) -> anyhow::Result<ExitCode> {
@@ -42,6 +48,9 @@ pub fn run(command: ConfigCommand) -> anyhow::Result<ExitCode> {
                         if rule.enabled { "" } else { ", disabled" }
                     );
                 }
+                for action in &config.actions {
+                    println!("  action {} ({})", action.name, action.kind());
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(errors) => {
@@ -49,8 +58,12 @@ pub fn run(command: ConfigCommand) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
-        ConfigCommand::Schema => {
-            print!("{}", crate::config::schema());
+        ConfigCommand::Schema { event } => {
+            if event {
+                print!("{}", crate::actions::event::schema());
+            } else {
+                print!("{}", crate::config::schema());
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -16,7 +16,7 @@ pub enum HubCommand {
     #[command(
         after_help = "Example:\n  masv hub serve --listen 127.0.0.1:9000 --data /var/lib/masv-hub --seed hub.toml"
     )]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Teams.
     #[command(
         subcommand,
@@ -82,12 +82,61 @@ pub struct ServeArgs {
     /// For tests: fraction (0-1) of storage downloads cut off halfway.
     #[arg(long, default_value_t = 0.0)]
     fault_cut_ratio: f64,
+    /// For tests: fraction (0-1) of part uploads with a byte flipped on the way in.
+    #[arg(long, default_value_t = 0.0)]
+    fault_flip_ratio: f64,
     /// For tests: milliseconds added before every storage request.
     #[arg(long, default_value_t = 0)]
     fault_delay_ms: u64,
     /// For tests of clients: store file names as senders give them, `../x` included.
     #[arg(long)]
     accept_hostile_names: bool,
+    /// Keep files on S3-compatible object storage, s3://BUCKET[/PREFIX], instead of the data
+    /// folder: storage URLs are pre-signed URLs of the store (credentials from
+    /// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY).
+    #[arg(long, value_name = "s3://BUCKET[/PREFIX]")]
+    storage: Option<String>,
+    /// The object store's endpoint (default https://s3.REGION.amazonaws.com).
+    #[arg(long, requires = "storage")]
+    s3_endpoint: Option<url::Url>,
+    /// The object store's region.
+    #[arg(long, default_value = "us-east-1", requires = "storage")]
+    s3_region: String,
+    /// Path-style URLs (ENDPOINT/BUCKET/KEY), as most self-hosted stores want.
+    #[arg(long, requires = "storage")]
+    s3_path_style: bool,
+}
+
+/// `--storage` and its options, with the credentials from the environment.
+fn s3_config(args: &ServeArgs) -> anyhow::Result<Option<crate::hub::S3Config>> {
+    let Some(location) = &args.storage else {
+        return Ok(None);
+    };
+    let (bucket, prefix) =
+        crate::hub::S3Config::parse_location(location).map_err(anyhow::Error::msg)?;
+    let credential = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(crate::cloud::dto::Secret::new)
+            .with_context(|| {
+                format!("--storage {location}: set {name} (the object store's credentials)")
+            })
+    };
+    let endpoint = match &args.s3_endpoint {
+        Some(e) => e.clone(),
+        None => url::Url::parse(&format!("https://s3.{}.amazonaws.com", args.s3_region))
+            .context("--s3-region makes no endpoint URL; give --s3-endpoint")?,
+    };
+    Ok(Some(crate::hub::S3Config {
+        endpoint,
+        bucket,
+        prefix,
+        region: args.s3_region.clone(),
+        path_style: args.s3_path_style,
+        access_key: credential("AWS_ACCESS_KEY_ID")?,
+        secret_key: credential("AWS_SECRET_ACCESS_KEY")?,
+    }))
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,7 +217,7 @@ fn open(data: &DataArg) -> anyhow::Result<Hub> {
 
 pub async fn run(command: HubCommand) -> anyhow::Result<ExitCode> {
     match command {
-        HubCommand::Serve(args) => serve(args).await?,
+        HubCommand::Serve(args) => serve(*args).await?,
         HubCommand::Team(TeamCommand::Add { data, name, id }) => {
             println!("{}", open(&data)?.add_team(&name, id.as_deref())?);
         }
@@ -221,6 +270,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for (name, ratio) in [
         ("--fault-fail-ratio", args.fault_fail_ratio),
         ("--fault-cut-ratio", args.fault_cut_ratio),
+        ("--fault-flip-ratio", args.fault_flip_ratio),
     ] {
         anyhow::ensure!(
             (0.0..=1.0).contains(&ratio),
@@ -228,12 +278,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let mut config = HubConfig::new(&args.data.data);
+    config.s3 = s3_config(&args)?;
     config.public_url = args.public_url;
     config.link_base = args.link_base;
     config.accept_hostile_names = args.accept_hostile_names;
     config.faults = Faults {
         fail_ratio: args.fault_fail_ratio,
         cut_ratio: args.fault_cut_ratio,
+        flip_ratio: args.fault_flip_ratio,
         delay: Duration::from_millis(args.fault_delay_ms),
     };
     let hub = Hub::open(config)

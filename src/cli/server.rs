@@ -141,6 +141,9 @@ pub async fn run(
                     .unwrap_or(defaults.retry.give_up_after),
                 ..defaults.retry
             },
+            hash: file.hash.unwrap_or(defaults.hash),
+            // The daemon sets it to the data folder.
+            work_dir: defaults.work_dir,
             link_base,
         },
         config_path: args.config.clone(),

@@ -130,6 +130,10 @@ struct CommonArgs {
     /// Higher values are sent first.
     #[arg(long, allow_negative_numbers = true)]
     priority: Option<i64>,
+    /// Add a manifest to the package: "ascmhl" (an ASC MHL generation of its files, from the
+    /// hashes computed while they are sent; off by default).
+    #[arg(long, value_parser = ["ascmhl"])]
+    manifest: Option<String>,
     /// Show live progress and return only when the upload completes (exit 0) or fails (exit 1).
     #[arg(long)]
     wait: bool,
@@ -271,6 +275,7 @@ fn start_request(command: &StartCommand) -> anyhow::Result<(&'static [&'static s
     insert(&mut body, "package_description", &common.description);
     insert(&mut body, "chunk_size", &common.chunk_size);
     insert(&mut body, "priority", &common.priority);
+    insert(&mut body, "manifest", &common.manifest);
     match command {
         StartCommand::Email(args) => {
             let emails: Vec<&str> = args
@@ -503,6 +508,7 @@ mod tests {
             "--teamspace-id=S",
             "--chunk-size=64MiB",
             "--priority=-2",
+            "--manifest=ascmhl",
             "--delete-after",
             "30",
             "--download-limit=5",
@@ -523,6 +529,7 @@ mod tests {
                 "teamspace_id": "S",
                 "chunk_size": 64 << 20,
                 "priority": -2,
+                "manifest": "ascmhl",
                 "delete_after": 30,
                 "download_limit": 5,
                 "tag_name": "dailies",

@@ -210,9 +210,15 @@ pub(super) fn from_status(
             },
         },
         404 => CloudError::NotFound { message },
-        // S3 answers 400 for these two: an idle socket it closed (retry) and an expired
-        // temporary credential inside the signed URL (ask for a new URL).
-        400 if route == Route::Storage && s3_code == Some("RequestTimeout") => transient(message),
+        // S3 answers 400 for these three: an idle socket it closed (retry), bytes that did not
+        // match the part's Content-MD5, corrupted on the way (the agent hashed them from the
+        // file: send them again), and an expired temporary credential inside the signed URL
+        // (ask for a new URL).
+        400 if route == Route::Storage
+            && matches!(s3_code, Some("RequestTimeout" | "BadDigest")) =>
+        {
+            transient(message)
+        }
         400 if route == Route::Storage && s3_code == Some("ExpiredToken") => {
             CloudError::Expired { message }
         }
@@ -596,7 +602,7 @@ mod tests {
         let expired = "<Error><Code>ExpiredToken</Code></Error>";
         assert_eq!(variant(&map(Route::Storage, 400, expired)), "expired");
         let bad_digest = "<Error><Code>BadDigest</Code></Error>";
-        assert_eq!(variant(&map(Route::Storage, 400, bad_digest)), "rejected");
+        assert!(map(Route::Storage, 400, bad_digest).is_transient());
     }
 
     #[test]

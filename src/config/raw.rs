@@ -31,6 +31,102 @@ pub struct RawFile {
     /// Rate limits (with a weekly schedule) and caps on the transfers active at once.
     #[serde(default)]
     pub bandwidth: Option<RawBandwidth>,
+    /// Post-transfer actions: webhooks, commands and emails run when a package is delivered,
+    /// arrives, or a transfer or rule fails.
+    #[serde(default)]
+    pub action: Vec<RawAction>,
+}
+
+/// What an action does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionKindName {
+    /// HTTP POST of the event's JSON, signed (HMAC-SHA256) when a secret is set.
+    Webhook,
+    /// Runs a program (no shell) with the event's JSON on stdin and its main fields in the
+    /// environment.
+    Command,
+    /// Sends a plain-text summary by SMTP.
+    Email,
+}
+
+/// What a webhook posts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The event's JSON payload (the default).
+    #[default]
+    Json,
+    /// `{"text": "…"}`: a one-line summary for Slack/Teams-style incoming webhooks.
+    Slack,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS, required (the default; port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: a relay on the same machine or network only.
+    None,
+}
+
+/// `[[action]]`: what to do when an event happens. Without `rules` it acts for every rule (and
+/// for transfers started by hand); with `rules` only for those rules' events.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAction {
+    /// Unique among the actions; shown in `masv events ls` and the API.
+    pub name: String,
+    pub kind: ActionKindName,
+    /// The events it acts on: "upload.delivered", "download.arrived", "transfer.failed",
+    /// "rule.failed", "rule.recovered" (default all).
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Only the events of these rules (default: every event, whatever started the transfer).
+    pub rules: Option<Vec<String>>,
+    /// How long one attempt may take (default 30s for webhooks and email, 10m for commands); a
+    /// command still running then is killed.
+    pub timeout: Option<DurationValue>,
+    /// How long a delivery may keep failing before it is given up and counted as failed, e.g.
+    /// "24h" (the default) or "never".
+    pub give_up_after: Option<DurationValue>,
+    /// The longest wait between two attempts, e.g. "5m" (the default).
+    pub max_delay: Option<DurationValue>,
+    /// Webhook: the URL posted to (http or https).
+    pub url: Option<String>,
+    /// Webhook: the key of the `X-Masv-Signature: sha256=<hex HMAC-SHA256 of the body>` header.
+    pub secret: Option<SecretSource>,
+    /// Webhook: "json" (the payload, the default) or "slack" (`{"text": …}`).
+    pub format: Option<WebhookFormat>,
+    /// Command: the program run (no shell), by path or name on PATH.
+    pub program: Option<PathBuf>,
+    /// Command: its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Command: the folder it runs in (default the agent's data folder).
+    pub working_dir: Option<PathBuf>,
+    /// Email: the SMTP server's host name.
+    pub smtp_host: Option<String>,
+    /// Email: its port (default 587 with starttls, 465 with tls, 25 with none).
+    pub smtp_port: Option<u16>,
+    /// Email: "starttls" (the default), "tls" or "none".
+    pub tls: Option<SmtpTls>,
+    /// Email: the SMTP login (with `password`).
+    pub username: Option<String>,
+    /// Email: the SMTP password.
+    pub password: Option<SecretSource>,
+    /// Email: a PEM file of certificates to trust besides the public roots (an internal CA, a
+    /// server's own certificate).
+    pub ca_file: Option<PathBuf>,
+    /// Email: the sender, e.g. "MASV Agent <agent@example.com>".
+    pub from: Option<String>,
+    /// Email: the recipients.
+    #[serde(default)]
+    pub to: Vec<String>,
 }
 
 /// `[bandwidth]`: global rate limits shared by every transfer, a weekly schedule of other limits,
@@ -126,6 +222,9 @@ pub struct RawServer {
     pub rules_dir: Option<PathBuf>,
     /// How transient failures (connect errors, timeouts, 5xx, 408, 429) are retried.
     pub retry: Option<RawRetry>,
+    /// The hash of every file sent or received, computed as its bytes move and shown with the
+    /// file: "xxh64" (the default), "xxh3", "xxh128", "md5", "sha1", "c4", "sha256", or "off".
+    pub hash: Option<String>,
 }
 
 /// `[server] retry = { max_delay = "5m", give_up_after = "never" }`.
@@ -227,6 +326,15 @@ pub enum GroupName {
     Batch,
 }
 
+/// A manifest added to each package sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Manifest {
+    /// An ASC MHL generation (`ascmhl/` at the package's root) of every file sent, made from the
+    /// hashes computed while the files were sent.
+    Ascmhl,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AfterName {
@@ -310,6 +418,9 @@ pub struct RawWatch {
     pub team: Option<RawTeamTarget>,
     /// For link uploads: write each package's share link here, as `<package>.url`, once sent.
     pub link_folder: Option<PathBuf>,
+    /// "ascmhl": add an ASC MHL manifest of the package's files to each package (off by
+    /// default).
+    pub manifest: Option<Manifest>,
     /// Off: the rule is loaded but does nothing (default true).
     pub enabled: Option<bool>,
 }

@@ -129,6 +129,7 @@ pub struct WatchRule {
     pub sweep: Option<Schedule>,
     pub target: UploadTarget,
     pub link_folder: Option<PathBuf>,
+    pub manifest: Option<super::Manifest>,
 }
 
 impl WatchRule {
@@ -189,12 +190,12 @@ pub(super) struct RuleChecker<'a, 'b> {
 
 impl RuleChecker<'_, '_> {
     /// Reports `message` at `key` of the rule (or at the rule itself).
-    fn error(&mut self, key: &str, message: impl Into<String>) {
+    pub(super) fn error(&mut self, key: &str, message: impl Into<String>) {
         let offset = self.at.key_offset(self.span.clone(), key);
         self.at.error(offset, message);
     }
 
-    fn path(&self, p: &Path) -> PathBuf {
+    pub(super) fn path(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {
             p.to_path_buf()
         } else {
@@ -202,7 +203,7 @@ impl RuleChecker<'_, '_> {
         }
     }
 
-    fn duration(
+    pub(super) fn duration(
         &mut self,
         key: &str,
         value: Option<&DurationValue>,
@@ -236,7 +237,7 @@ impl RuleChecker<'_, '_> {
         }
     }
 
-    fn secret(&mut self, key: &str, source: Option<&SecretSource>) -> Option<Secret> {
+    pub(super) fn secret(&mut self, key: &str, source: Option<&SecretSource>) -> Option<Secret> {
         match (self.at.secrets)(source?) {
             Ok(secret) => Some(secret),
             Err(e) => {
@@ -385,6 +386,7 @@ impl RuleChecker<'_, '_> {
             sweep: self.schedule("sweep", raw.sweep.as_deref(), tz),
             target,
             link_folder: raw.link_folder.as_deref().map(|p| self.path(p)),
+            manifest: raw.manifest,
             folder,
         };
         Rule {

@@ -341,6 +341,52 @@ fn the_retry_policy_is_read_never_or_a_duration() {
 }
 
 #[test]
+fn the_file_hash_is_a_format_or_off() {
+    use crate::mhl::HashFormat;
+    let hash = |value: &str| {
+        parse(
+            Path::new("agent.toml"),
+            &format!("[server]\nhash = {value:?}\n"),
+        )
+        .map(|c| c.server.hash)
+    };
+    assert_eq!(hash("md5").unwrap(), Some(Some(HashFormat::Md5)));
+    assert_eq!(hash("sha256").unwrap(), Some(Some(HashFormat::Sha256)));
+    assert_eq!(hash("off").unwrap(), Some(None));
+    let error = errors_of("[server]\nhash = \"crc32\"\n");
+    assert!(
+        error.contains("agent.toml:2:") && error.contains("xxh64 (the default)"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_watch_rule_may_ask_for_an_ascmhl_manifest() {
+    let rule = |extra: &str| {
+        parse(
+            Path::new("agent.toml"),
+            &format!(
+                "[[watch]]\nname = \"w\"\nfolder = \"/x\"\n{extra}[watch.portal]\nsubdomain = \"s\"\nsender = \"a@b.c\"\n"
+            ),
+        )
+        .map(|c| match &c.rules[0].kind {
+            RuleKind::Watch(w) => w.manifest,
+            RuleKind::Download(_) => panic!("a watch rule"),
+        })
+    };
+    assert_eq!(rule("").unwrap(), None);
+    assert_eq!(
+        rule("manifest = \"ascmhl\"\n").unwrap(),
+        Some(Manifest::Ascmhl)
+    );
+    let error = rule("manifest = \"md5sum\"\n").unwrap_err().to_string();
+    assert!(
+        error.contains("agent.toml:4:") && error.contains("ascmhl"),
+        "{error}"
+    );
+}
+
+#[test]
 fn an_unknown_key_suggests_the_closest_one() {
     let errors =
         errors_of("[[watch]]\nname = \"out\"\nfolder = \"/srv\"\nsetle = \"2s\"\n[watch.team]\n");
@@ -357,4 +403,86 @@ fn an_unreadable_api_key_is_the_one_error_not_a_missing_key() {
     );
     assert!(errors.contains("api_key"), "{errors}");
     assert!(!errors.contains("need an API key"), "{errors}");
+}
+
+#[test]
+fn actions_are_read_and_each_error_points_at_its_key() {
+    let config = parse(
+        Path::new("/etc/masv/agent.toml"),
+        r#"
+[[watch]]
+name = "outbox"
+folder = "/srv/outbox"
+portal = { subdomain = "s", sender = "a@b.c" }
+
+[[action]]
+name = "hook"
+kind = "webhook"
+url = "https://hooks.example.com/masv"
+secret = { env = "CARGO_PKG_NAME" }
+events = ["upload.delivered"]
+rules = ["outbox"]
+give_up_after = "never"
+
+[[action]]
+name = "mail"
+kind = "email"
+smtp_host = "smtp.example.com"
+from = "Agent <agent@example.com>"
+to = ["ops@example.com"]
+
+[[action]]
+name = "ingest"
+kind = "command"
+program = "bin/ingest"
+timeout = "5m"
+"#,
+    )
+    .unwrap();
+    let [hook, mail, ingest] = &config.actions[..] else {
+        panic!("three actions: {:?}", config.actions);
+    };
+    assert!(hook.wants("upload.delivered", Some("outbox")));
+    assert!(!hook.wants("upload.delivered", None), "only its rules");
+    assert!(!hook.wants("transfer.failed", Some("outbox")));
+    assert_eq!(hook.give_up_after, None);
+    assert_eq!(mail.events.len(), 5, "all events by default");
+    assert!(mail.wants("rule.failed", None), "every rule by default");
+    assert_eq!(mail.give_up_after, Some(DEFAULT_GIVE_UP_AFTER));
+    assert_eq!(mail.timeout, std::time::Duration::from_secs(30));
+    match &mail.target {
+        ActionTarget::Email { port, tls, .. } => {
+            assert_eq!((*port, *tls), (587, SmtpTls::Starttls))
+        }
+        other => panic!("{other:?}"),
+    }
+    match &ingest.target {
+        ActionTarget::Command { program, .. } => {
+            assert_eq!(program, Path::new("/etc/masv/bin/ingest"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(ingest.timeout, std::time::Duration::from_secs(300));
+    assert!(
+        !format!("{hook:?}").contains("masv-agent"),
+        "the secret is redacted"
+    );
+
+    let text = errors_of(
+        "[[action]]\nname = \"a\"\nkind = \"webhook\"\nurl = \"ftp://x/\"\nprogram = \"x\"\nevents = [\"upload.done\"]\nrules = [\"nope\"]\n\n[[action]]\nname = \"a\"\nkind = \"email\"\nfrom = \"not an address\"\nto = [\"ops@example.com\"]\nusername = \"u\"\ntimeout = \"soon\"\n\n[[action]]\nname = \"c\"\nkind = \"pager\"\n",
+    );
+    for expected in [
+        "agent.toml:4:1: url = \"ftp://x/\" is not an http(s) URL",
+        "agent.toml:5:1: program is for command actions; action \"a\" is a webhook",
+        "agent.toml:6:1: events: \"upload.done\" is not an event",
+        "agent.toml:7:1: rules: no rule is named \"nope\"",
+        "agent.toml:10:1: two actions are named \"a\"",
+        "agent.toml:10:1: email action \"a\" needs smtp_host",
+        "agent.toml:12:1: from = \"not an address\" is not an email address",
+        "agent.toml:14:1: username and password go together",
+        "agent.toml:15:1: timeout:",
+        "agent.toml:19:8: unknown variant `pager`",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
 }

@@ -43,6 +43,8 @@ pub struct State {
     pub metrics: Metrics,
     /// Storage's read and write buffers, reused across requests.
     pub buffers: crate::direct::BufferPool,
+    /// Object storage, when the files live there rather than on the hub's disk.
+    pub s3: Option<Arc<super::s3::S3>>,
 }
 
 /// Counters served at `/metrics` (Prometheus text format).
@@ -355,8 +357,12 @@ fn package_file(row: &FileRow) -> PackageFile {
 /// How to open the multipart upload of the file entry `file_id`: an S3 CreateMultipartUpload
 /// on the hub's storage.
 fn create_blueprint(state: &State, package_id: &str, file_id: &str) -> Blueprint {
+    let url = match &state.s3 {
+        Some(s3) => s3.create_url(package_id, file_id, state.config.url_ttl),
+        None => storage::signed_url(state, "POST", package_id, file_id, &[("uploads", "")]),
+    };
     Blueprint {
-        url: storage::signed_url(state, "POST", package_id, file_id, &[("uploads", "")]),
+        url,
         method: "POST".into(),
         headers: BTreeMap::new(),
         body: String::new(),
@@ -557,9 +563,13 @@ async fn download_url(
             "file {file_id} is quarantined: a virus was detected in it"
         )));
     }
+    let url = match &state.s3 {
+        Some(s3) => s3.get_url(&package_id, &file_id, state.config.url_ttl),
+        None => storage::signed_url(&state, "GET", &package_id, &file_id, &[]),
+    };
     Ok(Json(DownloadUrl {
         method: "GET".into(),
-        url: storage::signed_url(&state, "GET", &package_id, &file_id, &[]),
+        url,
     }))
 }
 
@@ -653,22 +663,47 @@ async fn part_urls(
         .db
         .call(move |conn| db::multipart_file(conn, &upload_id))
         .await?;
-    if owner.as_deref() != Some(fid.as_str()) {
-        return Err(HubError::NotFound(format!(
-            "unknown upload_id for file {file_id}"
-        )));
+    let unknown = || HubError::NotFound(format!("unknown upload_id for file {file_id}"));
+    match (&state.s3, owner) {
+        (_, Some(owner)) if owner == fid => {}
+        (None, _) => return Err(unknown()),
+        (Some(_), Some(_)) => return Err(unknown()),
+        // Opened by the sender on the store itself: the store says whether it is this file's
+        // (the key names the file), and the hub remembers it, to abort it if abandoned.
+        (Some(s3), None) => {
+            s3.parts(&package_id, &file_id, &req.upload_id)
+                .await?
+                .ok_or_else(unknown)?;
+            let (uid, fid) = (req.upload_id.clone(), file_id.clone());
+            state
+                .db
+                .call(move |conn| db::insert_multipart(conn, &uid, &fid))
+                .await?;
+        }
     }
     let blueprints = (start + 1..=start + count)
         .map(|part| {
-            let part = part.to_string();
-            Blueprint {
-                url: storage::signed_url(
+            let url = match &state.s3 {
+                Some(s3) => s3.part_url(
+                    &package_id,
+                    &file_id,
+                    part as u16,
+                    &req.upload_id,
+                    state.config.url_ttl,
+                ),
+                None => storage::signed_url(
                     &state,
                     "PUT",
                     &package_id,
                     &file_id,
-                    &[("partNumber", &part), ("uploadId", &req.upload_id)],
+                    &[
+                        ("partNumber", &part.to_string()),
+                        ("uploadId", &req.upload_id),
+                    ],
                 ),
+            };
+            Blueprint {
+                url,
                 method: "PUT".into(),
                 headers: BTreeMap::new(),
                 body: String::new(),

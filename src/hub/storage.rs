@@ -36,13 +36,19 @@ pub struct Faults {
     pub fail_ratio: f64,
     /// Fraction (0–1) of successful GETs whose body stops halfway (the connection is cut).
     pub cut_ratio: f64,
+    /// Fraction (0–1) of part uploads whose body has a byte flipped on the way in, as if
+    /// corrupted in flight: stored as received unless the sender gave a `Content-MD5`.
+    pub flip_ratio: f64,
     /// Delay added before every storage request.
     pub delay: Duration,
 }
 
 impl Faults {
     pub fn is_off(&self) -> bool {
-        self.fail_ratio <= 0.0 && self.cut_ratio <= 0.0 && self.delay.is_zero()
+        self.fail_ratio <= 0.0
+            && self.cut_ratio <= 0.0
+            && self.flip_ratio <= 0.0
+            && self.delay.is_zero()
     }
 }
 
@@ -527,6 +533,7 @@ async fn put_part(
             format!("a part may be at most {max} bytes"),
         ));
     }
+    let content_md5 = content_md5(&headers)?;
     let dir = parts_dir(&state, &upload_id);
     let tmp = dir.join(format!(
         "{part_number}.{}.tmp",
@@ -549,6 +556,14 @@ async fn put_part(
             "the body is shorter than Content-Length",
         ));
     }
+    if content_md5.is_some_and(|expected| expected != md5) {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(S3Error::new(
+            StatusCode::BAD_REQUEST,
+            "BadDigest",
+            "the Content-MD5 you specified did not match what was received",
+        ));
+    }
     tokio::fs::rename(&tmp, dir.join(part_number.to_string())).await?;
     let part = PartRow {
         part_number,
@@ -561,6 +576,33 @@ async fn put_part(
         .await?;
     let quoted = format!("\"{etag}\"");
     Ok((StatusCode::OK, [(header::ETAG, quoted)]).into_response())
+}
+
+/// The part's `Content-MD5` (base64 of 16 bytes), checked against the bytes received as S3
+/// does: a malformed one is `400 InvalidDigest`, a wrong one `400 BadDigest`.
+fn content_md5(headers: &HeaderMap) -> Result<Option<[u8; 16]>, S3Error> {
+    use base64::Engine as _;
+    let Some(value) = headers.get("content-md5") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .ok()
+        })
+        .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            S3Error::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidDigest",
+                "the Content-MD5 you specified is not valid: it must be the base64 of the part's \
+                 16-byte MD5",
+            )
+        })
 }
 
 /// A part as it arrived: its size and the MD5 of its bytes.
@@ -672,17 +714,47 @@ pub async fn assemble(
         ));
     }
     let upload_id = req.file_extras.upload_id.clone();
-    let (uid, fid) = (upload_id.clone(), file.id.clone());
-    let (owner, stored) = state
-        .db
-        .call(move |conn| Ok((db::multipart_file(conn, &uid)?, db::parts(conn, &uid)?)))
-        .await?;
-    if owner.as_deref() != Some(fid.as_str()) || !is_upload_id(&upload_id) {
-        return Err(HubError::BadRequest(format!(
+    let not_ours = || {
+        HubError::BadRequest(format!(
             "file_extras.upload_id is not an upload of file {}",
             file.id
-        )));
-    }
+        ))
+    };
+    let stored = match &state.s3 {
+        // The parts are where the sender put them: the store says which it holds.
+        Some(s3) => s3
+            .parts(&file.package_id, &file.id, &upload_id)
+            .await?
+            .ok_or_else(not_ours)?
+            .into_iter()
+            .map(|p| {
+                // Unknown: taken as the sender says, for the store to check at completion.
+                let etag = p.etag.unwrap_or_else(|| {
+                    req.chunk_extras
+                        .iter()
+                        .find(|c| c.part_number == p.number)
+                        .map(|c| unquote(&c.etag))
+                        .unwrap_or_default()
+                });
+                PartRow {
+                    part_number: p.number,
+                    etag,
+                    size: p.size,
+                }
+            })
+            .collect(),
+        None => {
+            let (uid, fid) = (upload_id.clone(), file.id.clone());
+            let (owner, stored) = state
+                .db
+                .call(move |conn| Ok((db::multipart_file(conn, &uid)?, db::parts(conn, &uid)?)))
+                .await?;
+            if owner.as_deref() != Some(fid.as_str()) || !is_upload_id(&upload_id) {
+                return Err(not_ours());
+            }
+            stored
+        }
+    };
     if req.chunk_extras.is_empty() {
         return Err(HubError::BadRequest("chunk_extras lists no parts".into()));
     }
@@ -733,15 +805,33 @@ pub async fn assemble(
     if total != file.size {
         tracing::info!(file_id = %file.id, declared = file.size, size = total, "a file finalized with another size than declared");
     }
-    // No copy: the file's bytes stay in the parts just checked, served in order.
     let count = listed.len() as u32;
+    if let Some(s3) = &state.s3 {
+        // The store joins the parts just checked into the object.
+        let etags: Vec<String> = listed
+            .iter()
+            .map(|c| format!("\"{}\"", unquote(&c.etag)))
+            .collect();
+        s3.complete(&file.package_id, &file.id, &upload_id, &etags)
+            .await?;
+    }
+    // On disk, no copy: the file's bytes stay in the parts just checked, served in order.
     let (fid, uid) = (file.id.clone(), upload_id.clone());
     let dropped = state
         .db
         .call(move |conn| db::finalize_file(conn, &fid, &uid, count, total))
         .await?;
     for upload in dropped {
-        let _ = tokio::fs::remove_dir_all(parts_dir(state, &upload)).await;
+        match &state.s3 {
+            Some(s3) => s3.abort(&file.package_id, &file.id, &upload).await,
+            None => {
+                let _ = tokio::fs::remove_dir_all(parts_dir(state, &upload)).await;
+            }
+        }
+    }
+    if state.s3.is_some() {
+        tracing::info!(package_id = %file.package_id, file_id = %file.id, size = total, parts = count, "file finalized in object storage");
+        return Ok(());
     }
     let dir = parts_dir(state, &upload_id);
     if let Ok(mut entries) = tokio::fs::read_dir(&dir).await {
@@ -765,11 +855,12 @@ async fn inject_faults(State(state): State<Arc<HubState>>, req: Request, next: N
     if !faults.delay.is_zero() {
         tokio::time::sleep(faults.delay).await;
     }
-    let (fail, cut) = {
+    let (fail, cut, flip) = {
         let mut rng = rand::rng();
         (
             rng.random::<f64>() < faults.fail_ratio,
             rng.random::<f64>() < faults.cut_ratio,
+            rng.random::<f64>() < faults.flip_ratio,
         )
     };
     if fail {
@@ -781,6 +872,12 @@ async fn inject_faults(State(state): State<Arc<HubState>>, req: Request, next: N
         .into_response();
     }
     let is_get = req.method() == Method::GET;
+    let req = if flip && req.method() == Method::PUT {
+        let (parts, body) = req.into_parts();
+        Request::from_parts(parts, Body::from_stream(flip_first_byte(body)))
+    } else {
+        req
+    };
     let response = next.run(req).await;
     if !(cut && is_get && response.status().is_success()) {
         return response;
@@ -793,6 +890,24 @@ async fn inject_faults(State(state): State<Arc<HubState>>, req: Request, next: N
         .unwrap_or(0);
     let (parts, body) = response.into_parts();
     Response::from_parts(parts, Body::from_stream(cut_after(body, length / 2)))
+}
+
+/// The body with its first byte inverted.
+fn flip_first_byte(
+    body: Body,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, axum::Error>> {
+    let mut flipped = false;
+    body.into_data_stream().map(move |frame| {
+        frame.map(|bytes| {
+            if flipped || bytes.is_empty() {
+                return bytes;
+            }
+            flipped = true;
+            let mut owned = bytes.to_vec();
+            owned[0] ^= 0xff;
+            bytes::Bytes::from(owned)
+        })
+    })
 }
 
 /// The body's first `keep` bytes, then an error: the client sees the connection cut midway.

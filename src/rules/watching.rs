@@ -339,6 +339,7 @@ fn upload_of(
             tag_id: None,
             teamspace_id: None,
             unlimited_storage: false,
+            manifest: w.manifest,
         }),
         UploadTarget::Portal {
             subdomain,
@@ -355,6 +356,7 @@ fn upload_of(
             metadata: (!metadata.is_empty()).then(|| metadata.clone()),
             chunk_size: rule.chunk_size,
             priority: rule.priority,
+            manifest: w.manifest,
         }),
     };
     let ledger = group

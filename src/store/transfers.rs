@@ -68,6 +68,8 @@ pub struct FileRecord {
     /// Kind-specific JSON text (an upload's ids on the cloud side, say), kept as text: a
     /// transfer may hold 100,000 files, and a parsed map costs ten times its text.
     pub extra: Option<String>,
+    /// The hash of its bytes, computed as they moved: `FORMAT:DIGEST` (`xxh64:e4c1…`).
+    pub hash: Option<String>,
 }
 
 /// What a job needs of every file to plan its parts: no names or paths (read when the file
@@ -161,7 +163,7 @@ fn finish_transfer(
     Ok(t)
 }
 
-const FILE_COLUMNS: &str = "idx, remote_id, kind, name, path, local_path, size, chunk_size, last_modified, state, error, extra";
+const FILE_COLUMNS: &str = "idx, remote_id, kind, name, path, local_path, size, chunk_size, last_modified, state, error, extra, hash";
 
 fn file_row(r: &Row<'_>) -> rusqlite::Result<FileRecord> {
     Ok(FileRecord {
@@ -177,6 +179,7 @@ fn file_row(r: &Row<'_>) -> rusqlite::Result<FileRecord> {
         state: r.get(9)?,
         error: r.get(10)?,
         extra: r.get(11)?,
+        hash: r.get(12)?,
     })
 }
 
@@ -210,7 +213,7 @@ fn insert_transfer_row(conn: &Connection, t: &TransferRecord) -> Result<(), Stor
 
 fn insert_file_rows(conn: &Connection, id: &str, files: &[FileRecord]) -> Result<(), StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "INSERT INTO transfer_files (transfer_id, {FILE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        "INSERT INTO transfer_files (transfer_id, {FILE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
     ))?;
     for f in files {
         stmt.execute(params![
@@ -227,6 +230,7 @@ fn insert_file_rows(conn: &Connection, id: &str, files: &[FileRecord]) -> Result
             f.state,
             f.error,
             f.extra,
+            f.hash,
         ])?;
     }
     Ok(())
@@ -535,15 +539,20 @@ impl Store {
 
     /// Records files of a transfer complete, all in one transaction: the one place where a
     /// file becomes complete (what must happen with that, in the same transaction, goes here).
-    pub async fn complete_files(&self, id: &str, idxs: Vec<u32>) -> Result<(), StoreError> {
+    pub async fn complete_files(
+        &self,
+        id: &str,
+        files: Vec<(u32, Option<String>)>,
+    ) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
+            // Each with the hash of its bytes when one was computed (`FORMAT:DIGEST`).
             let mut update = conn.prepare_cached(
-                "UPDATE transfer_files SET state = 'complete', error = NULL
+                "UPDATE transfer_files SET state = 'complete', error = NULL, hash = COALESCE(?3, hash)
                  WHERE transfer_id = ?1 AND idx = ?2",
             )?;
-            for idx in idxs {
-                update.execute(params![id, idx])?;
+            for (idx, hash) in files {
+                update.execute(params![id, idx, hash])?;
             }
             touch(conn, &id)
         })
@@ -727,6 +736,7 @@ mod tests {
                         state: "pending".into(),
                         error: None,
                         extra: None,
+                        hash: None,
                     }],
                 )
                 .await

@@ -24,9 +24,9 @@
 //!    shows why the transfer waits and runs it again once the store writes: every step above
 //!    may be repeated.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
@@ -170,6 +170,26 @@ struct FileJob {
     failed: AtomicBool,
     /// Recorded complete in the store (by this run).
     recorded: AtomicBool,
+    /// Chunks written out of order, waiting for those before them; and the length of the
+    /// file's start that is written in full, which the file's hash reads up to.
+    written: Mutex<(BTreeSet<u32>, u32)>,
+    prefix: Arc<AtomicU64>,
+    /// The file's hash, computed behind the written start ([`super::digest`]).
+    digest: Mutex<Option<super::digest::Digest>>,
+}
+
+impl FileJob {
+    /// Chunk `index` is written: the written start grows over it and those it joins.
+    fn written(&self, index: u32) {
+        let mut written = self.written.lock().expect("written lock is never poisoned");
+        let (pending, next) = &mut *written;
+        pending.insert(index);
+        while pending.remove(next) {
+            *next += 1;
+        }
+        let end = (u64::from(*next) * self.record.chunk_size.max(1)).min(self.record.size);
+        self.prefix.store(end, Ordering::Release);
+    }
 }
 
 struct Chunk {
@@ -197,8 +217,9 @@ struct Job {
     queue: WorkQueue<Chunk>,
     /// The ranges' write buffers, reused from range to range.
     buffers: BufferPool,
-    /// Files renamed into place, not yet recorded complete ([`record_complete`]).
-    renamed: Mutex<Vec<(usize, PartFile)>>,
+    /// Files renamed into place, not yet recorded complete ([`record_complete`]), with the
+    /// hashes of their bytes.
+    renamed: Mutex<Vec<(usize, PartFile, Option<String>)>>,
     /// Taken by whoever records a batch of renamed files.
     recording: tokio::sync::Mutex<()>,
 }
@@ -271,7 +292,7 @@ pub(super) async fn run(
             // Renamed into place, then stopped before it was recorded: it is complete. Its
             // part file is never made again (that would write zeros over the file).
             files::OnDisk::Final if committed == f.size => {
-                inner.store.complete_files(id, vec![f.idx]).await?;
+                inner.store.complete_files(id, vec![(f.idx, None)]).await?;
                 f.state = file_state::COMPLETE.into();
             }
             _ => {
@@ -331,7 +352,14 @@ pub(super) async fn run(
             remaining: AtomicU32::new(remaining),
             failed: AtomicBool::new(false),
             recorded: AtomicBool::new(false),
+            written: Mutex::new((BTreeSet::new(), 0)),
+            prefix: Arc::new(AtomicU64::new(0)),
+            digest: Mutex::new(None),
         });
+        let file = jobs.last().expect("just pushed");
+        for c in done_chunks.iter().filter(|(f, _)| *f == i as u32) {
+            file.written(c.1);
+        }
     }
     let job = Arc::new(Job {
         priority: record.priority,
@@ -367,7 +395,7 @@ pub(super) async fn run(
                 .map_err(|e| JobError::Failed(e.to_string()))?;
             job.inner
                 .store
-                .complete_files(&job.id, vec![i as u32])
+                .complete_files(&job.id, vec![(i as u32, None)])
                 .await?;
         } else if f.remaining.load(Ordering::Relaxed) == 0 {
             finish_file(&job, i).await?;
@@ -616,6 +644,7 @@ fn plan_file(
         state: state.into(),
         error,
         extra: None,
+        hash: None,
     }
 }
 
@@ -641,6 +670,8 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
         match fetched {
             Ok(()) => {
                 job.inner.moving();
+                file.written(chunk.index);
+                start_digest(&job, chunk.file).await;
                 crate::crash_point!("download.chunk.written");
                 job.inner
                     .store
@@ -719,6 +750,24 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
     };
     // Every chunk is written: nothing opens the file again.
     *file.part.lock().await = None;
+    file.prefix.store(file.record.size, Ordering::Release);
+    let digest = match job.inner.config.hash {
+        Some(format) => {
+            let running = file
+                .digest
+                .lock()
+                .expect("digest lock is never poisoned")
+                .take();
+            // Written in full before a restart: hashed now, in one read.
+            let digest = running.unwrap_or_else(|| spawn_digest(file, &part, format));
+            match digest.await {
+                Ok(Ok(hash)) => Some(hash),
+                Ok(Err(e)) => return fail_file(job, i, e).await,
+                Err(e) => return fail_file(job, i, format!("hashing the file: {e}")).await,
+            }
+        }
+        None => None,
+    };
     let mtime = file.record.last_modified.map(std::time::SystemTime::from);
     let (uid, gid, mode) = (job.spec.user_id, job.spec.group_id, job.spec.file_mode);
     let renamed = part.clone();
@@ -739,13 +788,55 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
             job.renamed
                 .lock()
                 .expect("the renamed list's lock is never poisoned")
-                .push((i, part));
+                .push((i, part, digest));
             record_complete(job, i).await
         }
         Err(e) => {
             job.inner.metrics.files_error(&e);
             fail_file(job, i, e.to_string()).await
         }
+    }
+}
+
+/// The file's hash, read behind its written start.
+fn spawn_digest(
+    file: &FileJob,
+    part: &PartFile,
+    format: crate::mhl::HashFormat,
+) -> super::digest::Digest {
+    let prefix = file.prefix.clone();
+    super::digest::spawn(
+        super::digest::Source::Open {
+            file: part.reader(),
+            name: file.record.name.clone(),
+        },
+        file.record.size,
+        format,
+        0,
+        move || prefix.load(Ordering::Acquire),
+    )
+}
+
+/// Starts the file's hash once it has bytes written, when hashes are on.
+async fn start_digest(job: &Job, i: usize) {
+    let Some(format) = job.inner.config.hash else {
+        return;
+    };
+    let file = &job.files[i];
+    if file
+        .digest
+        .lock()
+        .expect("digest lock is never poisoned")
+        .is_some()
+    {
+        return;
+    }
+    let Ok(part) = part_file(job, i, false).await else {
+        return;
+    };
+    let mut slot = file.digest.lock().expect("digest lock is never poisoned");
+    if slot.is_none() {
+        *slot = Some(spawn_digest(file, &part, format));
     }
 }
 
@@ -766,20 +857,23 @@ async fn record_complete(job: &Job, i: usize) -> Result<(), JobError> {
             .lock()
             .expect("the renamed list's lock is never poisoned"),
     );
-    let parts: Vec<PartFile> = batch.iter().map(|(_, part)| part.clone()).collect();
+    let parts: Vec<PartFile> = batch.iter().map(|(_, part, _)| part.clone()).collect();
     let synced = tokio::task::spawn_blocking(move || files::sync_folders(&parts))
         .await
         .map_err(|e| JobError::Failed(e.to_string()))?;
     if let Err(e) = synced {
         job.inner.metrics.files_error(&e);
-        for (j, _) in &batch {
+        for (j, _, _) in &batch {
             fail_file(job, *j, e.to_string()).await?;
         }
         return Ok(());
     }
     crate::crash_point!("download.files.synced");
-    let idxs = batch.iter().map(|(j, _)| *j as u32).collect();
-    if let Err(e) = job.inner.store.complete_files(&job.id, idxs).await {
+    let done = batch
+        .iter()
+        .map(|(j, _, hash)| (*j as u32, hash.clone()))
+        .collect();
+    if let Err(e) = job.inner.store.complete_files(&job.id, done).await {
         // Whoever comes next tries again (the job stops on this error; a restart finds the
         // renamed files anyway).
         job.renamed
@@ -789,7 +883,7 @@ async fn record_complete(job: &Job, i: usize) -> Result<(), JobError> {
         return Err(e.into());
     }
     crate::crash_point!("download.file.complete");
-    for (j, _) in &batch {
+    for (j, _, _) in &batch {
         job.files[*j].recorded.store(true, Ordering::Release);
         tracing::debug!(download_id = %job.id, file = %job.files[*j].record.name, "file complete");
     }

@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
+use md5::Digest as _;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::OnceCell;
@@ -50,7 +51,9 @@ use crate::cloud::dto::{
     AddFile, Blueprint, ChunkExtra, CreateLink, CreatePortalPackage, CreateTeamPackage, FileExtras,
     FileKind, FinalizeFile, PackageSpec, Secret,
 };
+use crate::config::Manifest;
 use crate::files::{self, LocalEntry};
+use crate::mhl::HashFormat;
 use crate::store::{ChunkRecord, FileRecord, TransferKind, TransferRecord};
 
 /// Part URLs asked for at once.
@@ -95,6 +98,9 @@ pub struct TeamUploadRequest {
     pub teamspace_id: Option<String>,
     #[serde(default)]
     pub unlimited_storage: bool,
+    /// `"ascmhl"`: an ASC MHL manifest of the files goes into the package.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<Manifest>,
 }
 
 /// `POST /api/v1/portals/uploads`.
@@ -118,6 +124,9 @@ pub struct PortalUploadRequest {
     pub chunk_size: Option<u64>,
     #[serde(default)]
     pub priority: i64,
+    /// `"ascmhl"`: an ASC MHL manifest of the files goes into the package.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<Manifest>,
 }
 
 /// What an upload was asked to do, as stored.
@@ -145,6 +154,12 @@ impl UploadRequest {
         match self {
             UploadRequest::Team(r) => r.priority,
             UploadRequest::Portal(r) => r.priority,
+        }
+    }
+    fn manifest(&self) -> Option<Manifest> {
+        match self {
+            UploadRequest::Team(r) => r.manifest,
+            UploadRequest::Portal(r) => r.manifest,
         }
     }
     /// `team`, `link` or `portal`, as the status API shows it.
@@ -249,6 +264,7 @@ pub(super) fn file_records(
                 })
                 .expect("file remote serializes"),
             ),
+            hash: None,
         })
         .collect()
 }
@@ -256,7 +272,18 @@ pub(super) fn file_records(
 /// The record of a new upload, its package not created yet. The spec keeps what was asked but
 /// the paths: the files table holds what is sent, each file with its source path, and every
 /// listing reads the spec (a watch folder's upload may name 100,000 files).
-pub(super) fn new_upload(req: &UploadRequest) -> Result<TransferRecord, TransferError> {
+pub(super) fn new_upload(
+    req: &UploadRequest,
+    hash: Option<HashFormat>,
+) -> Result<TransferRecord, TransferError> {
+    if req.manifest().is_some() && !hash.is_some_and(|h| HashFormat::ALL.contains(&h)) {
+        return Err(TransferError::Invalid(format!(
+            "manifest = \"ascmhl\" is made from the hashes computed while files are sent, and \
+             [server] hash is {}: set it to an ASC MHL format (xxh64, the default; xxh3, xxh128, \
+             md5, sha1 or c4)",
+            hash.map(|h| h.name()).unwrap_or("off")
+        )));
+    }
     let mut spec = serde_json::to_value(req).map_err(|e| TransferError::Invalid(e.to_string()))?;
     if let Some(fields) = spec.as_object_mut() {
         fields.remove("paths");
@@ -438,6 +465,11 @@ struct Active {
     remote: FileRemote,
     urls: tokio::sync::Mutex<BTreeMap<u32, Blueprint>>,
     etags: Mutex<BTreeMap<u32, String>>,
+    /// MD5s of parts that reached the storage altered (their ETag was not the MD5 of what was
+    /// read): sent again with `Content-MD5`, so that the storage refuses altered bytes itself.
+    md5s: Mutex<BTreeMap<u32, [u8; 16]>>,
+    /// The whole file's hash, computed alongside its parts; taken when the file is finished.
+    digest: Mutex<Option<super::digest::Digest>>,
 }
 
 struct Part {
@@ -558,6 +590,7 @@ pub(super) async fn run(
     }
     let progress = Arc::new(Progress::new(&done));
     drop(done);
+    let (inner_again, cancel_again) = (inner.clone(), cancel.clone());
     *progress_slot
         .lock()
         .expect("progress slot lock is never poisoned") = Some(progress.clone());
@@ -590,6 +623,11 @@ pub(super) async fn run(
         worker(pool.clone())
     })
     .await?;
+    if add_manifest(&job.inner, &job.id, &record).await? {
+        // Its files go like any other, then the package is finalized.
+        drop(job);
+        return Box::pin(run(inner_again, id, cancel_again, progress_slot)).await;
+    }
     tracing::info!(upload_id = %job.id, package_id = %job.remote.package_id, "all files sent");
     if job.inner.config.auto_finalize {
         job.inner
@@ -599,10 +637,94 @@ pub(super) async fn run(
         crate::crash_point!("upload.package.finalizing");
         finalize_package(&job.inner, &job.remote, job.priority, &job.cancel).await?;
         crate::crash_point!("upload.package.finalized");
+        // The manifest is in the package: its copy here is no longer needed.
+        let _ = tokio::fs::remove_dir_all(manifest_root(&job.inner, &job.id)).await;
         Ok((state::COMPLETE, None))
     } else {
         Ok((state::IDLE, None))
     }
+}
+
+/// The folder an upload's manifest (`ascmhl/`) is written into before it is sent.
+fn manifest_root(inner: &Inner, id: &str) -> PathBuf {
+    inner.config.work_dir.join("manifests").join(id)
+}
+
+/// When the upload asks for a manifest and its files are all sent: writes an ASC MHL
+/// generation of them (from the hashes computed while they were sent) and adds its two files
+/// to the upload, once. `true` when files were added, to be sent before the package is
+/// finalized. Files added to an idle upload after the manifest went are not in it.
+async fn add_manifest(inner: &Inner, id: &str, record: &TransferRecord) -> Result<bool, JobError> {
+    let spec: UploadRequest = serde_json::from_value(record.spec.clone())
+        .map_err(|e| JobError::Failed(format!("the upload's stored request: {e}")))?;
+    let (Some(Manifest::Ascmhl), Some(format)) = (spec.manifest(), inner.config.hash) else {
+        return Ok(false);
+    };
+    let root = manifest_root(inner, id);
+    let dir = root.join(crate::mhl::FOLDER);
+    let files = inner.store.files(id).await?;
+    let prefix = dir.display().to_string();
+    if files.iter().any(|f| f.local_path.starts_with(&prefix)) {
+        return Ok(false);
+    }
+    let package_path = |f: &FileRecord| {
+        if f.path.is_empty() {
+            f.name.clone()
+        } else {
+            format!("{}/{}", f.path, f.name)
+        }
+    };
+    let mut records = Vec::new();
+    let mut dirs = Vec::new();
+    for f in &files {
+        if f.state != file_state::COMPLETE {
+            continue;
+        }
+        if f.kind == "directory" {
+            dirs.push(package_path(f));
+            continue;
+        }
+        let Some((name, digest)) = f.hash.as_deref().and_then(|h| h.split_once(':')) else {
+            continue;
+        };
+        if name != format.name() {
+            continue;
+        }
+        records.push(crate::mhl::FileRecord {
+            path: package_path(f),
+            size: f.size,
+            modified: f.last_modified,
+            hashes: vec![crate::mhl::FileHash {
+                format,
+                digest: digest.to_owned(),
+                action: Some("original".into()),
+            }],
+        });
+    }
+    let list = crate::mhl::HashList::build(
+        records,
+        &dirs,
+        format,
+        "transfer",
+        crate::mhl::DEFAULT_IGNORE
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
+    );
+    let name = remote_of(record)
+        .map(|r| r.package_name)
+        .unwrap_or_else(|_| "package".into());
+    let generation =
+        tokio::task::spawn_blocking(move || crate::mhl::write_new_history(&root, &name, &list))
+            .await
+            .map_err(|e| JobError::Failed(format!("writing the manifest: {e}")))?
+            .map_err(|e| JobError::Failed(format!("writing the manifest: {e}")))?;
+    let first = inner.store.file_outlines(id).await?.len() as u32;
+    let planned = plan_files(&[dir], spec.chunk_size(), first)
+        .map_err(|e| JobError::Failed(format!("adding the manifest: {e}")))?;
+    tracing::info!(upload_id = %id, %generation, "ASC MHL manifest added");
+    inner.store.insert_files(id, planned).await?;
+    Ok(true)
 }
 
 /// Finalizes the package: it is delivered, and its links go active.
@@ -879,11 +1001,26 @@ async fn start_file(job: &Job, i: usize) -> Result<Arc<Active>, PartError> {
         remote.create_blueprint = None;
         save(&remote).await.map_err(database)?;
     }
+    let digest = match inner.config.hash {
+        Some(format) if !directory => {
+            let progress = job.progress.clone();
+            Some(super::digest::spawn(
+                super::digest::Source::Path(record.local_path.clone()),
+                record.size,
+                format,
+                record.chunk_size,
+                move || progress.file_done(i).unwrap_or(0),
+            ))
+        }
+        _ => None,
+    };
     Ok(Arc::new(Active {
         record,
         remote,
         urls: tokio::sync::Mutex::new(BTreeMap::new()),
         etags: Mutex::new(etags),
+        md5s: Mutex::default(),
+        digest: Mutex::new(digest),
     }))
 }
 
@@ -1171,14 +1308,51 @@ async fn send_part(job: &Job, file: &Active, part: &Part) -> Result<String, Part
             _ = job.cancel.cancelled() => return Err(PartError::Stopped),
             p = job.inner.budget.acquire(job.priority) => p,
         };
-        let (body, streamed) = part_body(job, file, part).await?;
+        let (body, streamed, md5) = part_body(job, file, part).await?;
+        let known = file
+            .md5s
+            .lock()
+            .expect("md5s lock is never poisoned")
+            .get(&part.index)
+            .copied();
         let sent = tokio::select! {
             _ = job.cancel.cancelled() => {
                 job.progress.undo(part.file, streamed.load(Ordering::Relaxed));
                 return Err(PartError::Stopped);
             }
-            r = job.inner.client.put_part(&url, body, part.len) => r,
+            r = job.inner.client.put_part(&url, body, part.len, known) => r,
         };
+        // Whether the storage got what was read: S3 and the hub answer a part's MD5 as its
+        // ETag (not with SSE-KMS, whose ETags are opaque: those are taken as they come).
+        let sent = sent.and_then(|etag| {
+            let md5: [u8; 16] = md5
+                .lock()
+                .expect("md5 lock is never poisoned")
+                .clone()
+                .finalize()
+                .into();
+            match etag_md5(&etag) {
+                Some(stored) if stored != md5 => {
+                    file.md5s
+                        .lock()
+                        .expect("md5s lock is never poisoned")
+                        .insert(part.index, md5);
+                    Err(CloudError::Transient {
+                        status: None,
+                        message: format!(
+                            "part {} of {}: the storage received other bytes than were sent \
+                             (ETag {}, sent MD5 {}); sending it again with Content-MD5",
+                            part.index + 1,
+                            file.record.local_path,
+                            hex::encode(stored),
+                            hex::encode(md5)
+                        ),
+                        retry_after: None,
+                    })
+                }
+                _ => Ok(etag),
+            }
+        });
         drop(permit);
         if let Err(e) = &sent {
             job.inner.metrics.cloud_error(e);
@@ -1206,11 +1380,7 @@ async fn send_part(job: &Job, file: &Active, part: &Part) -> Result<String, Part
 /// transfer's progress and the metrics as it goes (not once the whole part is accepted: a
 /// 100 MiB part at 50 Mbit/s would show nothing moving for 16 s); with the count so far, to
 /// take back if the part fails.
-async fn part_body(
-    job: &Job,
-    file: &Active,
-    part: &Part,
-) -> Result<(reqwest::Body, Arc<std::sync::atomic::AtomicU64>), PartError> {
+async fn part_body(job: &Job, file: &Active, part: &Part) -> Result<PartBody, PartError> {
     let path = &file.record.local_path;
     let disk = |e: String| {
         job.inner.metrics.error(crate::metrics::ErrorKind::Disk);
@@ -1226,8 +1396,10 @@ async fn part_body(
     let stream = tokio_util::io::ReaderStream::with_capacity(source.take(part.len), READ_BUFFER);
     let stream = super::rate::throttle_upload(&job.inner, stream, &job.cancel);
     let streamed = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let (count, progress, inner, index) = (
+    let md5 = Arc::new(Mutex::new(md5::Md5::new()));
+    let (count, hash, progress, inner, index) = (
         streamed.clone(),
+        md5.clone(),
         job.progress.clone(),
         job.inner.clone(),
         part.file,
@@ -1235,12 +1407,31 @@ async fn part_body(
     let stream = futures_util::StreamExt::inspect(stream, move |read| {
         if let Ok(bytes) = read {
             let n = bytes.len() as u64;
+            hash.lock()
+                .expect("md5 lock is never poisoned")
+                .update(bytes);
             count.fetch_add(n, Ordering::Relaxed);
             progress.add(index, n);
             inner.metrics.uploaded(n);
         }
     });
-    Ok((reqwest::Body::wrap_stream(stream), streamed))
+    Ok((reqwest::Body::wrap_stream(stream), streamed, md5))
+}
+
+/// A part's body, the bytes it has streamed so far, and their MD5, computed as they go.
+type PartBody = (
+    reqwest::Body,
+    Arc<std::sync::atomic::AtomicU64>,
+    Arc<Mutex<md5::Md5>>,
+);
+
+/// The MD5 an ETag stands for, when it is one (32 hex digits, quoted or not; a multipart or
+/// opaque ETag is not).
+fn etag_md5(etag: &str) -> Option<[u8; 16]> {
+    let hex = etag.trim().trim_matches('"');
+    let mut out = [0u8; 16];
+    hex::decode_to_slice(hex, &mut out).ok()?;
+    Some(out)
 }
 
 /// Finalizes a file whose parts are all sent.
@@ -1255,13 +1446,26 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
     if job.files[i].directory {
         job.inner
             .store
-            .complete_files(&job.id, vec![i as u32])
+            .complete_files(&job.id, vec![(i as u32, None)])
             .await?;
         retire(job, i);
         return Ok(());
     }
     let (Some(file_id), Some(upload_id)) = (&file.remote.file_id, &file.remote.upload_id) else {
         return fail_file(job, i, "the file has no multipart upload".into()).await;
+    };
+    let digest = file
+        .digest
+        .lock()
+        .expect("digest lock is never poisoned")
+        .take();
+    let hash = match digest {
+        Some(digest) => match digest.await {
+            Ok(Ok(hash)) => Some(hash),
+            Ok(Err(e)) => return fail_file(job, i, e).await,
+            Err(e) => return fail_file(job, i, format!("hashing the file: {e}")).await,
+        },
+        None => None,
     };
     let chunk_extras: Vec<ChunkExtra> = file
         .etags
@@ -1301,7 +1505,10 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
     match done {
         Ok(()) => {
             crate::crash_point!("upload.file.finalized");
-            inner.store.complete_files(&job.id, vec![i as u32]).await?;
+            inner
+                .store
+                .complete_files(&job.id, vec![(i as u32, hash)])
+                .await?;
             retire(job, i);
             Ok(())
         }

@@ -56,7 +56,7 @@ impl Site {
 
 /// The quickstart's chain: an outbox watched, sent as a link package, the link written to a
 /// folder whose rule downloads it.
-fn chain(extra: &str) -> String {
+pub fn chain(extra: &str) -> String {
     format!(
         r#"
 [hub]

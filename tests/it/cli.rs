@@ -11,7 +11,7 @@ use crate::support::{FileSpec, MIB, World, pseudo_random_bytes};
 
 /// Runs `masv ARGS` against the agent at `agent_url` (`…/api/v1`, as the docs' curl examples
 /// write it) and waits for it.
-async fn masv(agent_url: &str, args: &[&str]) -> Output {
+pub async fn masv(agent_url: &str, args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_masv"))
         .args(args)
         .env("MASV_AGENT_URL", agent_url)
@@ -30,7 +30,7 @@ fn stderr(output: &Output) -> String {
 }
 
 /// Asserts the command succeeded, showing what it printed otherwise.
-fn ok(output: &Output) -> String {
+pub fn ok(output: &Output) -> String {
     assert!(
         output.status.success(),
         "exit {:?}\nstdout: {}\nstderr: {}",

@@ -72,7 +72,7 @@ fn crash_at(point: &str) -> String {
 
 /// Posts `body` to `path`; `None` when the agent died before it answered (the crash point
 /// came first), in which case the test finds the transfer after the restart.
-async fn post_racing_the_crash(api: &Api, path: &str, body: Value) -> Option<Value> {
+pub async fn post_racing_the_crash(api: &Api, path: &str, body: Value) -> Option<Value> {
     let response = reqwest::Client::new()
         .post(format!("{}{path}", api.base))
         .json(&body)
@@ -85,7 +85,7 @@ async fn post_racing_the_crash(api: &Api, path: &str, body: Value) -> Option<Val
 
 /// Waits for the crashed agent, and checks that it died at the crash point (SIGABRT), not of
 /// something else or not at all.
-async fn crashed(agent: ProcessAgent, point: &str) {
+pub async fn crashed(agent: ProcessAgent, point: &str) {
     let status = agent.exit_status(LONG).await;
     assert_eq!(
         status.signal(),

@@ -246,7 +246,7 @@ async fn every_file_and_folder_created_belongs_to_the_requested_owner() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn storage_failures_and_cut_bodies_are_retried_into_byte_identical_files() {
-    let world = World::new().await;
+    let world = World::on_disk().await;
     let bytes = pseudo_random_bytes(11, 9 * MIB + 3);
     let package = world
         .upload(vec![FileSpec::file("take.mov", bytes.clone())])
@@ -258,7 +258,7 @@ async fn storage_failures_and_cut_bodies_are_retried_into_byte_identical_files()
         HubOptions::faults(Faults {
             fail_ratio: 0.3,
             cut_ratio: 0.3,
-            delay: Duration::ZERO,
+            ..Faults::default()
         }),
     )
     .await;
@@ -281,7 +281,7 @@ async fn storage_failures_and_cut_bodies_are_retried_into_byte_identical_files()
 /// back, resuming it tries the failed file again, to an identical file.
 #[tokio::test(flavor = "multi_thread")]
 async fn resuming_a_failed_download_tries_its_failed_files_again() {
-    let world = World::new().await;
+    let world = World::on_disk().await;
     let bytes = pseudo_random_bytes(13, 3 * MIB + 5);
     let package = world
         .upload(vec![FileSpec::file("take.mov", bytes.clone())])
@@ -317,7 +317,7 @@ async fn resuming_a_failed_download_tries_its_failed_files_again() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn expired_storage_urls_are_asked_for_again() {
-    let world = World::new().await;
+    let world = World::on_disk().await;
     let bytes = pseudo_random_bytes(5, 8 * MIB);
     let package = world
         .upload(vec![FileSpec::file("long.mov", bytes.clone())])
@@ -362,7 +362,7 @@ async fn expired_storage_urls_are_asked_for_again() {
 #[tokio::test(flavor = "multi_thread")]
 async fn pause_resume_and_delete_with_or_without_files() {
     let hub = TestHub::start_with(
-        DataDir::new(),
+        DataDir::on_disk(),
         HubOptions::faults(Faults {
             delay: Duration::from_millis(100),
             ..Faults::default()
@@ -434,7 +434,7 @@ async fn pause_resume_and_delete_with_or_without_files() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_download_stays_paused_across_a_restart() {
     let hub = TestHub::start_with(
-        DataDir::new(),
+        DataDir::on_disk(),
         HubOptions::faults(Faults {
             delay: Duration::from_millis(100),
             ..Faults::default()
@@ -487,7 +487,7 @@ async fn a_paused_download_stays_paused_across_a_restart() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_download_resumes_from_committed_chunks_to_an_identical_file() {
     let hub = TestHub::start_with(
-        DataDir::new(),
+        DataDir::on_disk(),
         HubOptions::faults(Faults {
             delay: Duration::from_millis(50),
             ..Faults::default()
@@ -524,6 +524,12 @@ async fn kill_9_mid_download_resumes_from_committed_chunks_to_an_identical_file(
     assert_eq!(
         std::fs::read(dst.path().join("dailies day 1/master.mxf")).unwrap(),
         bytes
+    );
+    // Its hash, computed behind the ranges across the crash, is the file's.
+    assert_eq!(
+        done["files"][0]["hash"],
+        serde_json::json!({"xxh64": masv_agent::mhl::hash_data(masv_agent::mhl::HashFormat::Xxh64, &bytes)}),
+        "{done}"
     );
     let sent = hub_bytes_sent(world.hub.addr).await;
     assert!(
@@ -770,7 +776,7 @@ async fn a_database_that_cannot_write_is_seen_and_the_download_goes_on_once_it_c
         "this test mounts a small tmpfs: run the tests as root (CI does)"
     );
     let hub = TestHub::start_with(
-        DataDir::new(),
+        DataDir::on_disk(),
         HubOptions::faults(Faults {
             delay: Duration::from_millis(50),
             ..Faults::default()
@@ -959,4 +965,51 @@ async fn a_complete_download_leaves_no_secret_in_the_agents_database() {
         "the package token stays: {remote}"
     );
     assert!(stored.contains(&link.id), "the link's id is kept: {stored}");
+}
+
+/// Every file downloaded gets the hash of its bytes (xxh64 by default), computed behind the
+/// ranges as they are written, in the file detail; a many-range file and small ones alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_file_downloaded_has_its_hash_in_the_transfer_detail() {
+    use masv_agent::mhl::{HashFormat, hash_data};
+    let world = World::new().await;
+    let big = pseudo_random_bytes(31, 9 * MIB + 7);
+    let (_, url) = world
+        .shared(vec![
+            FileSpec::file("big.mov", big.clone()),
+            FileSpec::file("small.txt", b"hello\n".to_vec()),
+            FileSpec::file("empty.txt", Vec::new()),
+        ])
+        .await;
+    for (format, name) in [
+        (Some(HashFormat::Xxh64), "xxh64"),
+        (Some(HashFormat::Md5), "md5"),
+        (None, ""),
+    ] {
+        let mut config = engine_config(&world.hub.base_url);
+        config.hash = format;
+        let agent = TestAgent::start(config).await;
+        let dst = tempfile::tempdir().unwrap();
+        let id = agent.api.download(download_request(&url, dst.path())).await;
+        let done = agent
+            .api
+            .wait_for("downloads", &id, &["complete", "error"], LONG)
+            .await;
+        assert_eq!(done["state"], "complete", "{done}");
+        for file in done["files"].as_array().unwrap() {
+            let bytes: &[u8] = match file["name"].as_str().unwrap() {
+                "big.mov" => &big,
+                "small.txt" => b"hello\n",
+                _ => b"",
+            };
+            match format {
+                Some(f) => assert_eq!(
+                    file["hash"],
+                    serde_json::json!({ name: hash_data(f, bytes) }),
+                    "{file}"
+                ),
+                None => assert!(file.get("hash").is_none(), "{file}"),
+            }
+        }
+    }
 }

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use chrono::{SubsecRound, Utc};
 use futures_util::future::try_join_all;
 use masv_agent::cloud::dto::{
-    CreateLink, CreatePortalPackage, CreateTeamPackage, DownloadUrl, FileKind, InboxQuery, LinkUrl,
-    PackageSpec, Secret,
+    ChunkExtra, CreateLink, CreatePortalPackage, CreateTeamPackage, DownloadUrl, FileExtras,
+    FileKind, FinalizeFile, InboxQuery, LinkUrl, PackageSpec, Secret,
 };
 use masv_agent::cloud::{Client, CloudError};
 use masv_agent::hub::{Faults, Seed};
@@ -1521,6 +1521,7 @@ async fn tampered_or_expired_storage_urls_are_refused_with_s3_xml() {
                 &replayed_blueprint,
                 reqwest::Body::from(spec.bytes.clone()),
                 spec.bytes.len() as u64,
+                None,
             )
             .await,
         "expired",
@@ -2292,4 +2293,82 @@ async fn the_hubs_storage_is_readable_by_its_owner_only() {
         }
     }
     assert!(seen >= 3, "the parts and the database were looked at");
+}
+
+/// A part's `Content-MD5` is checked as S3 checks it: the right one stores the part (its ETag
+/// is that MD5), a wrong one is `400 BadDigest` and stores nothing, a malformed one is
+/// `400 InvalidDigest`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_whose_bytes_do_not_match_its_content_md5_is_refused() {
+    use base64::Engine as _;
+    use md5::Digest as _;
+    let world = World::new().await;
+    let client = &world.client;
+    let created = world.team_package(named("digest")).await;
+    let spec = small("part.bin", 35);
+    let (added, upload_id) = start_file(client, &created.id, &created.access_token, &spec)
+        .await
+        .unwrap();
+    let blueprint = part_blueprints(
+        client,
+        &created.id,
+        &added.file.id,
+        &created.access_token,
+        upload_id.as_deref().unwrap(),
+        1,
+    )
+    .await
+    .unwrap()
+    .remove(0);
+    let md5 = md5::Md5::digest(&spec.bytes);
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let put = |content_md5: String| {
+        raw_http()
+            .put(blueprint.url.expose())
+            .header("content-md5", content_md5)
+            .body(spec.bytes.clone())
+    };
+    let mut wrong = md5;
+    wrong[0] ^= 1;
+    let (status, body) = status_and_body(put(b64(&wrong))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("<Code>BadDigest</Code>"), "{body}");
+    let (status, body) = status_and_body(put("not base64!".into())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("<Code>InvalidDigest</Code>"), "{body}");
+    // Nothing was stored by the refused ones: finalizing with the part's ETag fails.
+    let finalize = |etag: &str| FinalizeFile {
+        size: spec.bytes.len() as u64,
+        chunk_size: spec.bytes.len() as u64,
+        file_extras: FileExtras {
+            upload_id: upload_id.clone().unwrap(),
+        },
+        chunk_extras: vec![ChunkExtra {
+            part_number: 1,
+            etag: etag.to_string(),
+        }],
+    };
+    let etag = hex::encode(md5);
+    let early = client
+        .finalize_file(
+            &created.id,
+            &added.file.id,
+            &created.access_token,
+            &finalize(&etag),
+        )
+        .await;
+    assert!(early.is_err(), "{early:?}");
+
+    let response = put(b64(&md5)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["etag"], format!("\"{etag}\""));
+    client
+        .finalize_file(
+            &created.id,
+            &added.file.id,
+            &created.access_token,
+            &finalize(&etag),
+        )
+        .await
+        .unwrap();
 }

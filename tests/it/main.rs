@@ -1,6 +1,7 @@
 //! The one integration test binary: hubs (and later agents) started in-process on port 0 with
 //! temporary folders, moving real bytes over real HTTP.
 //!
+//! - `actions`: post-transfer actions against a real webhook receiver, SMTP server and command.
 //! - `support`: starting hubs, a ready-made world, uploads and downloads through the client.
 //! - `agent`: agents in-process or as a real process, driven through their REST API.
 //! - `conformance`: the spec section by section, the agent against the hub as a strict
@@ -11,12 +12,15 @@
 //!   the configuration file.
 //! - `automations`: configuration files run by agents: watch folders, link and inbox rules, reloads.
 //! - `hub`: the hub against the typed client, route by route (spec §2–4).
+//! - `mhl`: ASC MHL seal and verify, both ways against the reference `ascmhl` tool.
 //! - `proxy`: a loss proxy that cuts connections on the way up or back.
 //! - `recovery`: outages ridden out unattended, with the reason shown meanwhile.
+//! - `s3`: the hub with its files on a real S3 server: pre-signed URLs of the store.
 //! - `download`: downloads end to end: the tree on disk, hostile packages, faults, crashes.
 //! - `service`: the agent as a service: systemd notify, SIGTERM, logs, metrics, the API token.
 //! - `upload`: uploads end to end: folders up, links back down, edits mid-send, crashes.
 
+mod actions;
 mod agent;
 mod automations;
 mod bandwidth;
@@ -25,8 +29,10 @@ mod conformance;
 mod crash;
 mod download;
 mod hub;
+mod mhl;
 mod proxy;
 mod recovery;
+mod s3;
 mod service;
 mod support;
 mod upload;

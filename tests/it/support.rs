@@ -32,19 +32,113 @@ pub const MIN_PART: usize = 5 * MIB;
 /// Part URLs are asked for this many at a time, so files of a few parts already need batches.
 pub const PART_BATCH: u64 = 4;
 
-/// A hub's data folder, deleted when the last hub (or test) holding it lets go.
+/// A hub's data folder, deleted when the last hub (or test) holding it lets go; with its object
+/// store when the hub keeps its files on S3 (a hub started again on the same data finds them).
 #[derive(Clone)]
-pub struct DataDir(Arc<TempDir>);
+pub struct DataDir(Arc<TempDir>, Arc<std::sync::OnceLock<S3Server>>, bool);
 
 impl DataDir {
     pub fn new() -> DataDir {
-        DataDir(Arc::new(
-            tempfile::tempdir().expect("a temporary folder for the hub"),
-        ))
+        DataDir(
+            Arc::new(tempfile::tempdir().expect("a temporary folder for the hub")),
+            Arc::default(),
+            false,
+        )
+    }
+
+    /// A data folder whose hubs keep their files on their disk, also when
+    /// `MASV_TEST_HUB_STORAGE=s3`: for tests that inject faults into the hub's own storage.
+    pub fn on_disk() -> DataDir {
+        DataDir {
+            2: true,
+            ..DataDir::new()
+        }
     }
 
     pub fn path(&self) -> &Path {
         self.0.path()
+    }
+
+    /// The object store of this hub's files, started the first time it is asked for.
+    pub fn s3(&self) -> &S3Server {
+        self.1.get_or_init(S3Server::start)
+    }
+}
+
+/// Whether test hubs keep their files on a real S3 server (`MASV_TEST_HUB_STORAGE=s3`, as
+/// `.ci/run` runs the download and upload suites a second time) rather than on their disk.
+pub fn hubs_on_s3() -> bool {
+    std::env::var("MASV_TEST_HUB_STORAGE").is_ok_and(|v| v == "s3")
+}
+
+/// A real S3 server on loopback that checks signatures: `s3s-fs` (installed by `.ci/run`), over a
+/// folder of its own, with one bucket, stopped when dropped.
+pub struct S3Server {
+    pub endpoint: url::Url,
+    pub root: TempDir,
+    pub bucket: String,
+    child: std::process::Child,
+}
+
+pub const S3_KEY: &str = "masvtestkey";
+pub const S3_SECRET: &str = "masvtestsecret0123456789";
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        let root = tempfile::tempdir().expect("a folder for the object store");
+        let bucket = "masv".to_string();
+        std::fs::create_dir(root.path().join(&bucket)).expect("the bucket's folder");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new("s3s-fs")
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", S3_KEY, "--secret-key", S3_SECRET])
+            .arg(root.path())
+            // Its log (to stdout), when a test needs it: MASV_TEST_S3_LOG=1 RUST_LOG=debug.
+            .stdout(if std::env::var_os("MASV_TEST_S3_LOG").is_some() {
+                std::process::Stdio::inherit()
+            } else {
+                std::process::Stdio::null()
+            })
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("s3s-fs runs (installed by .ci/run: cargo install --locked s3s-fs --version 0.14.1 --features binary)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "s3s-fs did not start listening"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        S3Server {
+            endpoint: format!("http://127.0.0.1:{port}").parse().expect("a URL"),
+            root,
+            bucket,
+            child,
+        }
+    }
+
+    /// How a hub reaches this store, its objects under `prefix`.
+    pub fn config(&self, prefix: &str) -> masv_agent::hub::S3Config {
+        masv_agent::hub::S3Config {
+            endpoint: self.endpoint.clone(),
+            bucket: self.bucket.clone(),
+            prefix: prefix.into(),
+            region: "us-east-1".into(),
+            path_style: true,
+            access_key: Secret::new(S3_KEY),
+            secret_key: Secret::new(S3_SECRET),
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -63,6 +157,8 @@ pub struct HubOptions {
     pub public_url: Option<url::Url>,
     /// Where the hub's share links point (default: its public URL).
     pub link_base: Option<url::Url>,
+    /// Keep the files on the data folder's S3 server (also when `MASV_TEST_HUB_STORAGE=s3`).
+    pub s3: bool,
 }
 
 impl HubOptions {
@@ -104,6 +200,15 @@ impl TestHub {
         config.accept_hostile_names = options.accept_hostile_names;
         config.public_url = options.public_url;
         config.link_base = options.link_base;
+        if options.s3 || (hubs_on_s3() && !data.2) {
+            // Faults are injected into the hub's own storage (the store's own refusals are
+            // tested in `s3`).
+            assert!(
+                config.faults.is_off(),
+                "storage faults need the hub's own storage: give this test DataDir::on_disk()"
+            );
+            config.s3 = Some(data.s3().config("hub/"));
+        }
         // Opened first so that the signing key exists before the served hub reads it.
         let operator = Hub::open(config.clone()).expect("the hub opens its data folder");
         let served = Hub::open(config).expect("a second hub opens the same data folder");
@@ -221,13 +326,18 @@ impl World {
         World::on(TestHub::start().await)
     }
 
+    /// A world whose hub keeps its files on its disk, to be faulted (see [`DataDir::on_disk`]).
+    pub async fn on_disk() -> World {
+        World::on(TestHub::start_with(DataDir::on_disk(), HubOptions::default()).await)
+    }
+
     /// A world whose storage waits `delay` before answering each request.
     pub async fn slow(delay: Duration) -> World {
         let faults = Faults {
             delay,
             ..Faults::default()
         };
-        World::on(TestHub::start_with(DataDir::new(), HubOptions::faults(faults)).await)
+        World::on(TestHub::start_with(DataDir::on_disk(), HubOptions::faults(faults)).await)
     }
 
     /// The world set up on `hub` (whose data folder must not have it already).
@@ -542,6 +652,7 @@ pub async fn put_parts(
                 blueprint,
                 reqwest::Body::from(part.clone()),
                 part.len() as u64,
+                None,
             )
         });
         etags.extend(try_join_all(batch).await?);

@@ -297,7 +297,7 @@ async fn slow_upload(
     files: &[(&str, Vec<u8>)],
 ) -> (World, TestAgent, String, String, tempfile::TempDir) {
     let hub = TestHub::start_with(
-        DataDir::new(),
+        DataDir::on_disk(),
         HubOptions::faults(Faults {
             delay: Duration::from_millis(200),
             ..Faults::default()
@@ -410,7 +410,7 @@ async fn a_file_that_grows_while_it_is_sent_arrives_whole_once_it_has_settled() 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_upload_resumes_from_committed_parts_to_identical_files() {
     let hub = TestHub::start_with(
-        DataDir::new(),
+        DataDir::on_disk(),
         HubOptions::faults(Faults {
             delay: Duration::from_millis(100),
             ..Faults::default()
@@ -488,7 +488,7 @@ async fn hub_bytes_received(world: &World) -> u64 {
 async fn a_crash_before_the_multipart_upload_opens_does_not_declare_the_file_twice() {
     // Storage refuses everything: the agent declares the file, then keeps retrying to open
     // its multipart upload.
-    let refusing = TestHub::refusing(DataDir::new()).await;
+    let refusing = TestHub::refusing(DataDir::on_disk()).await;
     let World {
         hub: refusing,
         team_id,
@@ -549,7 +549,7 @@ async fn a_crash_before_the_multipart_upload_opens_does_not_declare_the_file_twi
 /// the package arrives whole.
 #[tokio::test(flavor = "multi_thread")]
 async fn resuming_a_failed_upload_sends_its_failed_files_again() {
-    let world = World::new().await;
+    let world = World::on_disk().await;
     let refusing = TestHub::refusing(world.hub.data.clone()).await;
     let mut config = engine_config(&refusing.base_url);
     config.api_key = Some(world.api_key.clone());
@@ -593,7 +593,7 @@ async fn resuming_a_failed_upload_sends_its_failed_files_again() {
 #[tokio::test(flavor = "multi_thread")]
 async fn uploads_pause_resume_and_are_deleted_by_state() {
     let hub = TestHub::start_with(
-        DataDir::new(),
+        DataDir::on_disk(),
         HubOptions::faults(Faults {
             delay: Duration::from_millis(150),
             ..Faults::default()
@@ -671,4 +671,211 @@ async fn team_uploads_without_an_api_key_say_how_to_give_one() {
         )
         .await;
     assert_eq!(status, 400, "{answer}");
+}
+
+/// Parts corrupted on their way to the storage (the hub flips a byte of half the part uploads):
+/// each part's MD5, computed as it streams from disk, is not the ETag the storage answers, so
+/// the part goes again with `Content-MD5`, and every file arrives byte-identical.
+#[tokio::test(flavor = "multi_thread")]
+async fn parts_corrupted_in_flight_are_sent_again_and_arrive_byte_identical() {
+    let hub = TestHub::start_with(
+        DataDir::on_disk(),
+        HubOptions::faults(Faults {
+            flip_ratio: 0.5,
+            ..Faults::default()
+        }),
+    )
+    .await;
+    let world = World::on(hub);
+    let src = tempfile::tempdir().unwrap();
+    let files: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| {
+            (
+                format!("reel{i}.mov"),
+                pseudo_random_bytes(70 + i, 16 * MIB + 3),
+            )
+        })
+        .collect();
+    for (name, bytes) in &files {
+        std::fs::write(src.path().join(name), bytes).unwrap();
+    }
+    // A part may be flipped several times in a row: never given up.
+    let mut config = uploading(&world);
+    config.retry.give_up_after = None;
+    let agent = TestAgent::start(config).await;
+    let (status, created) = agent
+        .api
+        .post(
+            "/uploads",
+            json!({"team_id": world.team_id, "paths": [src.path()], "chunk_size": "5MiB"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["upload_id"].as_str().unwrap().to_owned();
+    let done = agent
+        .api
+        .wait_for("uploads", &id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    // 12 parts, each flipped with odds of one half: some were, and were retried.
+    let metrics = agent.api.base.replace("/api/v1", "/metrics");
+    let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+    let retries: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("masv_agent_retries_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(retries > 0, "{text}");
+    let mut delivered = shared_contents(&world.client, created["link"].as_str().unwrap()).await;
+    delivered.sort();
+    assert_eq!(delivered.len(), 3);
+    for ((name, bytes), (got_name, got)) in files.iter().zip(&delivered) {
+        assert!(got_name.ends_with(name.as_str()), "{got_name}");
+        assert!(got == bytes, "{name} arrived altered");
+    }
+}
+
+/// Every file's hash (xxh64 by default) is computed while its parts go, and shown with the file
+/// in the transfer's detail; `[server] hash` chooses another format.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_file_sent_has_its_hash_in_the_transfer_detail() {
+    use masv_agent::mhl::{HashFormat, hash_data};
+    let world = World::new().await;
+    let src = tempfile::tempdir().unwrap();
+    let big = pseudo_random_bytes(81, 16 * MIB + 3);
+    std::fs::write(src.path().join("big.mov"), &big).unwrap();
+    std::fs::write(src.path().join("small.txt"), b"hello\n").unwrap();
+    for (format, name) in [
+        (Some(HashFormat::Xxh64), "xxh64"),
+        (Some(HashFormat::Sha256), "sha256"),
+        (None, ""),
+    ] {
+        let mut config = uploading(&world);
+        config.hash = format;
+        let agent = TestAgent::start(config).await;
+        let (status, created) = agent
+            .api
+            .post(
+                "/uploads",
+                json!({"team_id": world.team_id, "paths": [src.path()], "chunk_size": "5MiB"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{created}");
+        let id = created["upload_id"].as_str().unwrap();
+        let done = agent
+            .api
+            .wait_for("uploads", id, &["complete", "error"], LONG)
+            .await;
+        assert_eq!(done["state"], "complete", "{done}");
+        for file in done["files"].as_array().unwrap() {
+            let bytes: &[u8] = if file["name"] == "big.mov" {
+                &big
+            } else {
+                b"hello\n"
+            };
+            match format {
+                Some(f) => assert_eq!(file["hash"], json!({ name: hash_data(f, bytes) }), "{file}"),
+                None => assert!(file.get("hash").is_none(), "{file}"),
+            }
+        }
+    }
+}
+
+/// `manifest = "ascmhl"`: the package carries an ASC MHL generation of its files, made from the
+/// hashes computed while they were sent; downloaded, the package verifies with the ASC's
+/// reference tool and with `masv verify`, and an altered file fails both.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_with_a_manifest_arrives_sealed_for_the_reference_tool() {
+    let world = World::new().await;
+    let src = tempfile::tempdir().unwrap();
+    let big = footage(src.path());
+    let agent = TestAgent::start(uploading(&world)).await;
+    let (status, created) = agent
+        .api
+        .post(
+            "/uploads",
+            json!({
+                "team_id": world.team_id,
+                "paths": [src.path().join("Footage")],
+                "package_name": "Day 2",
+                "chunk_size": "5MiB",
+                "manifest": "ascmhl",
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["upload_id"].as_str().unwrap();
+    let done = agent
+        .api
+        .wait_for("uploads", id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(done["state"], "complete", "{done}");
+    let names: Vec<&str> = done["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"ascmhl_chain.xml"), "{names:?}");
+
+    let dst = tempfile::tempdir().unwrap();
+    let link = created["link"].as_str().unwrap();
+    let down = agent.api.download(download_request(link, dst.path())).await;
+    let got = agent
+        .api
+        .wait_for("downloads", &down, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(got["state"], "complete", "{got}");
+    let package = dst.path().join("Day 2");
+    assert_eq!(
+        std::fs::read(package.join("Footage/day1/a.mov")).unwrap(),
+        big
+    );
+    let run = |program: &str, args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{program}: {e} (installed by .ci/run: pip install ascmhl)"))
+    };
+    let masv = env!("CARGO_BIN_EXE_masv");
+    for (program, verb) in [("ascmhl-debug", "verify"), (masv, "verify")] {
+        let out = run(program, &[verb.as_ref(), package.as_os_str()]);
+        assert!(
+            out.status.success(),
+            "{program} {verb}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut altered = big.clone();
+    altered[5] ^= 1;
+    std::fs::write(package.join("Footage/day1/a.mov"), altered).unwrap();
+    for (program, verb) in [("ascmhl-debug", "verify"), (masv, "verify")] {
+        let out = run(program, &[verb.as_ref(), package.as_os_str()]);
+        assert!(
+            !out.status.success(),
+            "{program} {verb} passed an altered file"
+        );
+    }
+}
+
+/// A manifest is made from the hashes computed while sending: with `[server] hash = "off"`
+/// an upload asking for one is refused, naming the setting to change.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_without_hashes_is_refused_naming_the_setting() {
+    let world = World::new().await;
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("a.txt"), b"a").unwrap();
+    let mut config = uploading(&world);
+    config.hash = None;
+    let agent = TestAgent::start(config).await;
+    let (status, body) = agent
+        .api
+        .post(
+            "/uploads",
+            json!({"team_id": world.team_id, "paths": [src.path()], "manifest": "ascmhl"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("[server] hash is off"), "{body}");
 }
