@@ -37,8 +37,8 @@ use tokio_util::sync::CancellationToken;
 use super::progress::Progress;
 use super::queue::{Next, WorkQueue};
 use super::{
-    EngineConfig, InFlight, Inner, JobError, TransferError, file_state, new_record, retry_cloud,
-    run_workers, with_retries,
+    EngineConfig, InFlight, Inner, JobError, TransferError, file_state, new_record, outcome,
+    retry_cloud, run_workers, with_retries,
 };
 use crate::cloud::CloudError;
 use crate::cloud::dto::{DownloadUrl, FileKind, LinkUrl, PackageFile, Secret};
@@ -88,6 +88,10 @@ pub struct DownloadRequest {
     /// link is looked up only to renew an expired package token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package: Option<PackageSource>,
+    /// Fail when the package has no ASC MHL manifest (`ascmhl/` at its root). With one, every
+    /// file is checked against it whether or not this is set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_manifest: bool,
 }
 
 /// A package to download without a link.
@@ -230,6 +234,20 @@ pub(super) async fn run(
     cancel: CancellationToken,
     progress_slot: Arc<Mutex<Option<Arc<Progress>>>>,
 ) -> Result<(&'static str, Option<String>), JobError> {
+    run_pass(inner, id, cancel, progress_slot, false).await
+}
+
+/// One pass over what is left of a download. Files that do not match the package's ASC MHL
+/// manifest are fetched again once (`refetched` then), and fail if they still do not.
+async fn run_pass(
+    inner: Arc<Inner>,
+    id: &str,
+    cancel: CancellationToken,
+    progress_slot: Arc<Mutex<Option<Arc<Progress>>>>,
+    refetched: bool,
+) -> Result<(&'static str, Option<String>), JobError> {
+    let (inner_again, cancel_again, slot_again) =
+        (inner.clone(), cancel.clone(), progress_slot.clone());
     let record = inner
         .store
         .transfer(id)
@@ -404,10 +422,35 @@ pub(super) async fn run(
 
     let queued = job.queue.len();
     let pool = job.clone();
-    let ended = run_workers(&job.inner, &job.id, &job.cancel, queued, move || {
+    let mut ended = run_workers(&job.inner, &job.id, &job.cancel, queued, move || {
         worker(pool.clone())
     })
     .await;
+    if ended.is_ok() {
+        let altered = check_manifest(&job).await?;
+        if !altered.is_empty() {
+            if !refetched {
+                for (i, reason) in &altered {
+                    tracing::warn!(download_id = %job.id, file = %job.files[*i].record.name, reason, "the file does not match the package's ASC MHL manifest; fetching it again");
+                    let f = &job.files[*i];
+                    job.dest
+                        .remove_file(&f.rel, &part_tag(&job.id, f.record.idx), false)
+                        .map_err(|e| JobError::Failed(e.to_string()))?;
+                    job.inner.store.clear_chunks(&job.id, f.record.idx).await?;
+                    job.inner
+                        .store
+                        .set_file_state(&job.id, f.record.idx, file_state::PENDING, None)
+                        .await?;
+                }
+                drop(job);
+                return Box::pin(run_pass(inner_again, id, cancel_again, slot_again, true)).await;
+            }
+            for (i, reason) in altered {
+                fail_file(&job, i, format!("{reason}, also when fetched again: the copy on the service is not what was sealed")).await?;
+            }
+            ended = outcome(&job.inner, &job.id).await;
+        }
+    }
     if !matches!(ended, Err(JobError::Stopped)) {
         let owned = job.clone();
         tokio::task::spawn_blocking(move || give_folders(&owned))
@@ -416,6 +459,83 @@ pub(super) async fn run(
     }
     let note = ended?;
     Ok((super::state::COMPLETE, note))
+}
+
+/// Checks every file that arrived against the package's ASC MHL manifest (`ascmhl/` at its
+/// root), when it has one: `(file, what differs)` for those whose hash is not the one sealed.
+/// The hash computed while the file arrived is compared when the manifest has the same
+/// format; otherwise the file is read once more in the manifest's format. A package without a
+/// manifest fails when the download requires one.
+async fn check_manifest(job: &Job) -> Result<Vec<(usize, String)>, JobError> {
+    let records = job.inner.store.files(&job.id).await?;
+    let chain = records.iter().find(|f| {
+        f.state == file_state::COMPLETE
+            && f.path == crate::mhl::FOLDER
+            && f.name == crate::mhl::CHAIN
+    });
+    let Some(chain) = chain else {
+        if job.spec.require_manifest {
+            return Err(JobError::Failed(format!(
+                "the package has no ASC MHL manifest ({}/{} at its root), and this download requires one (require_manifest)",
+                crate::mhl::FOLDER,
+                crate::mhl::CHAIN
+            )));
+        }
+        return Ok(Vec::new());
+    };
+    let Some(root) = Path::new(&chain.local_path).parent().and_then(Path::parent) else {
+        return Ok(Vec::new());
+    };
+    let root = root.to_path_buf();
+    let loaded = root.clone();
+    let history = tokio::task::spawn_blocking(move || crate::mhl::History::load(&loaded))
+        .await
+        .map_err(|e| JobError::Failed(e.to_string()))?
+        .map_err(|e| {
+            JobError::Failed(format!(
+                "the package's ASC MHL manifest cannot be read: {e}"
+            ))
+        })?;
+    let mut altered = Vec::new();
+    for (i, f) in records.iter().enumerate() {
+        if f.state != file_state::COMPLETE || f.kind == "directory" || f.path == crate::mhl::FOLDER
+        {
+            continue;
+        }
+        let rel = if f.path.is_empty() {
+            f.name.clone()
+        } else {
+            format!("{}/{}", f.path, f.name)
+        };
+        let Some(sealed) = history.original(&rel) else {
+            tracing::info!(download_id = %job.id, file = %rel, "not in the package's ASC MHL manifest");
+            continue;
+        };
+        let (format, expected) = (sealed.format, sealed.digest.clone());
+        let ours = f
+            .hash
+            .as_deref()
+            .and_then(|h| h.split_once(':'))
+            .filter(|(name, _)| *name == format.name())
+            .map(|(_, digest)| digest.to_owned());
+        let actual = match ours {
+            Some(digest) => digest,
+            None => {
+                let path = PathBuf::from(&f.local_path);
+                tokio::task::spawn_blocking(move || crate::mhl::hash_file(&path, format))
+                    .await
+                    .map_err(|e| JobError::Failed(e.to_string()))?
+                    .map_err(|e| JobError::Failed(format!("{}: {e}", f.local_path)))?
+            }
+        };
+        if actual != expected {
+            altered.push((
+                i,
+                format!("ASC MHL manifest: {format} expected {expected}, got {actual}"),
+            ));
+        }
+    }
+    Ok(altered)
 }
 
 fn package_root(spec: &DownloadRequest, remote: &Remote) -> PathBuf {

@@ -1013,3 +1013,99 @@ async fn each_file_downloaded_has_its_hash_in_the_transfer_detail() {
         }
     }
 }
+
+/// A package sent with an ASC MHL manifest whose copy on the service is altered afterwards (a
+/// byte of the hub's stored part flipped): the download checks each file against the manifest,
+/// fetches the altered one again once, then fails it naming the expected and the actual hash;
+/// the other files arrive. A download that requires a manifest fails on a package without one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_altered_on_the_service_is_caught_by_the_packages_manifest() {
+    let world = World::on_disk().await;
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir(src.path().join("card")).unwrap();
+    let clip = pseudo_random_bytes(41, 6 * MIB + 1);
+    std::fs::write(src.path().join("card/clip.mov"), &clip).unwrap();
+    std::fs::write(src.path().join("card/notes.txt"), b"take 3").unwrap();
+    let mut config = engine_config(&world.hub.base_url);
+    config.api_key = Some(world.api_key.clone());
+    let agent = TestAgent::start(config).await;
+    let (status, created) = agent
+        .api
+        .post(
+            "/uploads",
+            json!({"team_id": world.team_id, "paths": [src.path().join("card")],
+                   "package_name": "sealed", "manifest": "ascmhl"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["upload_id"].as_str().unwrap();
+    let up = agent
+        .api
+        .wait_for("uploads", id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(up["state"], "complete", "{up}");
+
+    // The clip's stored bytes (its one part, the largest file the hub keeps) altered.
+    let mut stored: Vec<std::path::PathBuf> = Vec::new();
+    let mut dirs = vec![world.hub.data.path().join("parts")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            if e.path().is_dir() {
+                dirs.push(e.path());
+            } else {
+                stored.push(e.path());
+            }
+        }
+    }
+    let part = stored
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(part).unwrap();
+    bytes[1000] ^= 0x20;
+    std::fs::write(part, bytes).unwrap();
+
+    let dst = tempfile::tempdir().unwrap();
+    let link = created["link"].as_str().unwrap();
+    let down = agent.api.download(download_request(link, dst.path())).await;
+    let got = agent
+        .api
+        .wait_for("downloads", &down, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(got["state"], "error", "{got}");
+    let files = got["files"].as_array().unwrap();
+    let clip_file = files.iter().find(|f| f["name"] == "clip.mov").unwrap();
+    let expected = masv_agent::mhl::hash_data(masv_agent::mhl::HashFormat::Xxh64, &clip);
+    let error = clip_file["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("xxh64 expected {expected}, got "))
+            && error.contains("also when fetched again"),
+        "{error}"
+    );
+    let notes = files.iter().find(|f| f["name"] == "notes.txt").unwrap();
+    assert_eq!(notes["state"], "complete", "{notes}");
+    assert_eq!(
+        std::fs::read(dst.path().join("sealed/card/notes.txt")).unwrap(),
+        b"take 3"
+    );
+
+    // No manifest, and one required: refused, named.
+    let (_, plain) = world
+        .shared(vec![FileSpec::file("plain.txt", b"x".to_vec())])
+        .await;
+    let mut request = download_request(&plain, dst.path());
+    request["require_manifest"] = json!(true);
+    let down = agent.api.download(request).await;
+    let got = agent
+        .api
+        .wait_for("downloads", &down, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(got["state"], "error", "{got}");
+    assert!(
+        got["error"]
+            .as_str()
+            .unwrap()
+            .contains("no ASC MHL manifest"),
+        "{got}"
+    );
+}
