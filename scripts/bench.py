@@ -7,6 +7,8 @@ by side on one machine, with the physical limits of the machine next to them.
 
 Options: --size 2GiB (the single file), --files 1000 and --file-size 1MiB (the many-file
 package), --rounds 3, --cases single,many, --work DIR (default target/bench, on the repo's disk).
+Free space needed: about (rounds + 3) × the data's size (the hub keeps what the agent uploads);
+delete the work folder afterwards.
 
 Tools it needs (installed with apt-get when run as root, otherwise it stops naming them): curl,
 aria2c (aria2), rclone, nginx (with its WebDAV module, as Debian builds it), dd and cp
@@ -591,14 +593,14 @@ def bench_download(args, work):
 
 def open_parts(hub, src, manifest, part_size):
     """Declares every file of the manifest in a fresh package on the hub and opens its
-    multipart upload: [(path of the part's bytes, its PUT URL, its MD5)], the parts cut from the
-    files into work/parts beforehand (as the agent reads them: `part_size` bytes each)."""
+    multipart upload: [(path of the part's bytes, its PUT URL, its MD5)] and the upload ids, the
+    parts cut from the files beforehand (as the agent reads them: `part_size` bytes each)."""
     pkg = hub.api("POST", f"/teams/{TEAM_ID}/packages", {"name": "bench curl"})
     pid, token = pkg["id"], pkg["access_token"]
     parts_dir = hub.dir / "curl-parts"
     shutil.rmtree(parts_dir, ignore_errors=True)
     parts_dir.mkdir()
-    out = []
+    out, uploads = [], []
     for n, rel in enumerate(manifest):
         size = (src / rel).stat().st_size
         added = hub.api("POST", f"/packages/{pid}/files",
@@ -618,7 +620,8 @@ def open_parts(hub, src, manifest, part_size):
                 path = parts_dir / f"{n}.{i}"
                 path.write_bytes(data)
                 out.append((path, u["url"], hashlib.md5(data).hexdigest()))
-    return out
+        uploads.append(upload_id)
+    return out, uploads
 
 
 def bench_upload(args, work):
@@ -653,7 +656,7 @@ def bench_upload(args, work):
 
             def curl_hub(size):
                 def run():
-                    parts = open_parts(hub, src, manifest, size)
+                    parts, uploads = open_parts(hub, src, manifest, size)
                     log = work / "curl-hub.log"
                     result = timed(curl_batch(work, "hub", [(p, u) for p, u, _ in parts], True),
                                    log)
@@ -661,7 +664,10 @@ def bench_upload(args, work):
                     if etags != sorted(md5 for _, _, md5 in parts):
                         die(f"curl -T to the hub: the ETags answered are not the parts' MD5s; "
                             f"see {log}")
+                    # Never finalized: the stored parts only fill the disk run after run.
                     shutil.rmtree(hub.dir / "curl-parts", ignore_errors=True)
+                    for upload in uploads:
+                        shutil.rmtree(hub.dir / "data" / "parts" / upload, ignore_errors=True)
                     return result
                 return run
 
