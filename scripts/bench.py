@@ -1,30 +1,52 @@
 #!/usr/bin/env python3
-"""Download and upload benchmarks: the agent against curl, aria2c and rclone, side by side.
+"""Download and upload benchmarks: the agent against peer tools with the same parallelism, side
+by side on one machine, with the physical limits of the machine next to them.
 
     scripts/bench-download.sh [options]     # = python3 scripts/bench.py download [options]
     scripts/bench-upload.sh [options]       # = python3 scripts/bench.py upload [options]
 
 Options: --size 2GiB (the single file), --files 1000 and --file-size 1MiB (the many-file
 package), --rounds 3, --cases single,many, --work DIR (default target/bench, on the repo's disk).
+Free space needed: about (rounds + 3) × the data's size (the hub keeps what the agent uploads);
+delete the work folder afterwards.
+
+Tools it needs (installed with apt-get when run as root, otherwise it stops naming them): curl,
+aria2c (aria2), rclone, nginx (with its WebDAV module, as Debian builds it), dd and cp
+(coreutils), /usr/bin/time (time). Not run by CI.
 
 Every case starts a fresh hub (`masv hub serve`) on loopback and, for each run of ours, a fresh
 agent (`masv server start`), whose peak RSS is read from /proc/PID/status (VmHWM) when the
-transfer ends; the other tools run under /usr/bin/time -v. Ours and theirs alternate (A B, then
-B A) for --rounds rounds and the table shows medians. Every run is checked byte for byte
-(SHA-256 of each file) before it counts.
+transfer ends; the other tools run under /usr/bin/time -v. Contenders alternate (A B C, then
+C B A) for --rounds rounds; every run is checked byte for byte (SHA-256 of each file, or the
+MD5 ETags the hub answered) before it counts.
+
+The peers, with the agent's parallelism (16 connections):
+- downloads: curl, aria2c -x16, rclone copyurl (one file); `curl -Z --parallel-max 16` of the
+  hub's signed URLs, `rclone copy --transfers 16` from nginx serving the same files over HTTP,
+  aria2c -j16 (many files);
+- uploads: `curl -Z --parallel-max 16 -T` of the very parts the agent sends, to the same hub
+  (the parts cut beforehand, the multipart uploads opened beforehand: the hub's storage alone),
+  one `curl -T` of the whole file as one part, `curl -Z --parallel-max 16 -T` to nginx WebDAV
+  on the same disk (HTTP PUT with no protocol around it).
+- physical references: curl to /dev/null (the network and the server, no disk), `dd
+  oflag=direct` (the disk, no network), `cp` (a local copy).
 
 Times: ours runs from the POST that starts the transfer to the moment the agent records it
 complete (`updated_at`, ms), so link lookup, URL requests, SQLite commits, fsync of every file
-(downloads) and the finalize calls (uploads) are inside it. The other tools get their URLs ready
-made and are timed from start to exit; they never fsync, so for downloads the table also shows
-their time once their files are synced ("+sync"), which is what the agent's own time includes.
-The ratio is theirs / ours: above 1.0 the agent is faster.
+(downloads) and the finalize calls (uploads) are inside it. The peers get their URLs ready made
+and are timed from start to exit; they never fsync, so every peer that writes files has a
+"+sync" row too: its time plus syncing what it wrote (every file and folder), which is what the
+agent's own time includes. Each row shows the minimum and the median of its runs, the load
+average when its runs started, the CPU seconds of the tool and of the server it talked to (the
+hub or nginx) and the server's CPU per GiB moved. The ratio is the peer's median over ours:
+above 1.0 the agent is faster.
 """
 
 import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -44,7 +66,10 @@ MIB = 1024 * 1024
 TEAM_ID = "01JAAAAAAAAAAAAAAAAAAAAAAA"
 API_KEY = "bench-" + "k" * 40
 # Command -> the Debian package that brings it.
-TOOLS = {"curl": "curl", "aria2c": "aria2", "rclone": "rclone", "/usr/bin/time": "time"}
+TOOLS = {"curl": "curl", "aria2c": "aria2", "rclone": "rclone", "nginx": "nginx", "dd": "coreutils",
+         "cp": "coreutils", "/usr/bin/time": "time"}
+GIB = 1024 * MIB
+PARALLEL = 16  # the agent's default max_connections; every peer gets as many
 
 
 def die(message):
@@ -336,191 +361,343 @@ def upload_with_agent(work, hub, src, name):
     return answer["link"]
 
 
-def median_row(name, runs, total):
+def tree_cpu(pid):
+    """CPU seconds of a process and its children (nginx: the master and its workers)."""
+    total = cpu_of(pid)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+class Nginx:
+    """nginx on loopback: GET of `files` (with listings, for rclone's HTTP remote) under
+    /files/, and WebDAV PUT into `dav` under /dav/, its temporary files on the same disk."""
+
+    def __init__(self, work, files, dav):
+        self.dir = work / "nginx"
+        shutil.rmtree(self.dir, ignore_errors=True)
+        (self.dir / "tmp").mkdir(parents=True)
+        self.dav = dav
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        conf = self.dir / "nginx.conf"
+        temps = "".join(f"  {k}_temp_path {self.dir / 'tmp' / k};\n"
+                        for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        conf.write_text(f"""daemon off;
+user root;
+worker_processes 2;
+pid {self.dir / 'nginx.pid'};
+error_log {self.dir / 'error.log'} warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  default_type application/octet-stream;
+{temps}  server {{
+    listen 127.0.0.1:{self.port};
+    location /files/ {{ alias {files}/; autoindex on; }}
+    location /dav/ {{
+      alias {dav}/;
+      dav_methods PUT;
+      create_full_put_path on;
+      client_max_body_size 0;
+    }}
+  }}
+}}
+""")
+        self.log = self.dir / "error.log"
+        self.proc = subprocess.Popen(["nginx", "-c", conf, "-p", self.dir, "-e", self.log],
+                                     stdout=subprocess.DEVNULL, stderr=open(self.dir / "out", "w"))
+        wait_http(f"{self.url}/files/", self.proc, "nginx", self.log)
+        self.pid = self.proc.pid
+
+    def fresh_dav(self):
+        shutil.rmtree(self.dav, ignore_errors=True)
+        self.dav.mkdir(parents=True)
+
+    def close(self):
+        stop(self.proc)
+
+
+def curl_batch(work, name, transfers, upload):
+    """`curl -Z --parallel-max 16` over (local path, URL) pairs, from a config file; uploads
+    print each answer's ETag (to check), downloads write the files."""
+    config = work / f"{name}.curl"
+    key = "upload-file" if upload else "output"
+    config.write_text("".join(f'url = "{url}"\n{key} = "{path}"\n' for path, url in transfers))
+    cmd = ["curl", "-Z", "--parallel-max", str(PARALLEL), "-fsS", "--no-progress-meter",
+           "--create-dirs", "-K", config]
+    if upload:
+        cmd += ["-o", "/dev/null", "-w", "%header{etag}\\n"]
+    return cmd
+
+
+def row(name, runs, total, server_name):
     def median(key):
         return statistics.median(r[key] for r in runs)
-    return {"tool": name, "s": median("s"), "mibs": total / MIB / median("s"),
+    seconds = [r["s"] for r in runs]
+    return {"tool": name, "min": min(seconds), "s": median("s"), "mibs": total / MIB / median("s"),
             "rss": max(r["rss"] for r in runs), "cpu": median("cpu"),
-            "server": median("server"), "all": [round(r["s"], 2) for r in runs]}
+            "server": median("server"), "per_gib": median("server") / (total / GIB),
+            "server_name": server_name, "load": statistics.mean(r["load"] for r in runs)}
 
 
 def print_table(title, rows, ours):
-    """Ratio: their median time over ours (above 1.0 the agent is faster)."""
+    """Ratio: the row's median time over ours (above 1.0 the agent is faster)."""
     print(f"\n{title}")
-    print(f"| {'tool':<36} | {'s':>6} | {'MiB/s':>6} | {'peak RSS':>8} | {'CPU s':>5} "
-          f"| {'server CPU s':>12} | {'ratio':>5} | runs (s)")
-    print(f"|{'-' * 38}|{'-' * 8}|{'-' * 8}|{'-' * 10}|{'-' * 7}|{'-' * 14}|{'-' * 7}|---")
-    for row in rows:
-        ratio = row["s"] / ours["s"]
-        print(f"| {row['tool']:<36} | {row['s']:>6.2f} | {row['mibs']:>6.0f} "
-              f"| {row['rss'] / MIB:>4.0f} MiB | {row['cpu']:>5.2f} | {row['server']:>12.2f} "
-              f"| {ratio:>5.2f} | {row['all']}")
+    print("| tool | min s | median s | MiB/s | peak RSS | CPU s | server CPU s (per GiB) | load "
+          "| ratio |")
+    print("|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+    for r in rows:
+        server = (f"{r['server_name']} {r['server']:.2f} ({r['per_gib']:.2f})"
+                  if r["server_name"] else "–")
+        rss = f"{r['rss'] / MIB:.0f} MiB" if r["rss"] else "–"
+        print(f"| {r['tool']} | {r['min']:.2f} | {r['s']:.2f} | {r['mibs']:.0f} | {rss} "
+              f"| {r['cpu']:.2f} | {server} | {r['load']:.1f} | {r['s'] / ours['s']:.2f} |")
 
 
-def rounds(args, contenders, server):
-    """Runs every contender args.rounds times, alternating the order: {name: [run, ...]}.
-    `server()` is the pid of the server a contender talks to (its CPU is measured too)."""
-    results = {name: [] for name, _ in contenders}
+class Contender:
+    """One tool's way of doing the case. `run()` returns {s, rss, cpu}; `synced` (a folder)
+    makes a "+sync" row of the same runs plus the time to sync that folder. `server` is the
+    pid whose CPU counts as the server's."""
+
+    def __init__(self, name, run, server, server_name, synced=None, check=None):
+        self.name, self.run, self.server, self.server_name = name, run, server, server_name
+        self.synced, self.check = synced, check
+
+
+def rounds(args, contenders, total):
+    """Runs every contender args.rounds times, alternating the order; the rows of the table."""
+    results = {c.name: [] for c in contenders}
+    synced = {c.name: [] for c in contenders if c.synced}
     for r in range(args.rounds):
         order = contenders if r % 2 == 0 else list(reversed(contenders))
-        for name, run in order:
+        for c in order:
             os.sync()  # start every run with no dirty pages left by the one before
-            before = cpu_of(server.pid)
-            result = run()
-            result.setdefault("server", cpu_of(server.pid) - before)
-            results[name].append(result)
-            print(f"  round {r + 1}: {name}: {result['s']:.2f} s", flush=True)
-    return results
+            load = os.getloadavg()[0]
+            before = tree_cpu(c.server) if c.server else 0
+            result = c.run()
+            result["server"] = (tree_cpu(c.server) - before) if c.server else 0
+            result["load"] = load
+            line = f"  round {r + 1}: {c.name}: {result['s']:.2f} s"
+            if c.synced:
+                sync = fsync_tree(c.synced)
+                synced[c.name].append(dict(result, s=result["s"] + sync))
+                line += f" (+sync {result['s'] + sync:.2f} s)"
+            if c.check:
+                c.check()
+            results[c.name].append(result)
+            print(line, flush=True)
+    rows = []
+    for c in contenders:
+        rows.append(row(c.name, results[c.name], total, c.server_name))
+        if c.synced:
+            rows.append(row(f"{c.name} +sync", synced[c.name], total, c.server_name))
+    return rows
 
 
 def bench_download(args, work):
-    ensure_tools(["curl", "aria2c", "/usr/bin/time"])
+    ensure_tools(["curl", "aria2c", "rclone", "nginx", "dd", "cp", "/usr/bin/time"])
     for case in args.cases:
         src, manifest = make_data(work, case, args)
         total = sum((src / rel).stat().st_size for rel in manifest)
         hub = Hub(work)
+        nginx = Nginx(work, src, work / "dav")
+        out = work / "out"
+
+        def fresh():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            return out
+
         try:
             link = upload_with_agent(work, hub, src, f"bench {case}")
             urls = hub.package_urls(link)
-            out = work / "out"
-            synced = {}
-
-            def fresh():
-                shutil.rmtree(out, ignore_errors=True)
-                out.mkdir(parents=True)
-                return out
 
             def ours():
                 agent = Agent(work, hub, "download")
                 result, _ = agent.run("downloads", {
                     "url": link, "dst_folder": str(fresh()), "create_package_folder": False})
-                verify_tree(out, manifest, "masv")
                 return result
 
-            def theirs(name, cmd):
+            def tool(name, cmd):
                 def run():
                     fresh()
-                    result = timed(cmd(), work / f"{name.split()[0]}.log")
-                    sync = fsync_tree(out)
-                    verify_tree(out, manifest, name)
-                    synced.setdefault(name, []).append(dict(result, s=result["s"] + sync))
-                    return result
+                    return timed(cmd(), work / f"{name.split()[0]}.log")
                 return run
 
+            def verified(who):
+                return lambda: verify_tree(out, manifest, who)
+
+            hub_pid = hub.proc.pid
             aria_common = ["--console-log-level=warn", "--summary-interval=0",
                            "--file-allocation=falloc", "--allow-overwrite=true",
                            "--auto-file-renaming=false"]
-            contenders = [("masv", ours)]
+            cs = [Contender("masv", ours, hub_pid, "hub", check=verified("masv"))]
             if case == "single":
                 rel, url = urls[0]
-                contenders.append(("curl", theirs("curl", lambda: [
-                    "curl", "-fsS", "-o", out / rel, url])))
-                contenders.append(("aria2c -x16 -s16", theirs("aria2c -x16 -s16", lambda: [
-                    "aria2c", "-x16", "-s16", *aria_common, "-d", out, "-o", rel, url])))
+                cs += [
+                    Contender("curl", tool("curl", lambda: ["curl", "-fsS", "-o", out / rel, url]),
+                              hub_pid, "hub", synced=out, check=verified("curl")),
+                    Contender("aria2c -x16 -s16", tool("aria2c", lambda: [
+                        "aria2c", "-x16", "-s16", *aria_common, "-d", out, "-o", rel, url]),
+                        hub_pid, "hub", synced=out, check=verified("aria2c")),
+                    Contender("rclone copyurl", tool("rclone", lambda: [
+                        "rclone", "copyurl", url, out / rel]),
+                        hub_pid, "hub", synced=out, check=verified("rclone")),
+                    Contender("ref: curl → /dev/null", tool("curl", lambda: [
+                        "curl", "-fsS", "-o", "/dev/null", url]), hub_pid, "hub"),
+                    Contender("ref: dd oflag=direct (disk)", tool("dd", lambda: [
+                        "dd", f"if={src / rel}", f"of={out / rel}", "bs=4M", "oflag=direct",
+                        "status=none"]), None, None, check=verified("dd")),
+                ]
             else:
                 listing = work / "aria2c.list"
                 listing.write_text("".join(
                     f"{url}\n  dir={out / Path(rel).parent}\n  out={Path(rel).name}\n"
                     for rel, url in urls))
-                contenders.append(("aria2c -j16 -i LIST", theirs("aria2c -j16 -i LIST", lambda: [
-                    "aria2c", "-j16", *aria_common, "-i", listing])))
-            results = rounds(args, contenders, hub.proc)
+                cs += [
+                    Contender(f"rclone copy --transfers {PARALLEL} (HTTP, nginx)",
+                              tool("rclone", lambda: [
+                                  "rclone", "copy", ":http:", out, "--http-url",
+                                  f"{nginx.url}/files/", "--transfers", str(PARALLEL)]),
+                              nginx.pid, "nginx", synced=out, check=verified("rclone")),
+                    Contender(f"curl -Z --parallel-max {PARALLEL}", tool("curl", lambda: curl_batch(
+                        work, "download", [(out / rel, url) for rel, url in urls], False)),
+                        hub_pid, "hub", synced=out, check=verified("curl -Z")),
+                    Contender(f"aria2c -j{PARALLEL}", tool("aria2c", lambda: [
+                        "aria2c", f"-j{PARALLEL}", *aria_common, "-i", listing]),
+                        hub_pid, "hub", synced=out, check=verified("aria2c")),
+                    Contender("ref: curl -Z → /dev/null", tool("curl", lambda: curl_batch(
+                        work, "null", [("/dev/null", url) for _, url in urls], False)),
+                        hub_pid, "hub"),
+                    Contender("ref: cp -r (local copy)", tool("cp", lambda: [
+                        "cp", "-r", f"{src}/.", out]), None, None, synced=out,
+                        check=verified("cp")),
+                ]
+            rows = rounds(args, cs, total)
         finally:
             hub.close()
-        rows = [median_row(n, r, total) for n, r in results.items()]
-        for name, runs in synced.items():
-            for run, timed_run in zip(runs, results[name]):
-                run["server"] = timed_run["server"]
-            rows.append(median_row(f"{name} +sync", runs, total))
+            nginx.close()
         print_table(f"download, {case}: {len(manifest)} file(s), {total / MIB:.0f} MiB", rows,
                     rows[0])
 
 
+def open_parts(hub, src, manifest, part_size):
+    """Declares every file of the manifest in a fresh package on the hub and opens its
+    multipart upload: [(path of the part's bytes, its PUT URL, its MD5)] and the upload ids, the
+    parts cut from the files beforehand (as the agent reads them: `part_size` bytes each)."""
+    pkg = hub.api("POST", f"/teams/{TEAM_ID}/packages", {"name": "bench curl"})
+    pid, token = pkg["id"], pkg["access_token"]
+    parts_dir = hub.dir / "curl-parts"
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    parts_dir.mkdir()
+    out, uploads = [], []
+    for n, rel in enumerate(manifest):
+        size = (src / rel).stat().st_size
+        added = hub.api("POST", f"/packages/{pid}/files",
+                        {"kind": "file", "name": Path(rel).name,
+                         "path": "" if Path(rel).parent == Path(".") else str(Path(rel).parent),
+                         "size": size}, token=token)
+        fid = added["file"]["id"]
+        with urllib.request.urlopen(urllib.request.Request(
+                added["create_blueprint"]["url"], method="POST")) as r:
+            upload_id = r.read().decode().split("<UploadId>")[1].split("<")[0]
+        count = max(1, -(-size // part_size))
+        urls = hub.api("POST", f"/packages/{pid}/files/{fid}?start=0&count={count}",
+                       {"upload_id": upload_id}, token=token)
+        with open(src / rel, "rb") as f:
+            for i, u in enumerate(urls):
+                data = f.read(part_size)
+                path = parts_dir / f"{n}.{i}"
+                path.write_bytes(data)
+                out.append((path, u["url"], hashlib.md5(data).hexdigest()))
+        uploads.append(upload_id)
+    return out, uploads
+
+
 def bench_upload(args, work):
-    ensure_tools(["curl", "rclone", "/usr/bin/time"])
+    ensure_tools(["curl", "nginx", "dd", "/usr/bin/time"])
     for case in args.cases:
         src, manifest = make_data(work, case, args)
         total = sum((src / rel).stat().st_size for rel in manifest)
         hub = Hub(work)
-        webdav_dir = work / "webdav"
+        nginx = Nginx(work, src, work / "dav")
+        files = sorted(manifest)
         try:
+            part_size = http("GET", f"{hub.url}/v1/system/packages/spec")["default_chunk_size"]
+
+            uploaded = {}
 
             def ours():
                 agent = Agent(work, hub, "upload")
-                result, answer = agent.run("uploads", {
+                result, uploaded["answer"] = agent.run("uploads", {
                     "team_id": TEAM_ID, "paths": [str(p) for p in sorted(src.iterdir())],
                     "package_name": f"bench {case}"})
+                return result
+
+            def check_ours():
+                # After the run: the hub's CPU for serving this check is not the upload's.
                 check = work / "check"
                 shutil.rmtree(check, ignore_errors=True)
-                for rel, url in hub.package_urls(answer["link"]):
+                for rel, url in hub.package_urls(uploaded["answer"]["link"]):
                     (check / rel).parent.mkdir(parents=True, exist_ok=True)
                     with urllib.request.urlopen(url) as r, open(check / rel, "wb") as f:
                         shutil.copyfileobj(r, f, 4 * MIB)
                 verify_tree(check, manifest, "masv")
-                return result
 
-            def curl_put():
-                # One PUT of the file's bytes as part 1 of a multipart upload on the hub.
-                rel = next(iter(manifest))
-                size = (src / rel).stat().st_size
-                pkg = hub.api("POST", f"/teams/{TEAM_ID}/packages", {"name": "bench curl"})
-                pid, token = pkg["id"], pkg["access_token"]
-                added = hub.api("POST", f"/packages/{pid}/files",
-                                {"kind": "file", "name": rel, "path": "", "size": size},
-                                token=token)
-                fid = added["file"]["id"]
-                with urllib.request.urlopen(urllib.request.Request(
-                        added["create_blueprint"]["url"], method="POST")) as r:
-                    body = r.read().decode()
-                upload_id = body.split("<UploadId>")[1].split("<")[0]
-                part = hub.api("POST", f"/packages/{pid}/files/{fid}?start=0&count=1",
-                               {"upload_id": upload_id}, token=token)[0]["url"]
-                log = work / "curl.log"
-                result = timed(["curl", "-fsS", "-D", work / "curl.headers", "-o",
-                                "/dev/null", "-T", src / rel, part], log)
-                etag = [line.split(":", 1)[1].strip().strip('"')
-                        for line in (work / "curl.headers").read_text().splitlines()
-                        if line.lower().startswith("etag:")]
-                md5 = hashlib.md5()
-                with open(src / rel, "rb") as f:
-                    while chunk := f.read(4 * MIB):
-                        md5.update(chunk)
-                if etag != [md5.hexdigest()]:
-                    die(f"curl -T: the hub's ETag {etag} is not the file's MD5")
-                return result
-
-            def rclone(transfers):
+            def curl_hub(size):
                 def run():
-                    # A fresh server each time: it caches listings, and would see old files.
-                    shutil.rmtree(webdav_dir, ignore_errors=True)
-                    webdav_dir.mkdir(parents=True)
-                    port = free_port()
-                    log = work / "rclone-serve.log"
-                    server = subprocess.Popen(
-                        ["rclone", "serve", "webdav", "--addr", f"127.0.0.1:{port}", webdav_dir],
-                        stdout=subprocess.DEVNULL, stderr=open(log, "w"))
-                    try:
-                        wait_http(f"http://127.0.0.1:{port}/", server, "rclone serve webdav", log)
-                        result = timed([
-                            "rclone", "copy", src, ":webdav:", "--webdav-url",
-                            f"http://127.0.0.1:{port}", "--transfers", str(transfers)],
-                            work / "rclone.log")
-                        result["server"] = cpu_of(server.pid)
-                    finally:
-                        stop(server)
-                    verify_tree(webdav_dir, manifest, "rclone")
+                    parts, uploads = open_parts(hub, src, manifest, size)
+                    log = work / "curl-hub.log"
+                    result = timed(curl_batch(work, "hub", [(p, u) for p, u, _ in parts], True),
+                                   log)
+                    etags = sorted(re.findall(r'^"?([0-9a-f]{32})"?$', log.read_text(), re.M))
+                    if etags != sorted(md5 for _, _, md5 in parts):
+                        die(f"curl -T to the hub: the ETags answered are not the parts' MD5s; "
+                            f"see {log}")
+                    # Never finalized: the stored parts only fill the disk run after run.
+                    shutil.rmtree(hub.dir / "curl-parts", ignore_errors=True)
+                    for upload in uploads:
+                        shutil.rmtree(hub.dir / "data" / "parts" / upload, ignore_errors=True)
                     return result
                 return run
 
-            contenders = [("masv", ours)]
+            def curl_dav():
+                nginx.fresh_dav()
+                return timed(curl_batch(work, "dav", [(src / rel, f"{nginx.url}/dav/{rel}")
+                                                      for rel in files], True),
+                             work / "curl-dav.log")
+
+            cs = [Contender("masv", ours, hub.proc.pid, "hub", check=check_ours)]
+            cs.append(Contender(f"curl -Z --parallel-max {PARALLEL} -T, same parts, same hub",
+                                curl_hub(part_size), hub.proc.pid, "hub"))
             if case == "single":
-                contenders.append(("curl -T (one PUT to the hub)", curl_put))
-            contenders.append(("rclone copy (webdav, 4 transfers)", rclone(4)))
-            contenders.append(("rclone copy (webdav, 16 transfers)", rclone(16)))
-            results = rounds(args, contenders, hub.proc)
+                cs.append(Contender("curl -T, the file as one part, same hub",
+                                    curl_hub(max(total, 1)), hub.proc.pid, "hub"))
+            cs.append(Contender(f"curl -Z --parallel-max {PARALLEL} -T to nginx WebDAV", curl_dav,
+                                nginx.pid, "nginx", synced=work / "dav",
+                                check=lambda: verify_tree(work / "dav", manifest, "nginx")))
+            if case == "single":
+                rel = files[0]
+
+                def dd():
+                    (work / "dd").mkdir(exist_ok=True)
+                    return timed(["dd", f"if={src / rel}", f"of={work / 'dd' / 'out'}", "bs=4M",
+                                  "oflag=direct", "status=none"], work / "dd.log")
+                cs.append(Contender("ref: dd oflag=direct (disk)", dd, None, None))
+            rows = rounds(args, cs, total)
         finally:
             hub.close()
-        rows = [median_row(n, r, total) for n, r in results.items()]
+            nginx.close()
         print_table(f"upload, {case}: {len(manifest)} file(s), {total / MIB:.0f} MiB", rows,
                     rows[0])
 

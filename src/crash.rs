@@ -15,6 +15,7 @@ pub const POINTS: &[&str] = &[
     "download.chunk.committed",
     "download.file.synced",
     "download.file.renamed",
+    "download.files.synced",
     "download.file.complete",
     // Uploads.
     "upload.file.declaring",

@@ -155,6 +155,7 @@ impl Hub {
             throttle: auth::Throttle::default(),
             listing_limiter: Default::default(),
             metrics: Default::default(),
+            buffers: storage::buffer_pool(),
             public_url,
             config: self.config.clone(),
             s3: self.s3.clone(),

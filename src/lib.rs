@@ -8,6 +8,7 @@
 //! - `config`: the agent's configuration.
 //! - `crash`: named crash points for the fault-injection tests (debug builds only).
 //! - `daemon`: the agent as a service: store, engine and API started and stopped together.
+//! - `direct`: direct I/O shared by downloads and the hub: aligned, pooled buffers; writer; reads.
 //! - `files`: safe paths under a destination, name cleaning, preallocated part files, chown.
 //! - `hub`: the MASV-compatible service: control plane routes, tokens, signed blob storage.
 //! - `metrics`: the agent's counters and gauges, as Prometheus text for `GET /metrics`.
@@ -26,6 +27,7 @@ pub mod cloud;
 pub mod config;
 pub mod crash;
 pub mod daemon;
+pub mod direct;
 pub mod files;
 pub mod hub;
 pub mod metrics;

@@ -148,8 +148,8 @@ impl History {
         self.generations.is_empty()
     }
 
-    /// The first hash recorded as `original` for `path`.
-    fn original(&self, path: &str) -> Option<&FileHash> {
+    /// The first hash recorded as `original` for `path` (relative, `/`-separated).
+    pub fn original(&self, path: &str) -> Option<&FileHash> {
         self.generations.iter().find_map(|(_, list)| {
             list.entries.iter().find_map(|e| match e {
                 Entry::File {

@@ -1408,6 +1408,11 @@ where
     if stopped || cancel.is_cancelled() {
         return Err(JobError::Stopped);
     }
+    outcome(inner, id).await
+}
+
+/// How a job's files fared, once its workers are done (see [`run_workers`]).
+async fn outcome(inner: &Inner, id: &str) -> Result<Option<String>, JobError> {
     let failures = inner.store.file_failures(id, GAVE_UP, REFUSED).await?;
     match failures.first {
         None => Ok(None),

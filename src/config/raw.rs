@@ -473,6 +473,9 @@ pub struct RawDownload {
     pub file_mode: Option<String>,
     /// Mode of created folders, octal like "0750".
     pub folder_mode: Option<String>,
+    /// Fail a package that has no ASC MHL manifest (`ascmhl/` at its root) (default false;
+    /// a package with one is checked against it either way).
+    pub require_manifest: Option<bool>,
     pub timezone: Option<String>,
     pub window: Option<RawWindow>,
     #[serde(default)]

@@ -175,6 +175,7 @@ pub struct DownloadRule {
     pub gid: Option<u32>,
     pub file_mode: Option<u32>,
     pub folder_mode: Option<u32>,
+    pub require_manifest: bool,
 }
 
 /// The placeholders a package name may hold.
@@ -484,6 +485,7 @@ impl RuleChecker<'_, '_> {
             gid: owner.and_then(|o| o.gid),
             file_mode: self.mode("file_mode", raw.file_mode.as_deref()),
             folder_mode: self.mode("folder_mode", raw.folder_mode.as_deref()),
+            require_manifest: raw.require_manifest.unwrap_or(false),
         };
         Rule {
             name: raw.name.clone(),

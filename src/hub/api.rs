@@ -41,6 +41,8 @@ pub struct State {
     pub link_base: url::Url,
     pub config: HubConfig,
     pub metrics: Metrics,
+    /// Storage's read and write buffers, reused across requests.
+    pub buffers: crate::direct::BufferPool,
     /// Object storage, when the files live there rather than on the hub's disk.
     pub s3: Option<Arc<super::s3::S3>>,
 }

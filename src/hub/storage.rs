@@ -21,14 +21,13 @@ use chrono::Utc;
 use futures_util::{StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use rand::Rng;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
-use tokio_util::io::ReaderStream;
 
 use super::api::State as HubState;
 use super::auth;
 use super::db::{self, FileRow, PartRow};
 use super::error::HubError;
 use crate::cloud::dto::{FinalizeFile, Secret};
+use crate::direct::{self, BufferPool, DirectFile, Writer};
 
 /// Failures injected into storage requests, for tests of retry and resume.
 #[derive(Debug, Clone, Default)]
@@ -68,8 +67,16 @@ impl Faults {
     }
 }
 
-const STREAM_BUFFER: usize = 256 * 1024;
-const WRITE_BUFFER: usize = 1024 * 1024;
+/// Bytes of a part gathered before one (direct) write.
+const WRITE_BATCH: usize = 1024 * 1024;
+/// Bytes of one read when serving a GET.
+const READ_BLOCK: usize = 2 * 1024 * 1024;
+
+/// The storage's buffers: a part being received (a batch, and what arrives after it is full),
+/// or one read being sent.
+pub fn buffer_pool() -> BufferPool {
+    BufferPool::new(READ_BLOCK.max(2 * WRITE_BATCH) + direct::ALIGN, 32)
+}
 
 /// An S3-style error: status and `<Error><Code/><Message/></Error>`.
 pub struct S3Error {
@@ -367,12 +374,9 @@ async fn get_object(
         Body::empty()
     } else {
         let counted = state.clone();
+        let pool = state.buffers.clone();
         let stream = futures_util::stream::iter(pieces)
-            .then(|(path, offset, len)| async move {
-                let mut file = tokio::fs::File::open(&path).await?;
-                file.seek(io::SeekFrom::Start(offset)).await?;
-                Ok::<_, io::Error>(ReaderStream::with_capacity(file.take(len), STREAM_BUFFER))
-            })
+            .then(move |piece| read_piece(piece, pool.clone()))
             .try_flatten();
         Body::from_stream(stream.inspect(move |chunk| {
             if let Ok(bytes) = chunk {
@@ -397,6 +401,43 @@ async fn get_object(
     response
         .body(body)
         .map_err(|e| HubError::Internal(e.to_string()).into())
+}
+
+/// The bytes of one piece of a part (path, offset, length) as a stream of large reads, the
+/// next one read while the last is sent.
+async fn read_piece(
+    (path, offset, len): (PathBuf, u64, u64),
+    pool: BufferPool,
+) -> io::Result<impl futures_util::Stream<Item = io::Result<bytes::Bytes>>> {
+    let file = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path)?;
+        let _ = rustix::fs::fadvise(&file, offset, None, rustix::fs::Advice::Sequential);
+        Ok::<_, io::Error>(Arc::new(file))
+    })
+    .await
+    .map_err(io::Error::other)??;
+    let reads = (0..len.div_ceil(READ_BLOCK as u64)).map(move |i| {
+        let at = i * READ_BLOCK as u64;
+        (offset + at, (len - at).min(READ_BLOCK as u64) as usize)
+    });
+    Ok(futures_util::stream::iter(reads)
+        .map(move |(at, n)| {
+            let (file, pool) = (file.clone(), pool.clone());
+            async move {
+                let bytes =
+                    tokio::task::spawn_blocking(move || direct::read_at(&file, at, n, &pool))
+                        .await
+                        .map_err(io::Error::other)??;
+                if bytes.len() < n {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "a stored part is shorter than recorded",
+                    ));
+                }
+                Ok(bytes)
+            }
+        })
+        .buffered(2))
 }
 
 async fn create_multipart(
@@ -509,14 +550,15 @@ async fn put_part(
         "{part_number}.{}.tmp",
         hex::encode(rand::random::<[u8; 8]>())
     ));
-    let received = receive(body, &tmp, max).await;
-    let (size, etag) = match received {
+    let received = receive(&state, body, &tmp, declared, max).await;
+    let ReceivedPart { size, md5 } = match received {
         Ok(done) => done,
         Err(e) => {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(e);
         }
     };
+    let etag = hex::encode(md5);
     if declared.is_some_and(|d| d != size) {
         let _ = tokio::fs::remove_file(&tmp).await;
         return Err(S3Error::new(
@@ -525,7 +567,7 @@ async fn put_part(
             "the body is shorter than Content-Length",
         ));
     }
-    if content_md5.is_some_and(|md5| hex::encode(md5) != etag) {
+    if content_md5.is_some_and(|expected| expected != md5) {
         let _ = tokio::fs::remove_file(&tmp).await;
         return Err(S3Error::new(
             StatusCode::BAD_REQUEST,
@@ -574,18 +616,33 @@ fn content_md5(headers: &HeaderMap) -> Result<Option<[u8; 16]>, S3Error> {
         })
 }
 
-/// Streams a request body to `path`, hashing it: (size, MD5 hex).
-async fn receive(body: Body, path: &std::path::Path, max: u64) -> Result<(u64, String), S3Error> {
-    // Owner only, like the hub's database: a sender's bytes are not for other local users.
-    let file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .await?;
-    let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
-    let mut hasher = Md5::new();
+/// A part as it arrived: its size and the MD5 of its bytes.
+struct ReceivedPart {
+    size: u64,
+    md5: [u8; 16],
+}
+
+/// Streams a request body to `path` (preallocated to `declared` bytes when known), hashing the
+/// bytes as they are written: gathered into a pooled aligned buffer, written a batch at a time
+/// with direct I/O (no page-cache copies for a part nobody reads back soon), each batch hashed
+/// from that same buffer right after it is written, off the runtime; then one `fdatasync`.
+/// The MD5 is of exactly what reached the disk: a check of the sender's `Content-MD5` compares
+/// against [`ReceivedPart::md5`] before the part is renamed into place ([`put_part`]).
+async fn receive(
+    state: &HubState,
+    body: Body,
+    path: &std::path::Path,
+    declared: Option<u64>,
+    max: u64,
+) -> Result<ReceivedPart, S3Error> {
+    let opened = path.to_path_buf();
+    let file = tokio::task::spawn_blocking(move || open_part(&opened, declared))
+        .await
+        .map_err(|e| HubError::Internal(e.to_string()))??;
+    let mut sink = (
+        Writer::new(file.clone(), 0, WRITE_BATCH, state.buffers.take()),
+        Md5::new(),
+    );
     let mut size = 0u64;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
@@ -604,12 +661,52 @@ async fn receive(body: Body, path: &std::path::Path, max: u64) -> Result<(u64, S
                 format!("a part may be at most {max} bytes"),
             ));
         }
-        hasher.update(&chunk);
-        out.write_all(&chunk).await?;
+        sink.0.push(&chunk);
+        if sink.0.is_full() {
+            sink = tokio::task::spawn_blocking(move || {
+                let (mut writer, mut md5) = sink;
+                writer.flush(&mut |written| md5.update(written))?;
+                Ok::<_, io::Error>((writer, md5))
+            })
+            .await
+            .map_err(|e| HubError::Internal(e.to_string()))??;
+        }
     }
-    out.flush().await?;
-    out.get_mut().sync_data().await?;
-    Ok((size, hex::encode(hasher.finalize())))
+    let md5 = tokio::task::spawn_blocking(move || {
+        let (writer, mut md5) = sink;
+        writer.finish(&mut |written| md5.update(written))?;
+        file.buffered.sync_data()?;
+        Ok::<_, io::Error>(md5.finalize().into())
+    })
+    .await
+    .map_err(|e| HubError::Internal(e.to_string()))??;
+    Ok(ReceivedPart { size, md5 })
+}
+
+/// Creates a part's file, owner only like the hub's database (a sender's bytes are not for
+/// other local users), preallocated to `declared` bytes, and opens it for direct I/O too.
+fn open_part(path: &std::path::Path, declared: Option<u64>) -> io::Result<DirectFile> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    if let Some(len) = declared.filter(|len| *len > 0) {
+        // Only a hint for the file system: a body of another length is refused anyway.
+        let _ = rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, len);
+    }
+    let direct = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(path)
+        .ok()
+        .map(Arc::new);
+    Ok(DirectFile {
+        buffered: Arc::new(file),
+        direct,
+    })
 }
 
 fn unquote(etag: &str) -> String {

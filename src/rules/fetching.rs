@@ -78,6 +78,7 @@ fn request(rule: &Rule, d: &DownloadRule, destination: &Path) -> DownloadRequest
         file_mode: d.file_mode,
         folder_mode: d.folder_mode,
         package: None,
+        require_manifest: d.require_manifest,
     }
 }
 

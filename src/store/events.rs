@@ -129,7 +129,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let (id, state) = (id.to_owned(), state.to_owned());
         self.call(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.savepoint()?;
             tx.execute(
                 "UPDATE transfers SET state = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
                 params![id, state, error, format_time(&Utc::now())],
@@ -173,7 +173,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let event_id = event_id.to_owned();
         self.call(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.savepoint()?;
             let now_ms = Utc::now().timestamp_millis();
             let now = format_time(&Utc::now());
             for (action, kind) in &actions {

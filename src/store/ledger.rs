@@ -93,7 +93,7 @@ impl Store {
     /// Records (or replaces) entries, all in one transaction.
     pub async fn ledger_put(&self, entries: Vec<LedgerEntry>) -> Result<(), StoreError> {
         self.call(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.savepoint()?;
             put_rows(&tx, &entries)?;
             tx.commit()?;
             Ok(())

@@ -261,7 +261,7 @@ impl Store {
         ledger: Vec<LedgerEntry>,
     ) -> Result<(), StoreError> {
         self.call(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.savepoint()?;
             for (t, files) in &transfers {
                 insert_transfer_row(&tx, t)?;
                 insert_file_rows(&tx, &t.id, files)?;
@@ -380,7 +380,7 @@ impl Store {
     pub async fn delete_transfer(&self, id: &str) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.savepoint()?;
             tx.execute("DELETE FROM chunks WHERE transfer_id = ?1", [&id])?;
             tx.execute("DELETE FROM transfer_files WHERE transfer_id = ?1", [&id])?;
             tx.execute("DELETE FROM transfers WHERE id = ?1", [&id])?;
@@ -394,7 +394,7 @@ impl Store {
     pub async fn insert_files(&self, id: &str, files: Vec<FileRecord>) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.savepoint()?;
             insert_file_rows(&tx, &id, &files)?;
             tx.commit()?;
             Ok(())
@@ -519,19 +519,6 @@ impl Store {
         .await
     }
 
-    /// Records a file's hash (`FORMAT:DIGEST`).
-    pub async fn set_file_hash(&self, id: &str, idx: u32, hash: String) -> Result<(), StoreError> {
-        let id = id.to_owned();
-        self.call(move |conn| {
-            conn.execute(
-                "UPDATE transfer_files SET hash = ?3 WHERE transfer_id = ?1 AND idx = ?2",
-                params![id, idx, hash],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
     pub async fn set_file_state(
         &self,
         id: &str,
@@ -545,6 +532,28 @@ impl Store {
                 "UPDATE transfer_files SET state = ?3, error = ?4 WHERE transfer_id = ?1 AND idx = ?2",
                 params![id, idx, state, error],
             )?;
+            touch(conn, &id)
+        })
+        .await
+    }
+
+    /// Records files of a transfer complete, all in one transaction: the one place where a
+    /// file becomes complete (what must happen with that, in the same transaction, goes here).
+    pub async fn complete_files(
+        &self,
+        id: &str,
+        files: Vec<(u32, Option<String>)>,
+    ) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.call(move |conn| {
+            // Each with the hash of its bytes when one was computed (`FORMAT:DIGEST`).
+            let mut update = conn.prepare_cached(
+                "UPDATE transfer_files SET state = 'complete', error = NULL, hash = COALESCE(?3, hash)
+                 WHERE transfer_id = ?1 AND idx = ?2",
+            )?;
+            for (idx, hash) in files {
+                update.execute(params![id, idx, hash])?;
+            }
             touch(conn, &id)
         })
         .await

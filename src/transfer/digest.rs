@@ -1,39 +1,54 @@
 //! Whole-file hashes computed while a transfer moves the file's bytes: one sequential read of
-//! the file, kept just behind the bytes the transfer has moved (it reads what the parts just
-//! read, from the page cache, and never races ahead on a slow link). A hash of a multi-part
-//! file cannot be fed by the parts themselves: they go in parallel, and xxh64, MD5 and SHA are
-//! sequential.
+//! the file, kept just behind the bytes the transfer has moved: an upload's hash reads what its
+//! parts just read (from the page cache) and never races ahead on a slow link; a download's
+//! reads what its ranges just wrote, up to the first range not written yet. The parts and
+//! ranges themselves cannot feed the hash: they go in parallel, out of order, and xxh64, MD5 and
+//! SHA are sequential. Reads and hashing run on the blocking pool, off the runtime.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt as _;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::mhl::{HashFormat, Hasher};
 
 const READ: usize = 1 << 20;
 /// How often a hash that caught up with the transfer looks again.
-const PACE: Duration = Duration::from_millis(20);
+const PACE: Duration = Duration::from_millis(5);
 
 /// A hash being computed; aborted when dropped. Its answer is `FORMAT:DIGEST`.
 pub(super) type Digest = AbortOnDropHandle<Result<String, String>>;
 
-/// Hashes `path` (`size` bytes) in `format`, reading no further than `ahead` bytes past
-/// `moved()`, the bytes of the file the transfer has moved so far.
+/// What to hash: a file to open, or one open already (a download's part file, renamed or not).
+pub(super) enum Source {
+    Path(String),
+    Open { file: Arc<File>, name: String },
+}
+
+/// Hashes the `size` bytes of `source` in `format`, reading no further than `ahead` bytes past
+/// `moved()`, the bytes of the file the transfer has moved (or written in order) so far.
 pub(super) fn spawn(
-    path: String,
+    source: Source,
     size: u64,
     format: HashFormat,
     ahead: u64,
     moved: impl Fn() -> u64 + Send + Sync + 'static,
 ) -> Digest {
-    let moved = Arc::new(moved);
     AbortOnDropHandle::new(tokio::spawn(async move {
-        let fail = |e: std::io::Error| format!("{path} cannot be read to hash it: {e}");
-        let mut file = tokio::fs::File::open(&path).await.map_err(fail)?;
-        let mut hasher = Hasher::new(format);
-        let mut buf = vec![0u8; READ];
+        let (file, name) = match source {
+            Source::Open { file, name } => (file, name),
+            Source::Path(path) => {
+                let opened = path.clone();
+                let file = tokio::task::spawn_blocking(move || File::open(opened))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("{path} cannot be read to hash it: {e}"))?;
+                (Arc::new(file), path)
+            }
+        };
+        let mut state = (Hasher::new(format), vec![0u8; READ.min(size as usize)]);
         let mut pos = 0u64;
         while pos < size {
             let allowed = moved().saturating_add(ahead).min(size);
@@ -42,13 +57,27 @@ pub(super) fn spawn(
                 continue;
             }
             let want = (allowed - pos).min(READ as u64) as usize;
-            let n = file.read(&mut buf[..want]).await.map_err(fail)?;
+            let f = file.clone();
+            let (hasher, mut buf) = state;
+            let read = tokio::task::spawn_blocking(move || {
+                let n = f.read_at(&mut buf[..want], pos);
+                if let Ok(n) = n {
+                    let mut hasher = hasher;
+                    hasher.update(&buf[..n]);
+                    return (Ok(n), hasher, buf);
+                }
+                (n, hasher, buf)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            let (n, hasher, buf) = read;
+            let n = n.map_err(|e| format!("{name} cannot be read to hash it: {e}"))?;
             if n == 0 {
-                return Err(format!("{path} is shorter than its {size} bytes"));
+                return Err(format!("{name} is shorter than its {size} bytes"));
             }
-            hasher.update(&buf[..n]);
             pos += n as u64;
+            state = (hasher, buf);
         }
-        Ok(format!("{format}:{}", hasher.finish()))
+        Ok(format!("{format}:{}", state.0.finish()))
     }))
 }

@@ -12,8 +12,9 @@
 //!    (`download.chunk.written`) → [chunk] (`download.chunk.committed`). A crash before the
 //!    commit fetches the chunk again; the write is positional, so repeating it is harmless.
 //! 3. Per file, once every chunk is committed: mode, time and owner set, data synced
-//!    (`download.file.synced`) → renamed to NAME, folder synced (`download.file.renamed`) →
-//!    [file `complete`] (`download.file.complete`).
+//!    (`download.file.synced`) → renamed to NAME (`download.file.renamed`). Then, for every
+//!    file renamed by then at once (group commit): their folders synced, each once
+//!    (`download.files.synced`) → [files `complete`] (`download.file.complete`).
 //! 4. A restart looks at each open file that has committed chunks ([`run`]): its part file
 //!    there → go on; no part file but NAME a plain file of the planned size with every chunk
 //!    committed → the rename happened: recorded `complete`, nothing written; neither → its
@@ -23,9 +24,9 @@
 //!    shows why the transfer waits and runs it again once the store writes: every step above
 //!    may be repeated.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
@@ -36,16 +37,19 @@ use tokio_util::sync::CancellationToken;
 use super::progress::Progress;
 use super::queue::{Next, WorkQueue};
 use super::{
-    EngineConfig, InFlight, Inner, JobError, TransferError, file_state, new_record, retry_cloud,
-    run_workers, with_retries,
+    EngineConfig, InFlight, Inner, JobError, TransferError, file_state, new_record, outcome,
+    retry_cloud, run_workers, with_retries,
 };
 use crate::cloud::CloudError;
 use crate::cloud::dto::{DownloadUrl, FileKind, LinkUrl, PackageFile, Secret};
-use crate::files::{self, Destination, PartFile, RangeWriter};
+use crate::direct::{BufferPool, Writer};
+use crate::files::{self, Destination, PartFile};
 use crate::store::{ChunkRecord, FileRecord, Store, TransferKind, TransferRecord};
 
 /// Bytes gathered from the network before one positional write.
 const WRITE_BUFFER: usize = 1024 * 1024;
+/// Files after the one a worker starts among which it asks for one download URL ahead.
+const URL_LOOKAHEAD: usize = 64;
 /// Times a chunk may find its URL expired in a row before that counts as a failure.
 const URL_REFRESHES: u32 = 3;
 
@@ -84,6 +88,10 @@ pub struct DownloadRequest {
     /// link is looked up only to renew an expired package token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package: Option<PackageSource>,
+    /// Fail when the package has no ASC MHL manifest (`ascmhl/` at its root). With one, every
+    /// file is checked against it whether or not this is set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_manifest: bool,
 }
 
 /// A package to download without a link.
@@ -164,6 +172,28 @@ struct FileJob {
     part: tokio::sync::Mutex<Option<PartFile>>,
     remaining: AtomicU32,
     failed: AtomicBool,
+    /// Recorded complete in the store (by this run).
+    recorded: AtomicBool,
+    /// Chunks written out of order, waiting for those before them; and the length of the
+    /// file's start that is written in full, which the file's hash reads up to.
+    written: Mutex<(BTreeSet<u32>, u32)>,
+    prefix: Arc<AtomicU64>,
+    /// The file's hash, computed behind the written start ([`super::digest`]).
+    digest: Mutex<Option<super::digest::Digest>>,
+}
+
+impl FileJob {
+    /// Chunk `index` is written: the written start grows over it and those it joins.
+    fn written(&self, index: u32) {
+        let mut written = self.written.lock().expect("written lock is never poisoned");
+        let (pending, next) = &mut *written;
+        pending.insert(index);
+        while pending.remove(next) {
+            *next += 1;
+        }
+        let end = (u64::from(*next) * self.record.chunk_size.max(1)).min(self.record.size);
+        self.prefix.store(end, Ordering::Release);
+    }
 }
 
 struct Chunk {
@@ -189,6 +219,13 @@ struct Job {
     remote: RwLock<Remote>,
     files: Vec<FileJob>,
     queue: WorkQueue<Chunk>,
+    /// The ranges' write buffers, reused from range to range.
+    buffers: BufferPool,
+    /// Files renamed into place, not yet recorded complete ([`record_complete`]), with the
+    /// hashes of their bytes.
+    renamed: Mutex<Vec<(usize, PartFile, Option<String>)>>,
+    /// Taken by whoever records a batch of renamed files.
+    recording: tokio::sync::Mutex<()>,
 }
 
 pub(super) async fn run(
@@ -197,6 +234,20 @@ pub(super) async fn run(
     cancel: CancellationToken,
     progress_slot: Arc<Mutex<Option<Arc<Progress>>>>,
 ) -> Result<(&'static str, Option<String>), JobError> {
+    run_pass(inner, id, cancel, progress_slot, false).await
+}
+
+/// One pass over what is left of a download. Files that do not match the package's ASC MHL
+/// manifest are fetched again once (`refetched` then), and fail if they still do not.
+async fn run_pass(
+    inner: Arc<Inner>,
+    id: &str,
+    cancel: CancellationToken,
+    progress_slot: Arc<Mutex<Option<Arc<Progress>>>>,
+    refetched: bool,
+) -> Result<(&'static str, Option<String>), JobError> {
+    let (inner_again, cancel_again, slot_again) =
+        (inner.clone(), cancel.clone(), progress_slot.clone());
     let record = inner
         .store
         .transfer(id)
@@ -259,10 +310,7 @@ pub(super) async fn run(
             // Renamed into place, then stopped before it was recorded: it is complete. Its
             // part file is never made again (that would write zeros over the file).
             files::OnDisk::Final if committed == f.size => {
-                inner
-                    .store
-                    .set_file_state(id, f.idx, file_state::COMPLETE, None)
-                    .await?;
+                inner.store.complete_files(id, vec![(f.idx, None)]).await?;
                 f.state = file_state::COMPLETE.into();
             }
             _ => {
@@ -321,7 +369,15 @@ pub(super) async fn run(
             part: tokio::sync::Mutex::new(None),
             remaining: AtomicU32::new(remaining),
             failed: AtomicBool::new(false),
+            recorded: AtomicBool::new(false),
+            written: Mutex::new((BTreeSet::new(), 0)),
+            prefix: Arc::new(AtomicU64::new(0)),
+            digest: Mutex::new(None),
         });
+        let file = jobs.last().expect("just pushed");
+        for c in done_chunks.iter().filter(|(f, _)| *f == i as u32) {
+            file.written(c.1);
+        }
     }
     let job = Arc::new(Job {
         priority: record.priority,
@@ -335,6 +391,11 @@ pub(super) async fn run(
         remote: RwLock::new(remote),
         files: jobs,
         queue: WorkQueue::new(queue),
+        // Room for what arrives after a batch is full, so a buffer never grows; one kept per
+        // connection the download may have.
+        buffers: BufferPool::new(2 * WRITE_BUFFER, 64),
+        renamed: Mutex::new(Vec::new()),
+        recording: tokio::sync::Mutex::new(()),
     });
 
     // Folders first (empty ones included), then files whose chunks were all committed before a
@@ -352,7 +413,7 @@ pub(super) async fn run(
                 .map_err(|e| JobError::Failed(e.to_string()))?;
             job.inner
                 .store
-                .set_file_state(&job.id, i as u32, file_state::COMPLETE, None)
+                .complete_files(&job.id, vec![(i as u32, None)])
                 .await?;
         } else if f.remaining.load(Ordering::Relaxed) == 0 {
             finish_file(&job, i).await?;
@@ -361,10 +422,35 @@ pub(super) async fn run(
 
     let queued = job.queue.len();
     let pool = job.clone();
-    let ended = run_workers(&job.inner, &job.id, &job.cancel, queued, move || {
+    let mut ended = run_workers(&job.inner, &job.id, &job.cancel, queued, move || {
         worker(pool.clone())
     })
     .await;
+    if ended.is_ok() {
+        let altered = check_manifest(&job).await?;
+        if !altered.is_empty() {
+            if !refetched {
+                for (i, reason) in &altered {
+                    tracing::warn!(download_id = %job.id, file = %job.files[*i].record.name, reason, "the file does not match the package's ASC MHL manifest; fetching it again");
+                    let f = &job.files[*i];
+                    job.dest
+                        .remove_file(&f.rel, &part_tag(&job.id, f.record.idx), false)
+                        .map_err(|e| JobError::Failed(e.to_string()))?;
+                    job.inner.store.clear_chunks(&job.id, f.record.idx).await?;
+                    job.inner
+                        .store
+                        .set_file_state(&job.id, f.record.idx, file_state::PENDING, None)
+                        .await?;
+                }
+                drop(job);
+                return Box::pin(run_pass(inner_again, id, cancel_again, slot_again, true)).await;
+            }
+            for (i, reason) in altered {
+                fail_file(&job, i, format!("{reason}, also when fetched again: the copy on the service is not what was sealed")).await?;
+            }
+            ended = outcome(&job.inner, &job.id).await;
+        }
+    }
     if !matches!(ended, Err(JobError::Stopped)) {
         let owned = job.clone();
         tokio::task::spawn_blocking(move || give_folders(&owned))
@@ -373,6 +459,83 @@ pub(super) async fn run(
     }
     let note = ended?;
     Ok((super::state::COMPLETE, note))
+}
+
+/// Checks every file that arrived against the package's ASC MHL manifest (`ascmhl/` at its
+/// root), when it has one: `(file, what differs)` for those whose hash is not the one sealed.
+/// The hash computed while the file arrived is compared when the manifest has the same
+/// format; otherwise the file is read once more in the manifest's format. A package without a
+/// manifest fails when the download requires one.
+async fn check_manifest(job: &Job) -> Result<Vec<(usize, String)>, JobError> {
+    let records = job.inner.store.files(&job.id).await?;
+    let chain = records.iter().find(|f| {
+        f.state == file_state::COMPLETE
+            && f.path == crate::mhl::FOLDER
+            && f.name == crate::mhl::CHAIN
+    });
+    let Some(chain) = chain else {
+        if job.spec.require_manifest {
+            return Err(JobError::Failed(format!(
+                "the package has no ASC MHL manifest ({}/{} at its root), and this download requires one (require_manifest)",
+                crate::mhl::FOLDER,
+                crate::mhl::CHAIN
+            )));
+        }
+        return Ok(Vec::new());
+    };
+    let Some(root) = Path::new(&chain.local_path).parent().and_then(Path::parent) else {
+        return Ok(Vec::new());
+    };
+    let root = root.to_path_buf();
+    let loaded = root.clone();
+    let history = tokio::task::spawn_blocking(move || crate::mhl::History::load(&loaded))
+        .await
+        .map_err(|e| JobError::Failed(e.to_string()))?
+        .map_err(|e| {
+            JobError::Failed(format!(
+                "the package's ASC MHL manifest cannot be read: {e}"
+            ))
+        })?;
+    let mut altered = Vec::new();
+    for (i, f) in records.iter().enumerate() {
+        if f.state != file_state::COMPLETE || f.kind == "directory" || f.path == crate::mhl::FOLDER
+        {
+            continue;
+        }
+        let rel = if f.path.is_empty() {
+            f.name.clone()
+        } else {
+            format!("{}/{}", f.path, f.name)
+        };
+        let Some(sealed) = history.original(&rel) else {
+            tracing::info!(download_id = %job.id, file = %rel, "not in the package's ASC MHL manifest");
+            continue;
+        };
+        let (format, expected) = (sealed.format, sealed.digest.clone());
+        let ours = f
+            .hash
+            .as_deref()
+            .and_then(|h| h.split_once(':'))
+            .filter(|(name, _)| *name == format.name())
+            .map(|(_, digest)| digest.to_owned());
+        let actual = match ours {
+            Some(digest) => digest,
+            None => {
+                let path = PathBuf::from(&f.local_path);
+                tokio::task::spawn_blocking(move || crate::mhl::hash_file(&path, format))
+                    .await
+                    .map_err(|e| JobError::Failed(e.to_string()))?
+                    .map_err(|e| JobError::Failed(format!("{}: {e}", f.local_path)))?
+            }
+        };
+        if actual != expected {
+            altered.push((
+                i,
+                format!("ASC MHL manifest: {format} expected {expected}, got {actual}"),
+            ));
+        }
+    }
+    Ok(altered)
 }
 
 fn package_root(spec: &DownloadRequest, remote: &Remote) -> PathBuf {
@@ -619,9 +782,16 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
         if file.failed.load(Ordering::Relaxed) {
             continue;
         }
-        match fetch_chunk(&job, &chunk).await {
+        let fetched = if chunk.index == 0 {
+            tokio::join!(fetch_chunk(&job, &chunk), prefetch_url(&job, chunk.file)).0
+        } else {
+            fetch_chunk(&job, &chunk).await
+        };
+        match fetched {
             Ok(()) => {
                 job.inner.moving();
+                file.written(chunk.index);
+                start_digest(&job, chunk.file).await;
                 crate::crash_point!("download.chunk.written");
                 job.inner
                     .store
@@ -700,35 +870,144 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
     };
     // Every chunk is written: nothing opens the file again.
     *file.part.lock().await = None;
+    file.prefix.store(file.record.size, Ordering::Release);
+    let digest = match job.inner.config.hash {
+        Some(format) => {
+            let running = file
+                .digest
+                .lock()
+                .expect("digest lock is never poisoned")
+                .take();
+            // Written in full before a restart: hashed now, in one read.
+            let digest = running.unwrap_or_else(|| spawn_digest(file, &part, format));
+            match digest.await {
+                Ok(Ok(hash)) => Some(hash),
+                Ok(Err(e)) => return fail_file(job, i, e).await,
+                Err(e) => return fail_file(job, i, format!("hashing the file: {e}")).await,
+            }
+        }
+        None => None,
+    };
     let mtime = file.record.last_modified.map(std::time::SystemTime::from);
     let (uid, gid, mode) = (job.spec.user_id, job.spec.group_id, job.spec.file_mode);
+    let renamed = part.clone();
     let finished = tokio::task::spawn_blocking(move || {
         // Mode and time while the agent still owns the file, then the owner.
         if let Some(mode) = mode {
-            part.set_mode(mode)?;
+            renamed.set_mode(mode)?;
         }
-        part.seal(mtime, uid, gid)?;
+        renamed.seal(mtime, uid, gid)?;
         crate::crash_point!("download.file.synced");
-        part.rename()
+        renamed.rename()
     })
     .await
     .map_err(|e| JobError::Failed(e.to_string()))?;
     match finished {
         Ok(_) => {
             crate::crash_point!("download.file.renamed");
-            job.inner
-                .store
-                .set_file_state(&job.id, i as u32, file_state::COMPLETE, None)
-                .await?;
-            crate::crash_point!("download.file.complete");
-            tracing::debug!(download_id = %job.id, file = %file.record.name, "file complete");
-            Ok(())
+            job.renamed
+                .lock()
+                .expect("the renamed list's lock is never poisoned")
+                .push((i, part, digest));
+            record_complete(job, i).await
         }
         Err(e) => {
             job.inner.metrics.files_error(&e);
             fail_file(job, i, e.to_string()).await
         }
     }
+}
+
+/// The file's hash, read behind its written start.
+fn spawn_digest(
+    file: &FileJob,
+    part: &PartFile,
+    format: crate::mhl::HashFormat,
+) -> super::digest::Digest {
+    let prefix = file.prefix.clone();
+    super::digest::spawn(
+        super::digest::Source::Open {
+            file: part.reader(),
+            name: file.record.name.clone(),
+        },
+        file.record.size,
+        format,
+        0,
+        move || prefix.load(Ordering::Acquire),
+    )
+}
+
+/// Starts the file's hash once it has bytes written, when hashes are on.
+async fn start_digest(job: &Job, i: usize) {
+    let Some(format) = job.inner.config.hash else {
+        return;
+    };
+    let file = &job.files[i];
+    if file
+        .digest
+        .lock()
+        .expect("digest lock is never poisoned")
+        .is_some()
+    {
+        return;
+    }
+    let Ok(part) = part_file(job, i, false).await else {
+        return;
+    };
+    let mut slot = file.digest.lock().expect("digest lock is never poisoned");
+    if slot.is_none() {
+        *slot = Some(spawn_digest(file, &part, format));
+    }
+}
+
+/// Records renamed files complete, many at a time (group commit): whoever comes first takes
+/// every file renamed by then, syncs each of their folders once (which makes the renames
+/// durable: a file is recorded complete only once its data and its name are), and records
+/// them all in one store call; the others find their file recorded. A crash in between finds
+/// the renamed files at the restart ([`run`]).
+async fn record_complete(job: &Job, i: usize) -> Result<(), JobError> {
+    let _turn = job.recording.lock().await;
+    let file = &job.files[i];
+    if file.recorded.load(Ordering::Acquire) || file.failed.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    let batch = std::mem::take(
+        &mut *job
+            .renamed
+            .lock()
+            .expect("the renamed list's lock is never poisoned"),
+    );
+    let parts: Vec<PartFile> = batch.iter().map(|(_, part, _)| part.clone()).collect();
+    let synced = tokio::task::spawn_blocking(move || files::sync_folders(&parts))
+        .await
+        .map_err(|e| JobError::Failed(e.to_string()))?;
+    if let Err(e) = synced {
+        job.inner.metrics.files_error(&e);
+        for (j, _, _) in &batch {
+            fail_file(job, *j, e.to_string()).await?;
+        }
+        return Ok(());
+    }
+    crate::crash_point!("download.files.synced");
+    let done = batch
+        .iter()
+        .map(|(j, _, hash)| (*j as u32, hash.clone()))
+        .collect();
+    if let Err(e) = job.inner.store.complete_files(&job.id, done).await {
+        // Whoever comes next tries again (the job stops on this error; a restart finds the
+        // renamed files anyway).
+        job.renamed
+            .lock()
+            .expect("the renamed list's lock is never poisoned")
+            .extend(batch);
+        return Err(e.into());
+    }
+    crate::crash_point!("download.file.complete");
+    for (j, _, _) in &batch {
+        job.files[*j].recorded.store(true, Ordering::Release);
+        tracing::debug!(download_id = %job.id, file = %job.files[*j].record.name, "file complete");
+    }
+    Ok(())
 }
 
 /// The tag of a file's part name: the transfer and the file, so that no two writers (two
@@ -768,17 +1047,46 @@ async fn part_file(job: &Job, i: usize, create: bool) -> Result<PartFile, String
     Ok(part)
 }
 
-/// The file's download URL, asked for once and again when it expires.
+/// The file's download URL, asked for once (or found asked ahead, [`prefetch_url`]) and again
+/// when it expires.
 async fn download_url(job: &Job, i: usize, refresh: bool) -> Result<DownloadUrl, ChunkError> {
-    let file = &job.files[i];
-    let mut cached = file.url.lock().await;
+    let mut cached = job.files[i].url.lock().await;
     if refresh {
         *cached = None;
     }
     if let Some(url) = cached.as_ref() {
         return Ok(url.clone());
     }
-    let file_id = file.record.remote_id.clone().unwrap_or_default();
+    let url = ask_url(job, i).await?;
+    *cached = Some(url.clone());
+    Ok(url)
+}
+
+/// Asks ahead for the download URL of the first file after `i` that has none and that nobody
+/// is asking for: a worker that takes that file finds its URL waiting instead of making one
+/// more round trip before its first byte. A failure is left to that worker to meet again.
+async fn prefetch_url(job: &Job, i: usize) {
+    for (idx, file) in job.files.iter().enumerate().skip(i + 1).take(URL_LOOKAHEAD) {
+        let wanted = file.record.kind != "directory"
+            && file.remaining.load(Ordering::Relaxed) > 0
+            && !file.failed.load(Ordering::Relaxed);
+        let Some(mut cached) = wanted.then(|| file.url.try_lock().ok()).flatten() else {
+            continue;
+        };
+        if cached.is_some() {
+            continue;
+        }
+        if let Ok(url) = ask_url(job, idx).await {
+            *cached = Some(url);
+        }
+        return;
+    }
+}
+
+/// Asks the cloud for file `i`'s download URL (looking the link up again if the package token
+/// expired).
+async fn ask_url(job: &Job, i: usize) -> Result<DownloadUrl, ChunkError> {
+    let file_id = job.files[i].record.remote_id.clone().unwrap_or_default();
     let mut relooked = false;
     loop {
         let remote = job.remote.read().await.clone();
@@ -796,10 +1104,7 @@ async fn download_url(job: &Job, i: usize, refresh: bool) -> Result<DownloadUrl,
         )
         .await;
         match asked {
-            Ok(url) => {
-                *cached = Some(url.clone());
-                return Ok(url);
-            }
+            Ok(url) => return Ok(url),
             Err(None) => return Err(ChunkError::Stopped),
             Err(Some(CloudError::Auth { .. })) if !relooked => {
                 // The package token expired (a long pause, a restart days later): look the link
@@ -911,7 +1216,7 @@ async fn fetch_range(
         r = job.inner.client.get_range(url, Some((chunk.start, end))) => r.map_err(FetchError::Cloud)?,
     };
     let mut body = response.bytes_stream();
-    let mut writer = part.range_writer(chunk.start, WRITE_BUFFER);
+    let mut writer = part.range_writer(chunk.start, WRITE_BUFFER, job.buffers.take());
     let mut received = 0u64;
     let outcome = loop {
         let next = tokio::select! {
@@ -931,7 +1236,7 @@ async fn fetch_range(
                 job.inner.metrics.downloaded(bytes.len() as u64);
                 writer.push(&bytes);
                 if writer.is_full() {
-                    writer = flush(writer).await?;
+                    writer = flush(writer, part).await?;
                 }
             }
             Some(Err(e)) => {
@@ -957,25 +1262,25 @@ async fn fetch_range(
     }
     // The last write of the range also starts writeback of what went through the page cache,
     // so the file's final sync does not find it all still to write.
-    let part = part.clone();
+    let written = part.clone();
     let range = (chunk.start, chunk.len);
     tokio::task::spawn_blocking(move || {
-        writer.finish()?;
-        part.start_writeback(range.0, range.1);
+        writer.finish(&mut |_| {})?;
+        written.start_writeback(range.0, range.1);
         Ok::<_, std::io::Error>(())
     })
     .await
     .map_err(|e| FetchError::Disk(e.to_string()))?
-    .map_err(|e| FetchError::Disk(e.to_string()))
+    .map_err(|e| FetchError::Disk(part.write_error(e).to_string()))
     .inspect_err(|_| job.progress.undo(chunk.file, received))
 }
 
 /// Writes what `writer` gathered off the runtime; gives it back for more.
-async fn flush(mut writer: RangeWriter) -> Result<RangeWriter, FetchError> {
-    tokio::task::spawn_blocking(move || writer.flush().map(|()| writer))
+async fn flush(mut writer: Writer, part: &PartFile) -> Result<Writer, FetchError> {
+    tokio::task::spawn_blocking(move || writer.flush(&mut |_| {}).map(|()| writer))
         .await
         .map_err(|e| FetchError::Disk(e.to_string()))?
-        .map_err(|e| FetchError::Disk(e.to_string()))
+        .map_err(|e| FetchError::Disk(part.write_error(e).to_string()))
 }
 
 /// Deletes what a download wrote: finished files and `.part` files, never following links.

@@ -1005,7 +1005,7 @@ async fn start_file(job: &Job, i: usize) -> Result<Arc<Active>, PartError> {
         Some(format) if !directory => {
             let progress = job.progress.clone();
             Some(super::digest::spawn(
-                record.local_path.clone(),
+                super::digest::Source::Path(record.local_path.clone()),
                 record.size,
                 format,
                 record.chunk_size,
@@ -1446,7 +1446,7 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
     if job.files[i].directory {
         job.inner
             .store
-            .set_file_state(&job.id, i as u32, file_state::COMPLETE, None)
+            .complete_files(&job.id, vec![(i as u32, None)])
             .await?;
         retire(job, i);
         return Ok(());
@@ -1505,12 +1505,9 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
     match done {
         Ok(()) => {
             crate::crash_point!("upload.file.finalized");
-            if let Some(hash) = hash {
-                inner.store.set_file_hash(&job.id, i as u32, hash).await?;
-            }
             inner
                 .store
-                .set_file_state(&job.id, i as u32, file_state::COMPLETE, None)
+                .complete_files(&job.id, vec![(i as u32, hash)])
                 .await?;
             retire(job, i);
             Ok(())

@@ -525,6 +525,12 @@ async fn kill_9_mid_download_resumes_from_committed_chunks_to_an_identical_file(
         std::fs::read(dst.path().join("dailies day 1/master.mxf")).unwrap(),
         bytes
     );
+    // Its hash, computed behind the ranges across the crash, is the file's.
+    assert_eq!(
+        done["files"][0]["hash"],
+        serde_json::json!({"xxh64": masv_agent::mhl::hash_data(masv_agent::mhl::HashFormat::Xxh64, &bytes)}),
+        "{done}"
+    );
     let sent = hub_bytes_sent(world.hub.addr).await;
     assert!(
         sent <= size as u64 + connections * chunk,
@@ -959,4 +965,147 @@ async fn a_complete_download_leaves_no_secret_in_the_agents_database() {
         "the package token stays: {remote}"
     );
     assert!(stored.contains(&link.id), "the link's id is kept: {stored}");
+}
+
+/// Every file downloaded gets the hash of its bytes (xxh64 by default), computed behind the
+/// ranges as they are written, in the file detail; a many-range file and small ones alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_file_downloaded_has_its_hash_in_the_transfer_detail() {
+    use masv_agent::mhl::{HashFormat, hash_data};
+    let world = World::new().await;
+    let big = pseudo_random_bytes(31, 9 * MIB + 7);
+    let (_, url) = world
+        .shared(vec![
+            FileSpec::file("big.mov", big.clone()),
+            FileSpec::file("small.txt", b"hello\n".to_vec()),
+            FileSpec::file("empty.txt", Vec::new()),
+        ])
+        .await;
+    for (format, name) in [
+        (Some(HashFormat::Xxh64), "xxh64"),
+        (Some(HashFormat::Md5), "md5"),
+        (None, ""),
+    ] {
+        let mut config = engine_config(&world.hub.base_url);
+        config.hash = format;
+        let agent = TestAgent::start(config).await;
+        let dst = tempfile::tempdir().unwrap();
+        let id = agent.api.download(download_request(&url, dst.path())).await;
+        let done = agent
+            .api
+            .wait_for("downloads", &id, &["complete", "error"], LONG)
+            .await;
+        assert_eq!(done["state"], "complete", "{done}");
+        for file in done["files"].as_array().unwrap() {
+            let bytes: &[u8] = match file["name"].as_str().unwrap() {
+                "big.mov" => &big,
+                "small.txt" => b"hello\n",
+                _ => b"",
+            };
+            match format {
+                Some(f) => assert_eq!(
+                    file["hash"],
+                    serde_json::json!({ name: hash_data(f, bytes) }),
+                    "{file}"
+                ),
+                None => assert!(file.get("hash").is_none(), "{file}"),
+            }
+        }
+    }
+}
+
+/// A package sent with an ASC MHL manifest whose copy on the service is altered afterwards (a
+/// byte of the hub's stored part flipped): the download checks each file against the manifest,
+/// fetches the altered one again once, then fails it naming the expected and the actual hash;
+/// the other files arrive. A download that requires a manifest fails on a package without one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_altered_on_the_service_is_caught_by_the_packages_manifest() {
+    let world = World::on_disk().await;
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir(src.path().join("card")).unwrap();
+    let clip = pseudo_random_bytes(41, 6 * MIB + 1);
+    std::fs::write(src.path().join("card/clip.mov"), &clip).unwrap();
+    std::fs::write(src.path().join("card/notes.txt"), b"take 3").unwrap();
+    let mut config = engine_config(&world.hub.base_url);
+    config.api_key = Some(world.api_key.clone());
+    let agent = TestAgent::start(config).await;
+    let (status, created) = agent
+        .api
+        .post(
+            "/uploads",
+            json!({"team_id": world.team_id, "paths": [src.path().join("card")],
+                   "package_name": "sealed", "manifest": "ascmhl"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["upload_id"].as_str().unwrap();
+    let up = agent
+        .api
+        .wait_for("uploads", id, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(up["state"], "complete", "{up}");
+
+    // The clip's stored bytes (its one part, the largest file the hub keeps) altered.
+    let mut stored: Vec<std::path::PathBuf> = Vec::new();
+    let mut dirs = vec![world.hub.data.path().join("parts")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            if e.path().is_dir() {
+                dirs.push(e.path());
+            } else {
+                stored.push(e.path());
+            }
+        }
+    }
+    let part = stored
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(part).unwrap();
+    bytes[1000] ^= 0x20;
+    std::fs::write(part, bytes).unwrap();
+
+    let dst = tempfile::tempdir().unwrap();
+    let link = created["link"].as_str().unwrap();
+    let down = agent.api.download(download_request(link, dst.path())).await;
+    let got = agent
+        .api
+        .wait_for("downloads", &down, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(got["state"], "error", "{got}");
+    let files = got["files"].as_array().unwrap();
+    let clip_file = files.iter().find(|f| f["name"] == "clip.mov").unwrap();
+    let expected = masv_agent::mhl::hash_data(masv_agent::mhl::HashFormat::Xxh64, &clip);
+    let error = clip_file["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("xxh64 expected {expected}, got "))
+            && error.contains("also when fetched again"),
+        "{error}"
+    );
+    let notes = files.iter().find(|f| f["name"] == "notes.txt").unwrap();
+    assert_eq!(notes["state"], "complete", "{notes}");
+    assert_eq!(
+        std::fs::read(dst.path().join("sealed/card/notes.txt")).unwrap(),
+        b"take 3"
+    );
+
+    // No manifest, and one required: refused, named.
+    let (_, plain) = world
+        .shared(vec![FileSpec::file("plain.txt", b"x".to_vec())])
+        .await;
+    let mut request = download_request(&plain, dst.path());
+    request["require_manifest"] = json!(true);
+    let down = agent.api.download(request).await;
+    let got = agent
+        .api
+        .wait_for("downloads", &down, &["complete", "error"], LONG)
+        .await;
+    assert_eq!(got["state"], "error", "{got}");
+    assert!(
+        got["error"]
+            .as_str()
+            .unwrap()
+            .contains("no ASC MHL manifest"),
+        "{got}"
+    );
 }
