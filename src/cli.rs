@@ -20,10 +20,23 @@ use clap::{Parser, Subcommand};
 
 use crate::config::LogFormat;
 
+/// `masv --version`: the version, the git commit it was built from ("unknown" from a source
+/// tarball) and the build date (SOURCE_DATE_EPOCH's when set), from build.rs. `-V` prints the
+/// version alone, which is also what the man pages carry.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MASV_GIT_COMMIT"),
+    ", built ",
+    env!("MASV_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "masv",
     version,
+    long_version = LONG_VERSION,
     about = "A MASV-compatible file-transfer agent and hub",
     after_help = "Examples:\n  masv server start --config /etc/masv-agent/agent.toml\n  masv download start --url 'https://get.massive.io/LINK_ID?secret=SECRET' --destination /srv/in --wait\n  masv download ls"
 )]
