@@ -8,6 +8,7 @@ mod bandwidth;
 mod config;
 mod docs;
 mod download;
+mod exit;
 mod hub;
 mod server;
 mod transfers;
@@ -106,14 +107,14 @@ enum Command {
     Man(docs::ManArgs),
 }
 
-/// Runs the command line; the exit code says whether it worked.
+/// Runs the command line; the exit status says how it went (`exit::Status`).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return exit::Status::Error.into();
         }
     };
     let log_format = cli.log_format;
@@ -138,7 +139,7 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            exit::status_of(&e).into()
         }
     }
 }

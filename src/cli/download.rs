@@ -11,13 +11,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::agent::{self, AgentArgs, AgentClient, parse_secret, print_json};
+use super::exit::INTERRUPTED;
 use super::transfers::{self, DOWNLOADS};
 use crate::cloud::dto::Secret;
 
 /// States in which a download has stopped for good (until resumed, for `error`).
 const END_STATES: [&str; 2] = ["complete", "error"];
-/// What a shell reports for a program stopped by Ctrl-C.
-pub(super) const INTERRUPTED: u8 = 130;
 
 #[derive(Debug, Args)]
 pub struct DownloadArgs {
@@ -112,7 +111,7 @@ struct StartArgs {
     /// Target chunk size: bytes, or a size like 8MiB or 100MB.
     #[arg(long, value_parser = parse_chunk_size, value_name = "SIZE")]
     chunk_size: Option<u64>,
-    /// Show live progress and return only when the download completes (exit 0) or fails (exit 1).
+    /// Show live progress and return only when the download completes (exit 0) or fails (exit 6).
     #[arg(long)]
     wait: bool,
 }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::agent::{self, AgentClient, Column, Followed, null_as_default, print_json};
+use super::exit::{Failure, Status};
 
 /// What a command manages: its routes and the words its messages use.
 #[derive(Debug, Clone, Copy)]
@@ -143,7 +144,7 @@ pub fn state_names<T: clap::ValueEnum>(states: &[T]) -> Vec<String> {
         .collect()
 }
 
-/// Prints why a followed transfer failed, file by file, and how to retry; exit code 1.
+/// Prints why a followed transfer failed, file by file, and how to retry; exit status 6.
 pub fn report_failure(noun: Noun, detail: &Detail) -> ExitCode {
     let id = &detail.summary.id;
     let reason = detail
@@ -164,7 +165,7 @@ pub fn report_failure(noun: Noun, detail: &Detail) -> ExitCode {
         Some(advice) => eprintln!("{advice}"),
         None => eprintln!("Retry what failed with 'masv {} resume {id}'.", noun.one),
     }
-    ExitCode::FAILURE
+    Status::TransferFailed.into()
 }
 
 /// What to do about failures that resuming cannot mend (a permanent answer of the service, a
@@ -431,12 +432,13 @@ pub async fn remove(
         let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
         client.delete(&[noun.route], &query).await?
     } else {
-        anyhow::ensure!(
-            states.is_empty(),
-            "--states goes with 'masv {} rm all'; to remove {} {target}, give its id alone",
-            noun.one,
-            noun.one
-        );
+        if !states.is_empty() {
+            return Err(Failure::usage(format!(
+                "--states goes with 'masv {} rm all'; to remove {} {target}, give its id alone",
+                noun.one, noun.one
+            ))
+            .into());
+        }
         let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
         client.delete(&[noun.route, target], &query).await?
     };

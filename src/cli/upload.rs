@@ -12,7 +12,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::agent::{AgentArgs, AgentClient, human_bytes, parse_secret, print_json};
-use super::download::{INTERRUPTED, parse_chunk_size};
+use super::download::parse_chunk_size;
+use super::exit::INTERRUPTED;
 use super::transfers::{self, UPLOADS};
 use crate::cloud::dto::Secret;
 
@@ -130,7 +131,7 @@ struct CommonArgs {
     /// Higher values are sent first.
     #[arg(long, allow_negative_numbers = true)]
     priority: Option<i64>,
-    /// Show live progress and return only when the upload completes (exit 0) or fails (exit 1).
+    /// Show live progress and return only when the upload completes (exit 0) or fails (exit 6).
     #[arg(long)]
     wait: bool,
     /// Files and folders to send (folders with everything in them, their layout kept).
