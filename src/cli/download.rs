@@ -76,6 +76,9 @@ enum DownloadCommand {
         /// With `all`: only the downloads in these states.
         #[arg(long, value_delimiter = ',')]
         states: Vec<DownloadState>,
+        /// With `all` on a terminal: remove without asking first.
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
 }
 
@@ -144,10 +147,20 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<ExitCode> {
             target,
             remove_files,
             states,
+            yes,
         } => {
             let states = transfers::state_names(&states);
             let states: Vec<&str> = states.iter().map(String::as_str).collect();
-            transfers::remove(&client, DOWNLOADS, &target, remove_files, &states, json).await
+            transfers::remove(
+                &client,
+                DOWNLOADS,
+                &target,
+                remove_files,
+                &states,
+                yes,
+                json,
+            )
+            .await
         }
     }
 }
@@ -414,7 +427,7 @@ mod tests {
         ));
         assert!(matches!(
             parse(&["masv", "download", "rm", "all", "--states=complete,error"]).command,
-            DownloadCommand::Rm { ref target, remove_files: false, ref states }
+            DownloadCommand::Rm { ref target, remove_files: false, ref states, .. }
                 if target == "all" && states == &[DownloadState::Complete, DownloadState::Error]
         ));
         assert!(Cli::try_parse_from(["masv", "download", "rm", "all", "--states=done"]).is_err());

@@ -412,15 +412,26 @@ pub async fn pause_or_resume(
 }
 
 /// `rm ID` or `rm all [--states=…]`; `remove_files` only for downloads (uploads never delete
-/// their sources).
+/// their sources). `rm all` asks first when stdin is a terminal, unless `yes`; from a script
+/// (stdin not a terminal) it removes without asking, as MASV Agent's CLI does.
 pub async fn remove(
     client: &AgentClient,
     noun: Noun,
     target: &str,
     remove_files: bool,
     states: &[&str],
+    yes: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    if target == "all" && !yes && std::io::stdin().is_terminal() {
+        let question = rm_all_question(noun, remove_files, states);
+        let stdin = std::io::stdin();
+        if !confirmed(&question, &mut stdin.lock(), &mut std::io::stderr())? {
+            eprintln!("Nothing removed.");
+            return Ok(Status::Error.into());
+        }
+    }
     let mut query = Vec::new();
     if remove_files {
         query.push(("remove_files", "true".to_owned()));
@@ -463,6 +474,36 @@ pub async fn remove(
         println!("{} {target} removed{with_files}.", noun.title());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `Remove every download in state complete or error, with its files?`
+fn rm_all_question(noun: Noun, remove_files: bool, states: &[&str]) -> String {
+    let mut question = format!("Remove every {}", noun.one);
+    if !states.is_empty() {
+        question.push_str(&format!(" in state {}", states.join(" or ")));
+    }
+    if remove_files {
+        question.push_str(", with its files");
+    }
+    question.push('?');
+    question
+}
+
+/// Asks `question [y/N]` on `output` and reads the answer: only `y` or `yes` (any case) agree;
+/// an empty line or the end of input decline.
+fn confirmed(
+    question: &str,
+    input: &mut dyn std::io::BufRead,
+    output: &mut dyn std::io::Write,
+) -> anyhow::Result<bool> {
+    write!(output, "{question} [y/N] ")?;
+    output.flush()?;
+    let mut answer = String::new();
+    input.read_line(&mut answer)?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }
 
 /// `1 download paused`, `3 uploads removed`, `No downloads resumed`.
@@ -589,6 +630,23 @@ f98b1e92-1c67-48e4-9b9c-f2bb27a33375  transferring       50%  3.0 KiB  1.0 KiB/s
             text.contains("complete      100%   5 B  day 1/a.mov\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn rm_all_asks_and_only_yes_agrees() {
+        let ask = |answer: &str| {
+            let mut shown = Vec::new();
+            let agreed = confirmed("Remove?", &mut answer.as_bytes(), &mut shown).unwrap();
+            assert_eq!(String::from_utf8(shown).unwrap(), "Remove? [y/N] ");
+            agreed
+        };
+        assert!(ask("y\n") && ask("YES\n") && ask(" yes "));
+        assert!(!ask("\n") && !ask("") && !ask("n\n") && !ask("yess\n"));
+        assert_eq!(
+            rm_all_question(DOWNLOADS, true, &["complete", "error"]),
+            "Remove every download in state complete or error, with its files?"
+        );
+        assert_eq!(rm_all_question(UPLOADS, false, &[]), "Remove every upload?");
     }
 
     #[test]

@@ -94,6 +94,9 @@ enum UploadCommand {
         /// With `all`: only the uploads in these states.
         #[arg(long, value_delimiter = ',')]
         states: Vec<UploadState>,
+        /// With `all` on a terminal: remove without asking first.
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
 }
 
@@ -243,10 +246,14 @@ pub async fn run(args: UploadArgs) -> anyhow::Result<ExitCode> {
         }
         UploadCommand::Finalize { id } => finalize(&client, &id, json).await,
         UploadCommand::Link { id } => link(&client, &id, json).await,
-        UploadCommand::Rm { target, states } => {
+        UploadCommand::Rm {
+            target,
+            states,
+            yes,
+        } => {
             let states = transfers::state_names(&states);
             let states: Vec<&str> = states.iter().map(String::as_str).collect();
-            transfers::remove(&client, UPLOADS, &target, false, &states, json).await
+            transfers::remove(&client, UPLOADS, &target, false, &states, yes, json).await
         }
     }
 }
@@ -637,7 +644,7 @@ mod tests {
         ));
         assert!(matches!(
             parse(&["masv", "upload", "rm", "all", "--states=idle,error"]).command,
-            UploadCommand::Rm { ref target, ref states }
+            UploadCommand::Rm { ref target, ref states, .. }
                 if target == "all" && states == &[UploadState::Idle, UploadState::Error]
         ));
         assert!(Cli::try_parse_from(["masv", "upload", "rm", "all", "--remove-files"]).is_err());
