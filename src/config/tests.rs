@@ -471,3 +471,50 @@ fn every_example_config_writes_only_where_the_shipped_unit_lets_it() {
     }
     assert!(checked >= 5);
 }
+
+#[test]
+fn an_owner_is_given_by_names_or_numbers_and_an_unknown_name_is_an_error_at_its_key() {
+    let rule = |owner: &str| {
+        format!(
+            "[[download]]\nname = \"d\"\ndestination = \"/srv/masv/in\"\nlink = \"https://get.massive.io/L?secret=s\"\n{owner}\n"
+        )
+    };
+    let owner_of = |owner: &str| {
+        let config = parse(Path::new("agent.toml"), &rule(owner)).unwrap();
+        let RuleKind::Download(download) = &config.rules[0].kind else {
+            panic!()
+        };
+        (download.uid, download.gid)
+    };
+    assert_eq!(
+        owner_of("owner = { user = \"root\", group = \"root\" }"),
+        (Some(0), Some(0))
+    );
+    // Debian's unprivileged user and group.
+    assert_eq!(
+        owner_of("owner = { user = \"nobody\", group = \"nogroup\" }"),
+        (Some(65534), Some(65534))
+    );
+    assert_eq!(
+        owner_of("owner = { uid = 1001, group = \"root\" }"),
+        (Some(1001), Some(0))
+    );
+    let text = errors_of(&rule(
+        "owner = { user = \"no-such-editor\", group = \"no-such-post\" }",
+    ));
+    assert!(
+        text.contains(
+            "agent.toml:5:1: owner user = \"no-such-editor\": there is no such user on this machine"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("agent.toml:5:1: owner group = \"no-such-post\": there is no such group"),
+        "{text}"
+    );
+    let text = errors_of(&rule("owner = { uid = 0, user = \"root\" }"));
+    assert!(
+        text.contains("agent.toml:5:1: owner gives both uid and user: keep one"),
+        "{text}"
+    );
+}
