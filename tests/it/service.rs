@@ -517,7 +517,7 @@ async fn off_loopback_the_api_needs_a_token_and_every_request_must_carry_it() {
     // The CLI: the token from the environment or from the agent's configuration file.
     let agent_url = format!("--agent-url={base}");
     let without = masv(&["download", "ls", &agent_url], &[]).await;
-    assert_eq!(without.status.code(), Some(1));
+    assert_eq!(without.status.code(), Some(4), "refused: exit status 4");
     assert!(
         String::from_utf8_lossy(&without.stderr).contains("API token"),
         "{}",
