@@ -9,6 +9,7 @@ mod config;
 mod docs;
 mod download;
 mod events;
+mod exit;
 mod hub;
 mod mhl;
 mod server;
@@ -22,10 +23,23 @@ use clap::{Parser, Subcommand};
 
 use crate::config::LogFormat;
 
+/// `masv --version`: the version, the git commit it was built from ("unknown" from a source
+/// tarball) and the build date (SOURCE_DATE_EPOCH's when set), from build.rs. `-V` prints the
+/// version alone, which is also what the man pages carry.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MASV_GIT_COMMIT"),
+    ", built ",
+    env!("MASV_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "masv",
     version,
+    long_version = LONG_VERSION,
     about = "A MASV-compatible file-transfer agent and hub",
     after_help = "Examples:\n  masv server start --config /etc/masv-agent/agent.toml\n  masv download start --url 'https://get.massive.io/LINK_ID?secret=SECRET' --destination /srv/in --wait\n  masv download ls"
 )]
@@ -110,14 +124,14 @@ enum Command {
     Man(docs::ManArgs),
 }
 
-/// Runs the command line; the exit code says whether it worked.
+/// Runs the command line; the exit status says how it went (`exit::Status`).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return exit::Status::Error.into();
         }
     };
     let log_format = cli.log_format;
@@ -145,7 +159,7 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            exit::status_of(&e).into()
         }
     }
 }

@@ -54,7 +54,8 @@ pub fn man(args: ManArgs) -> anyhow::Result<ExitCode> {
 
 /// `(file name, roff)` for masv and every command under it, masv.1 first.
 pub fn man_pages() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    let mut command = super::Cli::command();
+    // `-V`'s version, not `--version`'s commit and date: the pages change with the CLI only.
+    let mut command = super::Cli::command().long_version(None::<&'static str>);
     command.build();
     let mut pages = Vec::new();
     add_pages(&command, "masv", &mut pages)?;
@@ -66,20 +67,40 @@ fn add_pages(
     name: &str,
     pages: &mut Vec<(String, Vec<u8>)>,
 ) -> anyhow::Result<()> {
-    let mut roff = Vec::new();
-    let page = command.clone().name(name.to_owned());
-    clap_mangen::Man::new(page)
-        .render(&mut roff)
+    let roff = render(command.clone().name(name.to_owned()), name == "masv")
         .with_context(|| format!("cannot render the man page of {name}"))?;
-    // clap_mangen titles the after-help "EXTRA"; here it always holds the examples.
-    let roff = String::from_utf8(roff)
-        .context("the man page is not UTF-8")?
-        .replace("\n.SH EXTRA\n", "\n.SH EXAMPLES\n");
     pages.push((format!("{name}.1"), roff.into_bytes()));
     for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
         add_pages(sub, &format!("{name}-{}", sub.get_name()), pages)?;
     }
     Ok(())
+}
+
+/// clap_mangen's sections in its order, with EXIT STATUS (every page) and ENVIRONMENT and FILES
+/// (masv.1) before the examples; clap_mangen titles the after-help "EXTRA", here it always
+/// holds the examples.
+fn render(page: clap::Command, top: bool) -> anyhow::Result<String> {
+    let subcommands = page.get_subcommands().any(|s| !s.is_hide_set());
+    let examples = page.get_after_long_help().is_some() || page.get_after_help().is_some();
+    let man = clap_mangen::Man::new(page);
+    let mut roff = Vec::new();
+    man.render_title(&mut roff)?;
+    man.render_name_section(&mut roff)?;
+    man.render_synopsis_section(&mut roff)?;
+    man.render_description_section(&mut roff)?;
+    man.render_options_section(&mut roff)?;
+    if subcommands {
+        man.render_subcommands_section(&mut roff)?;
+    }
+    roff.extend_from_slice(super::exit::man_sections(top).as_bytes());
+    if examples {
+        man.render_extra_section(&mut roff)?;
+    }
+    if top {
+        man.render_version_section(&mut roff)?;
+    }
+    let roff = String::from_utf8(roff).context("the man page is not UTF-8")?;
+    Ok(roff.replace("\n.SH EXTRA\n", "\n.SH EXAMPLES\n"))
 }
 
 #[cfg(test)]

@@ -11,13 +11,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::agent::{self, AgentArgs, AgentClient, parse_secret, print_json};
+use super::exit::INTERRUPTED;
 use super::transfers::{self, DOWNLOADS};
 use crate::cloud::dto::Secret;
 
 /// States in which a download has stopped for good (until resumed, for `error`).
 const END_STATES: [&str; 2] = ["complete", "error"];
-/// What a shell reports for a program stopped by Ctrl-C.
-pub(super) const INTERRUPTED: u8 = 130;
 
 #[derive(Debug, Args)]
 pub struct DownloadArgs {
@@ -77,6 +76,9 @@ enum DownloadCommand {
         /// With `all`: only the downloads in these states.
         #[arg(long, value_delimiter = ',')]
         states: Vec<DownloadState>,
+        /// With `all` on a terminal: remove without asking first.
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
 }
 
@@ -112,7 +114,7 @@ struct StartArgs {
     /// Target chunk size: bytes, or a size like 8MiB or 100MB.
     #[arg(long, value_parser = parse_chunk_size, value_name = "SIZE")]
     chunk_size: Option<u64>,
-    /// Show live progress and return only when the download completes (exit 0) or fails (exit 1).
+    /// Show live progress and return only when the download completes (exit 0) or fails (exit 6).
     #[arg(long)]
     wait: bool,
 }
@@ -145,10 +147,20 @@ pub async fn run(args: DownloadArgs) -> anyhow::Result<ExitCode> {
             target,
             remove_files,
             states,
+            yes,
         } => {
             let states = transfers::state_names(&states);
             let states: Vec<&str> = states.iter().map(String::as_str).collect();
-            transfers::remove(&client, DOWNLOADS, &target, remove_files, &states, json).await
+            transfers::remove(
+                &client,
+                DOWNLOADS,
+                &target,
+                remove_files,
+                &states,
+                yes,
+                json,
+            )
+            .await
         }
     }
 }
@@ -415,7 +427,7 @@ mod tests {
         ));
         assert!(matches!(
             parse(&["masv", "download", "rm", "all", "--states=complete,error"]).command,
-            DownloadCommand::Rm { ref target, remove_files: false, ref states }
+            DownloadCommand::Rm { ref target, remove_files: false, ref states, .. }
                 if target == "all" && states == &[DownloadState::Complete, DownloadState::Error]
         ));
         assert!(Cli::try_parse_from(["masv", "download", "rm", "all", "--states=done"]).is_err());

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::agent::{self, AgentClient, Column, Followed, null_as_default, print_json};
+use super::exit::{Failure, Status};
 
 /// What a command manages: its routes and the words its messages use.
 #[derive(Debug, Clone, Copy)]
@@ -143,7 +144,7 @@ pub fn state_names<T: clap::ValueEnum>(states: &[T]) -> Vec<String> {
         .collect()
 }
 
-/// Prints why a followed transfer failed, file by file, and how to retry; exit code 1.
+/// Prints why a followed transfer failed, file by file, and how to retry; exit status 6.
 pub fn report_failure(noun: Noun, detail: &Detail) -> ExitCode {
     let id = &detail.summary.id;
     let reason = detail
@@ -164,7 +165,7 @@ pub fn report_failure(noun: Noun, detail: &Detail) -> ExitCode {
         Some(advice) => eprintln!("{advice}"),
         None => eprintln!("Retry what failed with 'masv {} resume {id}'.", noun.one),
     }
-    ExitCode::FAILURE
+    Status::TransferFailed.into()
 }
 
 /// What to do about failures that resuming cannot mend (a permanent answer of the service, a
@@ -411,15 +412,26 @@ pub async fn pause_or_resume(
 }
 
 /// `rm ID` or `rm all [--states=…]`; `remove_files` only for downloads (uploads never delete
-/// their sources).
+/// their sources). `rm all` asks first when stdin is a terminal, unless `yes`; from a script
+/// (stdin not a terminal) it removes without asking, as MASV Agent's CLI does.
 pub async fn remove(
     client: &AgentClient,
     noun: Noun,
     target: &str,
     remove_files: bool,
     states: &[&str],
+    yes: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+    if target == "all" && !yes && std::io::stdin().is_terminal() {
+        let question = rm_all_question(noun, remove_files, states);
+        let stdin = std::io::stdin();
+        if !confirmed(&question, &mut stdin.lock(), &mut std::io::stderr())? {
+            eprintln!("Nothing removed.");
+            return Ok(Status::Error.into());
+        }
+    }
     let mut query = Vec::new();
     if remove_files {
         query.push(("remove_files", "true".to_owned()));
@@ -431,12 +443,13 @@ pub async fn remove(
         let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
         client.delete(&[noun.route], &query).await?
     } else {
-        anyhow::ensure!(
-            states.is_empty(),
-            "--states goes with 'masv {} rm all'; to remove {} {target}, give its id alone",
-            noun.one,
-            noun.one
-        );
+        if !states.is_empty() {
+            return Err(Failure::usage(format!(
+                "--states goes with 'masv {} rm all'; to remove {} {target}, give its id alone",
+                noun.one, noun.one
+            ))
+            .into());
+        }
         let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
         client.delete(&[noun.route, target], &query).await?
     };
@@ -461,6 +474,36 @@ pub async fn remove(
         println!("{} {target} removed{with_files}.", noun.title());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `Remove every download in state complete or error, with its files?`
+fn rm_all_question(noun: Noun, remove_files: bool, states: &[&str]) -> String {
+    let mut question = format!("Remove every {}", noun.one);
+    if !states.is_empty() {
+        question.push_str(&format!(" in state {}", states.join(" or ")));
+    }
+    if remove_files {
+        question.push_str(", with its files");
+    }
+    question.push('?');
+    question
+}
+
+/// Asks `question [y/N]` on `output` and reads the answer: only `y` or `yes` (any case) agree;
+/// an empty line or the end of input decline.
+fn confirmed(
+    question: &str,
+    input: &mut dyn std::io::BufRead,
+    output: &mut dyn std::io::Write,
+) -> anyhow::Result<bool> {
+    write!(output, "{question} [y/N] ")?;
+    output.flush()?;
+    let mut answer = String::new();
+    input.read_line(&mut answer)?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
 }
 
 /// `1 download paused`, `3 uploads removed`, `No downloads resumed`.
@@ -587,6 +630,23 @@ f98b1e92-1c67-48e4-9b9c-f2bb27a33375  transferring       50%  3.0 KiB  1.0 KiB/s
             text.contains("complete      100%   5 B  day 1/a.mov\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn rm_all_asks_and_only_yes_agrees() {
+        let ask = |answer: &str| {
+            let mut shown = Vec::new();
+            let agreed = confirmed("Remove?", &mut answer.as_bytes(), &mut shown).unwrap();
+            assert_eq!(String::from_utf8(shown).unwrap(), "Remove? [y/N] ");
+            agreed
+        };
+        assert!(ask("y\n") && ask("YES\n") && ask(" yes "));
+        assert!(!ask("\n") && !ask("") && !ask("n\n") && !ask("yess\n"));
+        assert_eq!(
+            rm_all_question(DOWNLOADS, true, &["complete", "error"]),
+            "Remove every download in state complete or error, with its files?"
+        );
+        assert_eq!(rm_all_question(UPLOADS, false, &[]), "Remove every upload?");
     }
 
     #[test]

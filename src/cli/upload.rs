@@ -12,7 +12,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::agent::{AgentArgs, AgentClient, human_bytes, parse_secret, print_json};
-use super::download::{INTERRUPTED, parse_chunk_size};
+use super::download::parse_chunk_size;
+use super::exit::INTERRUPTED;
 use super::transfers::{self, UPLOADS};
 use crate::cloud::dto::Secret;
 
@@ -93,6 +94,9 @@ enum UploadCommand {
         /// With `all`: only the uploads in these states.
         #[arg(long, value_delimiter = ',')]
         states: Vec<UploadState>,
+        /// With `all` on a terminal: remove without asking first.
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
 }
 
@@ -134,7 +138,7 @@ struct CommonArgs {
     /// hashes computed while they are sent; off by default).
     #[arg(long, value_parser = ["ascmhl"])]
     manifest: Option<String>,
-    /// Show live progress and return only when the upload completes (exit 0) or fails (exit 1).
+    /// Show live progress and return only when the upload completes (exit 0) or fails (exit 6).
     #[arg(long)]
     wait: bool,
     /// Files and folders to send (folders with everything in them, their layout kept).
@@ -246,10 +250,14 @@ pub async fn run(args: UploadArgs) -> anyhow::Result<ExitCode> {
         }
         UploadCommand::Finalize { id } => finalize(&client, &id, json).await,
         UploadCommand::Link { id } => link(&client, &id, json).await,
-        UploadCommand::Rm { target, states } => {
+        UploadCommand::Rm {
+            target,
+            states,
+            yes,
+        } => {
             let states = transfers::state_names(&states);
             let states: Vec<&str> = states.iter().map(String::as_str).collect();
-            transfers::remove(&client, UPLOADS, &target, false, &states, json).await
+            transfers::remove(&client, UPLOADS, &target, false, &states, yes, json).await
         }
     }
 }
@@ -643,7 +651,7 @@ mod tests {
         ));
         assert!(matches!(
             parse(&["masv", "upload", "rm", "all", "--states=idle,error"]).command,
-            UploadCommand::Rm { ref target, ref states }
+            UploadCommand::Rm { ref target, ref states, .. }
                 if target == "all" && states == &[UploadState::Idle, UploadState::Error]
         ));
         assert!(Cli::try_parse_from(["masv", "upload", "rm", "all", "--remove-files"]).is_err());

@@ -440,12 +440,17 @@ pub struct RawInboxSource {
     pub subfolder_per_portal: bool,
 }
 
-/// Who owns what a download creates.
+/// Who owns what a download creates: by name (`user`, `group`, looked up when the
+/// configuration is loaded) or by number (`uid`, `gid`).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawOwner {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    /// A user name, instead of `uid`.
+    pub user: Option<String>,
+    /// A group name, instead of `gid`.
+    pub group: Option<String>,
 }
 
 /// A download automation: exactly one of `link`, `links_folder`, `inbox`.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::Located;
+use super::raw::RawOwner;
 use super::raw::{
     AfterName, DurationValue, GroupName, RawDownload, RawWatch, RawWindow, SizeValue, WatchModeName,
 };
@@ -283,6 +284,57 @@ impl RuleChecker<'_, '_> {
         }
     }
 
+    /// `owner`'s uid and gid, names resolved through the system's user database (NSS: LDAP
+    /// users too) now, so that an unknown name is a configuration error, not a failed download.
+    fn owner(&mut self, raw: Option<&RawOwner>) -> (Option<u32>, Option<u32>) {
+        let Some(owner) = raw else {
+            return (None, None);
+        };
+        let mut one = |number: Option<u32>, name: &Option<String>, kinds: [&str; 3]| {
+            let [number_key, name_key, what] = kinds;
+            match (number, name) {
+                (Some(_), Some(_)) => {
+                    self.error(
+                        "owner",
+                        format!("owner gives both {number_key} and {name_key}: keep one"),
+                    );
+                    None
+                }
+                (Some(id), None) => Some(id),
+                (None, Some(name)) => {
+                    let found = if what == "user" {
+                        user_id(name)
+                    } else {
+                        group_id(name)
+                    };
+                    match found {
+                        Ok(Some(id)) => Some(id),
+                        Ok(None) => {
+                            self.error(
+                                "owner",
+                                format!(
+                                    "owner {name_key} = {name:?}: there is no such {what} on this machine; create it, or give its number as {number_key}"
+                                ),
+                            );
+                            None
+                        }
+                        Err(e) => {
+                            self.error(
+                                "owner",
+                                format!("owner {name_key} = {name:?} cannot be looked up: {e}"),
+                            );
+                            None
+                        }
+                    }
+                }
+                (None, None) => None,
+            }
+        };
+        let uid = one(owner.uid, &owner.user, ["uid", "user", "user"]);
+        let gid = one(owner.gid, &owner.group, ["gid", "group", "group"]);
+        (uid, gid)
+    }
+
     fn mode(&mut self, key: &str, text: Option<&str>) -> Option<u32> {
         let text = text?;
         match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
@@ -474,15 +526,15 @@ impl RuleChecker<'_, '_> {
             }
             (_, expr) => self.schedule("schedule", expr, tz),
         };
-        let owner = raw.owner.as_ref();
+        let (uid, gid) = self.owner(raw.owner.as_ref());
         let download = DownloadRule {
             source,
             schedule,
             destination: self.path(&raw.destination),
             create_package_folder: raw.create_package_folder.unwrap_or(true),
             password: self.secret("password", raw.password.as_ref()),
-            uid: owner.and_then(|o| o.uid),
-            gid: owner.and_then(|o| o.gid),
+            uid,
+            gid,
             file_mode: self.mode("file_mode", raw.file_mode.as_deref()),
             folder_mode: self.mode("folder_mode", raw.folder_mode.as_deref()),
             require_manifest: raw.require_manifest.unwrap_or(false),
@@ -496,5 +548,57 @@ impl RuleChecker<'_, '_> {
             fingerprint,
             kind: RuleKind::Download(download),
         }
+    }
+}
+
+/// The uid of a user name; None when there is no such user.
+fn user_id(name: &str) -> std::io::Result<Option<u32>> {
+    let name = std::ffi::CString::new(name)
+        .map_err(|_| std::io::Error::other("a name cannot hold a NUL byte"))?;
+    let mut buffer = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: an all-zero passwd (null pointers, zero ids) is a valid value of the C struct.
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call: the name is NUL-terminated, the buffer's
+    // length is given, and the entry's strings point into the buffer, which outlives the call.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut entry,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut found,
+        )
+    };
+    match (rc, found.is_null()) {
+        (0, true) => Ok(None),
+        (0, false) => Ok(Some(entry.pw_uid)),
+        (errno, _) => Err(std::io::Error::from_raw_os_error(errno)),
+    }
+}
+
+/// The gid of a group name; None when there is no such group.
+fn group_id(name: &str) -> std::io::Result<Option<u32>> {
+    let name = std::ffi::CString::new(name)
+        .map_err(|_| std::io::Error::other("a name cannot hold a NUL byte"))?;
+    // Large: a group lists its members in the buffer.
+    let mut buffer = vec![0 as libc::c_char; 256 * 1024];
+    // SAFETY: as in user_id, for the group struct.
+    let mut entry: libc::group = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: as in user_id.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            &mut entry,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut found,
+        )
+    };
+    match (rc, found.is_null()) {
+        (0, true) => Ok(None),
+        (0, false) => Ok(Some(entry.gr_gid)),
+        (errno, _) => Err(std::io::Error::from_raw_os_error(errno)),
     }
 }

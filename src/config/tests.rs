@@ -486,3 +486,163 @@ timeout = "5m"
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
 }
+
+/// The `ReadWritePaths=` of a unit or drop-in, and whether it lifts `RestrictSUIDSGID`.
+fn unit_writes(text: &str) -> (Vec<PathBuf>, bool) {
+    let mut paths = Vec::new();
+    let mut setuid_allowed = false;
+    for line in text.lines().map(str::trim) {
+        if let Some(list) = line.strip_prefix("ReadWritePaths=") {
+            paths.extend(
+                list.split_whitespace()
+                    .map(|p| PathBuf::from(p.trim_start_matches('-'))),
+            );
+        }
+        if line == "RestrictSUIDSGID=no" {
+            setuid_allowed = true;
+        }
+    }
+    (paths, setuid_allowed)
+}
+
+/// Every example runs under examples/systemd/masv-agent.service (ProtectSystem=strict): each
+/// folder it writes is under the state folder or a ReadWritePaths of the unit or of its own
+/// drop-in (examples/systemd/NAME.conf), a rule with an owner names chown.conf (CAP_CHOWN),
+/// and no mode has the setuid/setgid bits unless the drop-in lifts RestrictSUIDSGID. The
+/// quickstart is not for the service: it runs from the repository (scripts/quickstart.sh).
+#[test]
+fn every_example_config_writes_only_where_the_shipped_unit_lets_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("examples/systemd/masv-agent.service")).unwrap();
+    assert!(unit.contains("ProtectSystem=strict") && unit.contains("RestrictSUIDSGID=yes"));
+    assert!(unit.contains("StateDirectory=masv-agent"));
+    let (unit_paths, _) = unit_writes(&unit);
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root.join("examples/configs")).unwrap() {
+        let path = entry.unwrap().path();
+        let stem = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        if stem == "quickstart" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let stand_in = |_: &SecretSource| Ok(Secret::new("https://get.massive.io/L?secret=s"));
+        let config = parse_with(&path, &text, &stand_in).unwrap();
+        let dropin = root.join(format!("examples/systemd/{stem}.conf"));
+        let (mut writable, setuid_allowed) = match std::fs::read_to_string(&dropin) {
+            Ok(dropin_text) => {
+                assert!(
+                    text.contains(&format!("examples/systemd/{stem}.conf")),
+                    "{} must name its drop-in {}",
+                    path.display(),
+                    dropin.display()
+                );
+                unit_writes(&dropin_text)
+            }
+            Err(_) => (Vec::new(), false),
+        };
+        writable.extend(unit_paths.iter().cloned());
+        writable.push(PathBuf::from("/var/lib/masv-agent"));
+        let mut writes: Vec<PathBuf> = config.server.data_dir.iter().cloned().collect();
+        let mut modes: Vec<u32> = Vec::new();
+        for rule in &config.rules {
+            match &rule.kind {
+                RuleKind::Watch(watch) => {
+                    if !matches!(watch.after, After::Keep) {
+                        writes.push(watch.folder.clone());
+                    }
+                    if let After::Move(to) = &watch.after {
+                        writes.push(to.clone());
+                    }
+                    writes.extend(watch.link_folder.iter().cloned());
+                }
+                RuleKind::Download(download) => {
+                    writes.push(download.destination.clone());
+                    if let DownloadSource::LinksFolder(folder) = &download.source {
+                        writes.push(folder.clone());
+                    }
+                    modes.extend(
+                        download
+                            .file_mode
+                            .iter()
+                            .chain(&download.folder_mode)
+                            .copied(),
+                    );
+                    if download.uid.is_some() || download.gid.is_some() {
+                        assert!(
+                            text.contains("chown.conf"),
+                            "{}: rule {} gives files an owner: name the chown.conf drop-in",
+                            path.display(),
+                            rule.name
+                        );
+                    }
+                }
+            }
+        }
+        for folder in &writes {
+            assert!(
+                writable.iter().any(|w| folder.starts_with(w)),
+                "{} writes {} outside the unit's ReadWritePaths {writable:?}: move it under \
+                 /srv/masv or add it to {}",
+                path.display(),
+                folder.display(),
+                dropin.display()
+            );
+        }
+        for mode in modes {
+            assert!(
+                mode & 0o6000 == 0 || setuid_allowed,
+                "{}: mode {mode:o} has the setuid/setgid bit, refused under RestrictSUIDSGID=yes",
+                path.display()
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 5);
+}
+
+#[test]
+fn an_owner_is_given_by_names_or_numbers_and_an_unknown_name_is_an_error_at_its_key() {
+    let rule = |owner: &str| {
+        format!(
+            "[[download]]\nname = \"d\"\ndestination = \"/srv/masv/in\"\nlink = \"https://get.massive.io/L?secret=s\"\n{owner}\n"
+        )
+    };
+    let owner_of = |owner: &str| {
+        let config = parse(Path::new("agent.toml"), &rule(owner)).unwrap();
+        let RuleKind::Download(download) = &config.rules[0].kind else {
+            panic!()
+        };
+        (download.uid, download.gid)
+    };
+    assert_eq!(
+        owner_of("owner = { user = \"root\", group = \"root\" }"),
+        (Some(0), Some(0))
+    );
+    // Debian's unprivileged user and group.
+    assert_eq!(
+        owner_of("owner = { user = \"nobody\", group = \"nogroup\" }"),
+        (Some(65534), Some(65534))
+    );
+    assert_eq!(
+        owner_of("owner = { uid = 1001, group = \"root\" }"),
+        (Some(1001), Some(0))
+    );
+    let text = errors_of(&rule(
+        "owner = { user = \"no-such-editor\", group = \"no-such-post\" }",
+    ));
+    assert!(
+        text.contains(
+            "agent.toml:5:1: owner user = \"no-such-editor\": there is no such user on this machine"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("agent.toml:5:1: owner group = \"no-such-post\": there is no such group"),
+        "{text}"
+    );
+    let text = errors_of(&rule("owner = { uid = 0, user = \"root\" }"));
+    assert!(
+        text.contains("agent.toml:5:1: owner gives both uid and user: keep one"),
+        "{text}"
+    );
+}

@@ -6,7 +6,7 @@ use std::process::Output;
 
 use serde_json::Value;
 
-use crate::agent::{TestAgent, engine_config};
+use crate::agent::{ProcessAgent, TestAgent, engine_config};
 use crate::support::{FileSpec, MIB, World, pseudo_random_bytes};
 
 /// Runs `masv ARGS` against the agent at `agent_url` (`…/api/v1`, as the docs' curl examples
@@ -203,7 +203,7 @@ async fn without_auto_finalize_wait_stops_at_idle_and_finalize_sends_the_email()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_failed_download_makes_wait_exit_1_naming_the_file() {
+async fn a_failed_download_makes_wait_exit_6_naming_the_file() {
     let world = World::new().await;
     let (package, link) = world
         .shared(vec![
@@ -232,7 +232,7 @@ async fn a_failed_download_makes_wait_exit_1_naming_the_file() {
         ],
     )
     .await;
-    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert_eq!(output.status.code(), Some(6), "{}", stdout(&output));
     let errors = stderr(&output);
     assert!(errors.contains("infected.exe"), "{errors}");
     assert!(errors.contains("masv download resume"), "{errors}");
@@ -250,7 +250,7 @@ async fn without_an_agent_every_command_says_how_to_start_one() {
         &["automation", "ls"],
     ] {
         let output = masv(&url, args).await;
-        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert_eq!(output.status.code(), Some(3), "{args:?}");
         let errors = stderr(&output);
         assert_eq!(
             errors.trim(),
@@ -258,4 +258,161 @@ async fn without_an_agent_every_command_says_how_to_start_one() {
             "{args:?}"
         );
     }
+}
+
+/// Exit statuses (masv(1) EXIT STATUS): 2 usage, 4 refused, 5 not found, 0 ok, 1 otherwise;
+/// 3 and 6 are checked above (no agent; a failed `--wait`).
+#[tokio::test(flavor = "multi_thread")]
+async fn each_kind_of_failure_has_its_exit_status() {
+    let world = World::new().await;
+    let data = tempfile::tempdir().unwrap();
+    let agent = ProcessAgent::start(
+        data.path(),
+        &world.hub.base_url,
+        &["--api-token", "right-token"],
+        None,
+    )
+    .await;
+    let url = agent.api.base.clone();
+    let with_token = async |token: &str, args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--api-token", token]);
+        masv(&url, &all).await
+    };
+    let code = |output: &Output| output.status.code();
+
+    let listed = with_token("right-token", &["download", "ls"]).await;
+    assert_eq!(code(&listed), Some(0), "{}", stderr(&listed));
+    let refused = with_token("wrong-token", &["download", "ls"]).await;
+    assert_eq!(code(&refused), Some(4), "{}", stderr(&refused));
+    let missing = with_token("right-token", &["download", "status", "no-such-id"]).await;
+    assert_eq!(code(&missing), Some(5), "{}", stderr(&missing));
+    let missing = with_token("right-token", &["upload", "pause", "no-such-id"]).await;
+    assert_eq!(code(&missing), Some(5), "{}", stderr(&missing));
+    // Usage: clap's own errors, and options that do not go together.
+    let unknown = with_token("right-token", &["download", "ls", "--no-such-flag"]).await;
+    assert_eq!(code(&unknown), Some(2), "{}", stderr(&unknown));
+    let states = with_token("right-token", &["download", "rm", "x", "--states=complete"]).await;
+    assert_eq!(code(&states), Some(2), "{}", stderr(&states));
+    assert!(
+        stderr(&states).contains("--states goes with"),
+        "{}",
+        stderr(&states)
+    );
+    // Anything else: a configuration that does not check.
+    let bad = data.path().join("bad.toml");
+    std::fs::write(&bad, "[server]\nlisten = 5\n").unwrap();
+    let checked = masv(&url, &["config", "check", str_arg(&bad)]).await;
+    assert_eq!(code(&checked), Some(1), "{}", stderr(&checked));
+}
+
+/// `rm all` from a script (stdin not a terminal) removes without asking; on a terminal (a pty
+/// through `script`) it asks, and a "no" removes nothing and exits 1; `--yes` does not ask.
+#[tokio::test(flavor = "multi_thread")]
+async fn rm_all_asks_on_a_terminal_unless_yes_and_not_in_scripts() {
+    let world = World::new().await;
+    let (_, link) = world
+        .shared(vec![FileSpec::file("a.txt", b"a".to_vec())])
+        .await;
+    let agent = TestAgent::start(engine_config(&world.hub.base_url)).await;
+    let url = agent.api.base.clone();
+    let dst = tempfile::tempdir().unwrap();
+    let start = |n: u32| {
+        let folder = dst.path().join(n.to_string());
+        let link = link.clone();
+        let url = url.clone();
+        async move {
+            ok(&masv(
+                &url,
+                &[
+                    "download",
+                    "start",
+                    "--url",
+                    &link,
+                    "--destination",
+                    str_arg(&folder),
+                    "--wait",
+                ],
+            )
+            .await);
+        }
+    };
+    let on_a_terminal = |command: &str, answer: &'static str| {
+        let url = url.clone();
+        let command = format!("{} {command}", env!("CARGO_BIN_EXE_masv"));
+        async move {
+            let mut child = tokio::process::Command::new("script")
+                .args(["--quiet", "--return", "--command", &command, "/dev/null"])
+                .env("MASV_AGENT_URL", url)
+                .env_remove("MASV_API_TOKEN")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("script (util-linux) runs");
+            use tokio::io::AsyncWriteExt;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(answer.as_bytes()).await.unwrap();
+            let output = child.wait_with_output().await.unwrap();
+            drop(stdin);
+            output
+        }
+    };
+    start(1).await;
+    let declined = on_a_terminal("download rm all", "n\n").await;
+    assert_eq!(declined.status.code(), Some(1), "{}", stdout(&declined));
+    let shown = stdout(&declined);
+    assert!(shown.contains("Remove every download? [y/N]"), "{shown}");
+    assert!(shown.contains("Nothing removed."), "{shown}");
+    let listed = json_of(&masv(&url, &["download", "ls", "--json"]).await);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+
+    let agreed = on_a_terminal("download rm all", "y\n").await;
+    assert_eq!(agreed.status.code(), Some(0), "{}", stdout(&agreed));
+    assert!(
+        stdout(&agreed).contains("1 download removed"),
+        "{}",
+        stdout(&agreed)
+    );
+
+    start(2).await;
+    let forced = on_a_terminal("download rm all --yes", "").await;
+    assert_eq!(forced.status.code(), Some(0), "{}", stdout(&forced));
+    assert!(!stdout(&forced).contains("[y/N]"), "{}", stdout(&forced));
+
+    start(3).await;
+    let scripted = ok(&masv(&url, &["download", "rm", "all"]).await);
+    assert!(scripted.contains("1 download removed"), "{scripted}");
+}
+
+/// `masv --version`: the version, the commit it was built from (`unknown` outside a git
+/// checkout, e.g. a source tarball) and the build date.
+#[tokio::test(flavor = "multi_thread")]
+async fn version_names_the_commit_and_the_build_date() {
+    let output = masv("http://127.0.0.1:9", &["--version"]).await;
+    let text = ok(&output);
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or("unknown".to_owned(), |o| {
+            String::from_utf8_lossy(&o.stdout).trim().to_owned()
+        });
+    let prefix = format!(
+        "masv {} (commit {commit}, built ",
+        env!("CARGO_PKG_VERSION")
+    );
+    let date = text
+        .trim()
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{text:?} does not start with {prefix:?}"));
+    assert!(
+        chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok(),
+        "{date}"
+    );
+    let short = ok(&masv("http://127.0.0.1:9", &["-V"]).await);
+    assert_eq!(short.trim(), format!("masv {}", env!("CARGO_PKG_VERSION")));
 }

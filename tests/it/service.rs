@@ -517,7 +517,7 @@ async fn off_loopback_the_api_needs_a_token_and_every_request_must_carry_it() {
     // The CLI: the token from the environment or from the agent's configuration file.
     let agent_url = format!("--agent-url={base}");
     let without = masv(&["download", "ls", &agent_url], &[]).await;
-    assert_eq!(without.status.code(), Some(1));
+    assert_eq!(without.status.code(), Some(4), "refused: exit status 4");
     assert!(
         String::from_utf8_lossy(&without.stderr).contains("API token"),
         "{}",
@@ -739,11 +739,36 @@ async fn by_default_only_who_can_read_the_agents_data_folder_can_use_its_api() {
         "{}",
         String::from_utf8_lossy(&owner.stderr)
     );
-    // Another local user cannot read the token, and the agent refuses them.
+    // Another local user cannot read the token, even with every folder above the data folder
+    // open to them (only the agent's own 0700/0600 stand in the way), and the agent refuses
+    // them: exit status 4, a message about the token.
+    std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let read = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "cat"])
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    assert!(!read.status.success(), "nobody read the token file");
+    assert!(read.stdout.is_empty());
     let other = cli(Some("nobody"));
-    assert!(!other.status.success());
+    assert_eq!(other.status.code(), Some(4), "refused");
     let said = String::from_utf8_lossy(&other.stderr);
     assert!(said.contains("token"), "{said}");
+    // Nor does a guessed token get in.
+    let guessed = std::process::Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_masv"))
+        .args([
+            "download",
+            "ls",
+            "--agent-url",
+            &base,
+            "--api-token",
+            "0123456789abcdef",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(guessed.status.code(), Some(4));
     let _ = child.kill();
     let _ = child.wait();
 }
