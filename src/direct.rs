@@ -45,6 +45,12 @@ impl AlignedBuffer {
         &self.raw[self.start..self.start + self.len]
     }
 
+    /// The whole capacity, aligned, to read into (the length is left as it is).
+    pub fn space_mut(&mut self) -> &mut [u8] {
+        let capacity = self.capacity();
+        &mut self.raw[self.start..self.start + capacity]
+    }
+
     /// Adds bytes at the end (the buffer grows if they do not fit).
     pub fn push(&mut self, bytes: &[u8]) {
         if self.len + bytes.len() > self.capacity() {

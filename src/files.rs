@@ -239,14 +239,15 @@ impl Destination {
             preallocate(&file, size).map_err(|e| FilesError::io(&part_path, e))?;
         }
         let small = size < SMALL_FILE;
-        // A second descriptor for direct I/O, where the file system has it (not tmpfs, say).
+        // A second descriptor for direct I/O, where the file system has it (not tmpfs, say):
+        // ranges are written through it, and the file's hash reads them back through it.
         let direct = if small {
             None
         } else {
             rustix::fs::openat(
                 &dir,
                 &part_name,
-                OFlags::WRONLY | OFlags::DIRECT | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                OFlags::RDWR | OFlags::DIRECT | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
             )
             .ok()
@@ -422,9 +423,10 @@ pub struct PartFile {
 }
 
 impl PartFile {
-    /// The file, open for reading what was written (it stays open across the rename).
-    pub fn reader(&self) -> Arc<std::fs::File> {
-        self.file.buffered.clone()
+    /// The file, open for reading what was written (it stays open across the rename): through
+    /// the page cache, and with direct I/O when the file has it.
+    pub fn readers(&self) -> (Arc<std::fs::File>, Option<Arc<std::fs::File>>) {
+        (self.file.buffered.clone(), self.file.direct.clone())
     }
 
     pub fn write_all_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {

@@ -108,19 +108,32 @@ pub struct ServeArgs {
 }
 
 /// `--storage` and its options, with the credentials from the environment.
-fn s3_config(args: &ServeArgs) -> anyhow::Result<Option<crate::hub::S3Config>> {
+/// `--storage` and its options, with the credentials from the seed file's `[s3]`, else from the
+/// environment.
+fn s3_config(
+    args: &ServeArgs,
+    seed: Option<&Seed>,
+) -> anyhow::Result<Option<crate::hub::S3Config>> {
     let Some(location) = &args.storage else {
         return Ok(None);
     };
     let (bucket, prefix) =
         crate::hub::S3Config::parse_location(location).map_err(anyhow::Error::msg)?;
-    let credential = |name: &str| {
+    let from_seed = seed.and_then(|s| s.s3.as_ref());
+    let credential = |name: &str, seeded: Option<&crate::cloud::dto::SecretSource>| {
+        if let Some(source) = seeded {
+            return source
+                .resolve()
+                .map_err(|e| anyhow::anyhow!("--storage {location}: the seed file's [s3]: {e}"));
+        }
         std::env::var(name)
             .ok()
             .filter(|v| !v.trim().is_empty())
             .map(crate::cloud::dto::Secret::new)
             .with_context(|| {
-                format!("--storage {location}: set {name} (the object store's credentials)")
+                format!(
+                    "--storage {location}: set {name}, or [s3] in the seed file (the object store's credentials)"
+                )
             })
     };
     let endpoint = match &args.s3_endpoint {
@@ -134,8 +147,8 @@ fn s3_config(args: &ServeArgs) -> anyhow::Result<Option<crate::hub::S3Config>> {
         prefix,
         region: args.s3_region.clone(),
         path_style: args.s3_path_style,
-        access_key: credential("AWS_ACCESS_KEY_ID")?,
-        secret_key: credential("AWS_SECRET_ACCESS_KEY")?,
+        access_key: credential("AWS_ACCESS_KEY_ID", from_seed.map(|s| &s.access_key))?,
+        secret_key: credential("AWS_SECRET_ACCESS_KEY", from_seed.map(|s| &s.secret_key))?,
     }))
 }
 
@@ -278,7 +291,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let mut config = HubConfig::new(&args.data.data);
-    config.s3 = s3_config(&args)?;
+    let seed = args.seed.as_deref().map(Seed::load).transpose()?;
+    config.s3 = s3_config(&args, seed.as_ref())?;
     config.public_url = args.public_url;
     config.link_base = args.link_base;
     config.accept_hostile_names = args.accept_hostile_names;
@@ -290,8 +304,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let hub = Hub::open(config)
         .with_context(|| format!("opening the hub at {}", args.data.data.display()))?;
-    if let Some(seed) = &args.seed {
-        for line in hub.apply_seed(&Seed::load(seed)?)? {
+    if let Some(seed) = &seed {
+        for line in hub.apply_seed(seed)? {
             tracing::info!("seed: {line}");
         }
     }

@@ -23,12 +23,28 @@ use crate::cloud::dto::{Secret, SecretSource};
 /// subdomain = "dailies"
 /// name = "Dailies"
 /// access_code = { env = "DAILIES_CODE" } # optional
+///
+/// [s3]                                    # with --storage s3://BUCKET (else AWS_* variables)
+/// access_key = { env = "HUB_S3_KEY" }
+/// secret_key = { file = "/etc/masv/hub-s3-secret" }
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Seed {
     #[serde(default)]
     pub team: Vec<SeedTeam>,
+    /// The object store's credentials, for `--storage s3://…` (else `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY`).
+    #[serde(default)]
+    pub s3: Option<SeedS3>,
+}
+
+/// `[s3] access_key = { env = "…" }, secret_key = { file = "…" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedS3 {
+    pub access_key: SecretSource,
+    pub secret_key: SecretSource,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio_util::task::AbortOnDropHandle;
 
+use crate::direct::{ALIGN, AlignedBuffer};
 use crate::mhl::{HashFormat, Hasher};
 
 const READ: usize = 1 << 20;
@@ -21,10 +22,17 @@ const PACE: Duration = Duration::from_millis(5);
 /// A hash being computed; aborted when dropped. Its answer is `FORMAT:DIGEST`.
 pub(super) type Digest = AbortOnDropHandle<Result<String, String>>;
 
-/// What to hash: a file to open, or one open already (a download's part file, renamed or not).
+/// What to hash: a file to open, or one open already (a download's part file, renamed or not,
+/// with its direct-I/O descriptor when it has one: what its ranges wrote with direct I/O is read
+/// back the same way, not through the page cache, whose read-ahead would cache, then have
+/// invalidated, pages the next ranges are about to write).
 pub(super) enum Source {
     Path(String),
-    Open { file: Arc<File>, name: String },
+    Open {
+        file: Arc<File>,
+        direct: Option<Arc<File>>,
+        name: String,
+    },
 }
 
 /// Hashes the `size` bytes of `source` in `format`, reading no further than `ahead` bytes past
@@ -37,18 +45,18 @@ pub(super) fn spawn(
     moved: impl Fn() -> u64 + Send + Sync + 'static,
 ) -> Digest {
     AbortOnDropHandle::new(tokio::spawn(async move {
-        let (file, name) = match source {
-            Source::Open { file, name } => (file, name),
+        let (file, direct, name) = match source {
+            Source::Open { file, direct, name } => (file, direct, name),
             Source::Path(path) => {
                 let opened = path.clone();
                 let file = tokio::task::spawn_blocking(move || File::open(opened))
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| format!("{path} cannot be read to hash it: {e}"))?;
-                (Arc::new(file), path)
+                (Arc::new(file), None, path)
             }
         };
-        let mut state = (Hasher::new(format), vec![0u8; READ.min(size as usize)]);
+        let mut state = (Hasher::new(format), AlignedBuffer::new(READ));
         let mut pos = 0u64;
         while pos < size {
             let allowed = moved().saturating_add(ahead).min(size);
@@ -57,13 +65,20 @@ pub(super) fn spawn(
                 continue;
             }
             let want = (allowed - pos).min(READ as u64) as usize;
-            let f = file.clone();
+            // Whole aligned blocks from an aligned offset go direct; a last partial block
+            // through the page cache.
+            let blocks = want / ALIGN * ALIGN;
+            let (f, want) = match &direct {
+                Some(d) if blocks > 0 && pos.is_multiple_of(ALIGN as u64) => (d.clone(), blocks),
+                _ => (file.clone(), want),
+            };
             let (hasher, mut buf) = state;
             let read = tokio::task::spawn_blocking(move || {
-                let n = f.read_at(&mut buf[..want], pos);
+                let space = buf.space_mut();
+                let n = f.read_at(&mut space[..want], pos);
                 if let Ok(n) = n {
                     let mut hasher = hasher;
-                    hasher.update(&buf[..n]);
+                    hasher.update(&buf.space_mut()[..n]);
                     return (Ok(n), hasher, buf);
                 }
                 (n, hasher, buf)

@@ -925,9 +925,11 @@ fn spawn_digest(
     format: crate::mhl::HashFormat,
 ) -> super::digest::Digest {
     let prefix = file.prefix.clone();
+    let (buffered, direct) = part.readers();
     super::digest::spawn(
         super::digest::Source::Open {
-            file: part.reader(),
+            file: buffered,
+            direct,
             name: file.record.name.clone(),
         },
         file.record.size,

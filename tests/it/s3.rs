@@ -241,3 +241,90 @@ async fn two_hubs_on_one_bucket_serve_one_agent() {
     assert_eq!(got["state"], "complete", "{got}");
     assert!(std::fs::read(walk(dst.path()).pop().unwrap()).unwrap() == bytes);
 }
+
+/// `masv hub serve --storage s3://…` takes the store's credentials from its seed file's `[s3]`
+/// (an environment variable and a file here): the store accepts what the hub signs with them,
+/// and refuses what it signs with a wrong secret.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hub_process_signs_with_the_credentials_of_its_seed_file() {
+    let data = DataDir::new();
+    let store = data.s3();
+    for (secret, accepted) in [(S3_SECRET, true), ("not-the-secret", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s3-secret"), format!("{secret}\n")).unwrap();
+        let team = "01JAAAAAAAAAAAAAAAAAAAAAAA";
+        let key = format!("seeded-{}", "k".repeat(40));
+        std::fs::write(
+            dir.path().join("seed.toml"),
+            format!(
+                "[[team]]\nname = \"Seeded\"\nid = \"{team}\"\napi_keys = [\"{key}\"]\n\n[s3]\naccess_key = {{ env = \"SEEDED_S3_KEY\" }}\nsecret_key = {{ file = \"{}\" }}\n",
+                dir.path().join("s3-secret").display()
+            ),
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut hub = std::process::Command::new(env!("CARGO_BIN_EXE_masv"))
+            .args([
+                "hub",
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data",
+            ])
+            .arg(dir.path().join("data"))
+            .arg("--seed")
+            .arg(dir.path().join("seed.toml"))
+            .args([
+                "--storage",
+                "s3://masv/seeded",
+                "--s3-path-style",
+                "--s3-endpoint",
+            ])
+            .arg(store.endpoint.as_str())
+            .env("SEEDED_S3_KEY", S3_KEY)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}/v1");
+        let client = masv_agent::cloud::Client::new(&base).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the hub did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let package = client
+            .create_team_package(
+                team,
+                &masv_agent::cloud::dto::Secret::new(key),
+                &named("seeded"),
+            )
+            .await
+            .unwrap();
+        let added = client
+            .add_file(
+                &package.id,
+                &package.access_token,
+                &FileSpec::file("a.bin", vec![7; 10]).request(),
+            )
+            .await
+            .unwrap();
+        let opened = client
+            .create_multipart(added.create_blueprint.as_ref().unwrap())
+            .await;
+        let _ = hub.kill();
+        let _ = hub.wait();
+        assert_eq!(opened.is_ok(), accepted, "secret {secret}: {opened:?}");
+    }
+}

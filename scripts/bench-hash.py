@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""What the whole-file hash costs: a 2 GiB download and upload through the agent with
+`[server] hash = "xxh64"` (the default) and with `hash = "off"`, side by side.
+
+    python3 scripts/bench-hash.py [--size 2GiB] [--rounds 5]
+
+One hub (release build); each round, for each setting in alternating order, a fresh agent
+uploads one file of --size and a fresh agent downloads it back (checked by SHA-256). Printed:
+the median time, peak RSS and CPU of the agent per setting, and the ratio hashed / not hashed
+(the issue's target: within 10 %, memory unchanged).
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402
+from bench import API_KEY, TEAM_ID, free_port, parse_size, wait_http  # noqa: E402
+
+
+class Agent(bench.Agent):
+    """bench.Agent, with a configuration file setting `[server] hash`."""
+
+    def __init__(self, work, hub, name, hash_format):
+        self.dir = work / f"agent-{name}"
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        config = self.dir / "agent.toml"
+        config.write_text(f'[server]\nhash = "{hash_format}"\n')
+        self.port = free_port()
+        self.api = f"http://127.0.0.1:{self.port}/api/v1"
+        self.log = self.dir / "agent.log"
+        self.proc = subprocess.Popen(
+            [bench.MASV, "server", "start", "--config", config, "--listen",
+             f"127.0.0.1:{self.port}", "--data-dir", self.dir / "data", "--cloud-url",
+             f"{hub.url}/v1", "--api-key", API_KEY, "--insecure-no-token"],
+            stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))
+        wait_http(f"{self.api}/downloads", self.proc, "the agent", self.log)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--size", type=parse_size, default=parse_size("2GiB"))
+    p.add_argument("--rounds", type=int, default=5)
+    args = p.parse_args()
+    target = Path(os.environ.get("CARGO_TARGET_DIR", bench.ROOT / "target"))
+    bench.MASV = target / "release" / "masv"
+    bench.build()
+    work = target / "bench-hash"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    hub = bench.Hub(work)
+    src = work / "src"
+    src.mkdir()
+    clip = src / "clip.mov"
+    with open(clip, "wb") as f:
+        left = args.size
+        while left:
+            n = min(left, 64 << 20)
+            f.write(os.urandom(n))
+            left -= n
+    digest = bench.sha256(clip)
+    settings = ["xxh64", "off"]
+    runs = {(kind, s): [] for kind in ("upload", "download") for s in settings}
+    try:
+        for round_ in range(args.rounds):
+            for setting in settings if round_ % 2 == 0 else list(reversed(settings)):
+                agent = Agent(work, hub, f"up-{setting}-{round_}", setting)
+                run, answer = agent.run("uploads", {
+                    "team_id": TEAM_ID, "paths": [str(clip)],
+                    "package_name": f"{setting}-{round_}"})
+                runs[("upload", setting)].append(run)
+                dst = work / f"dst-{setting}-{round_}"
+                agent = Agent(work, hub, f"down-{setting}-{round_}", setting)
+                down, _ = agent.run("downloads", {"url": answer["link"], "dst_folder": str(dst)})
+                got = next(p for p in dst.rglob("clip.mov"))
+                if bench.sha256(got) != digest:
+                    bench.die(f"the download with hash = {setting} differs")
+                shutil.rmtree(dst)
+                runs[("download", setting)].append(down)
+                print(f"  round {round_ + 1} hash={setting:5}: upload {run['s']:.2f} s, "
+                      f"download {down['s']:.2f} s", flush=True)
+    finally:
+        hub.close()
+    print(f"\n{args.size / (1 << 20):.0f} MiB, {args.rounds} rounds, medians; load "
+          f"{os.getloadavg()[0]:.2f} at the end\n")
+    print("| case | hash | time | MiB/s | agent CPU | agent peak RSS | time vs off |")
+    print("|---|---|---|---|---|---|---|")
+    for kind in ("download", "upload"):
+        off = statistics.median(r["s"] for r in runs[(kind, "off")])
+        for s in settings:
+            rs = runs[(kind, s)]
+            t = statistics.median(r["s"] for r in rs)
+            cpu = statistics.median(r["cpu"] for r in rs)
+            rss = max(r["rss"] for r in rs)
+            print(f"| {kind} | {s} | {t:.2f} s | {args.size / (1 << 20) / t:.0f} | {cpu:.2f} s "
+                  f"| {rss / (1 << 20):.0f} MiB | {t / off:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
