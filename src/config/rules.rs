@@ -551,54 +551,17 @@ impl RuleChecker<'_, '_> {
     }
 }
 
-/// The uid of a user name; None when there is no such user.
+/// The uid of a user name (from the system's user database, LDAP included); None when there
+/// is no such user.
 fn user_id(name: &str) -> std::io::Result<Option<u32>> {
-    let name = std::ffi::CString::new(name)
-        .map_err(|_| std::io::Error::other("a name cannot hold a NUL byte"))?;
-    let mut buffer = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: an all-zero passwd (null pointers, zero ids) is a valid value of the C struct.
-    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call: the name is NUL-terminated, the buffer's
-    // length is given, and the entry's strings point into the buffer, which outlives the call.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            name.as_ptr(),
-            &mut entry,
-            buffer.as_mut_ptr(),
-            buffer.len(),
-            &mut found,
-        )
-    };
-    match (rc, found.is_null()) {
-        (0, true) => Ok(None),
-        (0, false) => Ok(Some(entry.pw_uid)),
-        (errno, _) => Err(std::io::Error::from_raw_os_error(errno)),
-    }
+    nix::unistd::User::from_name(name)
+        .map(|user| user.map(|u| u.uid.as_raw()))
+        .map_err(std::io::Error::from)
 }
 
 /// The gid of a group name; None when there is no such group.
 fn group_id(name: &str) -> std::io::Result<Option<u32>> {
-    let name = std::ffi::CString::new(name)
-        .map_err(|_| std::io::Error::other("a name cannot hold a NUL byte"))?;
-    // Large: a group lists its members in the buffer.
-    let mut buffer = vec![0 as libc::c_char; 256 * 1024];
-    // SAFETY: as in user_id, for the group struct.
-    let mut entry: libc::group = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: as in user_id.
-    let rc = unsafe {
-        libc::getgrnam_r(
-            name.as_ptr(),
-            &mut entry,
-            buffer.as_mut_ptr(),
-            buffer.len(),
-            &mut found,
-        )
-    };
-    match (rc, found.is_null()) {
-        (0, true) => Ok(None),
-        (0, false) => Ok(Some(entry.gr_gid)),
-        (errno, _) => Err(std::io::Error::from_raw_os_error(errno)),
-    }
+    nix::unistd::Group::from_name(name)
+        .map(|group| group.map(|g| g.gid.as_raw()))
+        .map_err(std::io::Error::from)
 }

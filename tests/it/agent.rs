@@ -100,6 +100,23 @@ impl Api {
             .to_owned()
     }
 
+    /// Starts an upload (`POST /uploads` with `body`) and waits up to a minute for its end:
+    /// the answer to the POST (`upload_id`, `link`) and the upload's last summary.
+    pub async fn upload_to_end(&self, body: Value) -> (Value, Value) {
+        let (status, created) = self.post("/uploads", body).await;
+        assert_eq!(status, 200, "upload refused: {created}");
+        let id = created["upload_id"].as_str().expect("an upload id");
+        let done = self
+            .wait_for(
+                "uploads",
+                id,
+                &["complete", "error"],
+                Duration::from_secs(60),
+            )
+            .await;
+        (created, done)
+    }
+
     /// Waits until `kind`s/`id` is in one of `states`; panics after `limit`.
     pub async fn wait_for(&self, kind: &str, id: &str, states: &[&str], limit: Duration) -> Value {
         let start = Instant::now();

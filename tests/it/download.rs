@@ -1029,19 +1029,12 @@ async fn a_file_altered_on_the_service_is_caught_by_the_packages_manifest() {
     let mut config = engine_config(&world.hub.base_url);
     config.api_key = Some(world.api_key.clone());
     let agent = TestAgent::start(config).await;
-    let (status, created) = agent
+    let (created, up) = agent
         .api
-        .post(
-            "/uploads",
+        .upload_to_end(
             json!({"team_id": world.team_id, "paths": [src.path().join("card")],
-                   "package_name": "sealed", "manifest": "ascmhl"}),
+                              "package_name": "sealed", "manifest": "ascmhl"}),
         )
-        .await;
-    assert_eq!(status, 200, "{created}");
-    let id = created["upload_id"].as_str().unwrap();
-    let up = agent
-        .api
-        .wait_for("uploads", id, &["complete", "error"], LONG)
         .await;
     assert_eq!(up["state"], "complete", "{up}");
 

@@ -43,19 +43,12 @@ async fn an_agent_moves_files_through_a_hub_on_s3_and_no_byte_passes_through_the
     let mut config = engine_config(&world.hub.base_url);
     config.api_key = Some(world.api_key.clone());
     let agent = TestAgent::start(config).await;
-    let (status, created) = agent
+    let (created, up) = agent
         .api
-        .post(
-            "/uploads",
+        .upload_to_end(
             json!({"team_id": world.team_id, "paths": [src.path().join("reel")],
-                   "package_name": "S3", "chunk_size": "5MiB"}),
+                              "package_name": "S3", "chunk_size": "5MiB"}),
         )
-        .await;
-    assert_eq!(status, 200, "{created}");
-    let id = created["upload_id"].as_str().unwrap();
-    let up = agent
-        .api
-        .wait_for("uploads", id, &["complete", "error"], LONG)
         .await;
     assert_eq!(up["state"], "complete", "{up}");
 
@@ -212,18 +205,9 @@ async fn two_hubs_on_one_bucket_serve_one_agent() {
     let mut config = engine_config(&world.hub.base_url);
     config.api_key = Some(world.api_key.clone());
     let sender = TestAgent::start(config).await;
-    let (status, created) = sender
+    let (created, up) = sender
         .api
-        .post(
-            "/uploads",
-            json!({"team_id": world.team_id, "paths": [src.path().join("shared.mov")]}),
-        )
-        .await;
-    assert_eq!(status, 200, "{created}");
-    let id = created["upload_id"].as_str().unwrap();
-    let up = sender
-        .api
-        .wait_for("uploads", id, &["complete", "error"], LONG)
+        .upload_to_end(json!({"team_id": world.team_id, "paths": [src.path().join("shared.mov")]}))
         .await;
     assert_eq!(up["state"], "complete", "{up}");
 

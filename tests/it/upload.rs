@@ -753,18 +753,11 @@ async fn each_file_sent_has_its_hash_in_the_transfer_detail() {
         let mut config = uploading(&world);
         config.hash = format;
         let agent = TestAgent::start(config).await;
-        let (status, created) = agent
+        let (_, done) = agent
             .api
-            .post(
-                "/uploads",
+            .upload_to_end(
                 json!({"team_id": world.team_id, "paths": [src.path()], "chunk_size": "5MiB"}),
             )
-            .await;
-        assert_eq!(status, 200, "{created}");
-        let id = created["upload_id"].as_str().unwrap();
-        let done = agent
-            .api
-            .wait_for("uploads", id, &["complete", "error"], LONG)
             .await;
         assert_eq!(done["state"], "complete", "{done}");
         for file in done["files"].as_array().unwrap() {
@@ -790,24 +783,15 @@ async fn an_upload_with_a_manifest_arrives_sealed_for_the_reference_tool() {
     let src = tempfile::tempdir().unwrap();
     let big = footage(src.path());
     let agent = TestAgent::start(uploading(&world)).await;
-    let (status, created) = agent
+    let (created, done) = agent
         .api
-        .post(
-            "/uploads",
-            json!({
-                "team_id": world.team_id,
-                "paths": [src.path().join("Footage")],
-                "package_name": "Day 2",
-                "chunk_size": "5MiB",
-                "manifest": "ascmhl",
-            }),
-        )
-        .await;
-    assert_eq!(status, 200, "{created}");
-    let id = created["upload_id"].as_str().unwrap();
-    let done = agent
-        .api
-        .wait_for("uploads", id, &["complete", "error"], LONG)
+        .upload_to_end(json!({
+            "team_id": world.team_id,
+            "paths": [src.path().join("Footage")],
+            "package_name": "Day 2",
+            "chunk_size": "5MiB",
+            "manifest": "ascmhl",
+        }))
         .await;
     assert_eq!(done["state"], "complete", "{done}");
     let names: Vec<&str> = done["files"]
