@@ -559,6 +559,10 @@ async fn put_part(
         }
     };
     let etag = hex::encode(md5);
+    state
+        .metrics
+        .storage_bytes_received
+        .fetch_add(size, Relaxed);
     if declared.is_some_and(|d| d != size) {
         let _ = tokio::fs::remove_file(&tmp).await;
         return Err(S3Error::new(

@@ -2362,6 +2362,21 @@ async fn a_part_whose_bytes_do_not_match_its_content_md5_is_refused() {
     let response = put(b64(&md5)).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["etag"], format!("\"{etag}\""));
+    // The hub counts what it received: the refused body and the stored one (a malformed
+    // Content-MD5 is refused before the body is read).
+    let metrics = reqwest::get(format!("http://{}/metrics", world.hub.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "masv_hub_storage_bytes_received_total {}",
+            2 * spec.bytes.len()
+        )),
+        "{metrics}"
+    );
     client
         .finalize_file(
             &created.id,
