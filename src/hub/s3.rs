@@ -218,6 +218,37 @@ impl S3 {
         }
     }
 
+    /// The size of the file's object, when the store has it (a multipart upload completed).
+    pub async fn object_size(
+        &self,
+        package_id: &str,
+        file_id: &str,
+    ) -> Result<Option<u64>, HubError> {
+        let key = self.key(package_id, file_id);
+        let url = self
+            .bucket
+            .head_object(Some(&self.credentials), &key)
+            .sign(Duration::from_secs(60));
+        let response = self
+            .http
+            .head(url)
+            .send()
+            .await
+            .map_err(|e| store_error("looking an object up", e))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !response.status().is_success() {
+            return Err(store_error("looking an object up", response.status()));
+        }
+        // The header itself: a HEAD answer's body is empty whatever the object's size.
+        Ok(response
+            .headers()
+            .get(reqwest::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()))
+    }
+
     /// CompleteMultipartUpload with `etags` as parts 1..=n.
     pub async fn complete(
         &self,

@@ -737,11 +737,27 @@ pub async fn assemble(
     };
     let stored = match &state.s3 {
         // The parts are where the sender put them: the store says which it holds.
-        Some(s3) => s3
-            .parts(&file.package_id, &file.id, &upload_id)
-            .await?
-            .ok_or_else(not_ours)?
-            .into_iter()
+        Some(s3) => match s3.parts(&file.package_id, &file.id, &upload_id).await? {
+            Some(parts) if !parts.is_empty() => parts,
+            // No such upload (S3), or none of its parts left (s3s-fs): completed before the
+            // hub could record it (a crash, a lost answer), when the object is there with the
+            // size the finalize states. The finalize is repeated.
+            _ => {
+                let size = s3.object_size(&file.package_id, &file.id).await?;
+                if size != Some(req.size) || req.chunk_extras.is_empty() {
+                    return Err(not_ours());
+                }
+                let (fid, uid) = (file.id.clone(), upload_id.clone());
+                let (count, total) = (req.chunk_extras.len() as u32, req.size);
+                state
+                    .db
+                    .call(move |conn| db::finalize_file(conn, &fid, &uid, count, total))
+                    .await?;
+                tracing::info!(file_id = %file.id, "file finalized again: its object was already complete");
+                return Ok(());
+            }
+        }
+        .into_iter()
             .map(|p| {
                 // Unknown: taken as the sender says, for the store to check at completion.
                 let etag = p.etag.unwrap_or_else(|| {

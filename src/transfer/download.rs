@@ -432,15 +432,18 @@ async fn run_pass(
             if !refetched {
                 for (i, reason) in &altered {
                     tracing::warn!(download_id = %job.id, file = %job.files[*i].record.name, reason, "the file does not match the package's ASC MHL manifest; fetching it again");
+                    // Recorded to fetch again before the altered copy goes: a crash in between
+                    // fetches it at the restart (the new copy is renamed over the old), never
+                    // leaves a file recorded complete that is not there.
                     let f = &job.files[*i];
-                    job.dest
-                        .remove_file(&f.rel, &part_tag(&job.id, f.record.idx), false)
-                        .map_err(|e| JobError::Failed(e.to_string()))?;
                     job.inner.store.clear_chunks(&job.id, f.record.idx).await?;
                     job.inner
                         .store
                         .set_file_state(&job.id, f.record.idx, file_state::PENDING, None)
                         .await?;
+                    job.dest
+                        .remove_file(&f.rel, &part_tag(&job.id, f.record.idx), false)
+                        .map_err(|e| JobError::Failed(e.to_string()))?;
                 }
                 drop(job);
                 return Box::pin(run_pass(inner_again, id, cancel_again, slot_again, true)).await;

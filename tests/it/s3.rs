@@ -312,3 +312,96 @@ async fn a_hub_process_signs_with_the_credentials_of_its_seed_file() {
         assert_eq!(opened.is_ok(), accepted, "secret {secret}: {opened:?}");
     }
 }
+
+/// A finalize whose multipart upload the store completed but the hub never recorded (the hub
+/// stopped, or its answer was lost, between the two): sent again, it finds the object complete
+/// with the size it states and records it, instead of refusing an upload the store no longer
+/// lists. The state is made by completing the upload on the store directly.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_finalize_repeated_after_the_store_completed_the_upload_is_recorded() {
+    use masv_agent::cloud::dto::{ChunkExtra, FileExtras, FinalizeFile};
+    use rusty_s3::S3Action as _;
+    let world = World::on(hub_on_s3(None).await);
+    let client = &world.client;
+    let package = world.team_package(named("completed")).await;
+    let token = &package.access_token;
+    let bytes = pseudo_random_bytes(95, MIB);
+    let added = client
+        .add_file(
+            &package.id,
+            token,
+            &FileSpec::file("a.bin", bytes.clone()).request(),
+        )
+        .await
+        .unwrap();
+    let upload_id = client
+        .create_multipart(added.create_blueprint.as_ref().unwrap())
+        .await
+        .unwrap();
+    let part = client
+        .part_urls(&package.id, &added.file.id, token, &upload_id, 0, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let etag = client
+        .put_part(
+            &part,
+            reqwest::Body::from(bytes.clone()),
+            bytes.len() as u64,
+            None,
+        )
+        .await
+        .unwrap();
+
+    // What the hub does at finalize, done on the store alone.
+    let store = world.hub.data.s3();
+    let bucket = rusty_s3::Bucket::new(
+        store.endpoint.clone(),
+        rusty_s3::UrlStyle::Path,
+        store.bucket.clone(),
+        "us-east-1",
+    )
+    .unwrap();
+    let credentials = rusty_s3::Credentials::new(S3_KEY, S3_SECRET);
+    let key = format!("hub/{}/{}", package.id, added.file.id);
+    let complete = rusty_s3::actions::CompleteMultipartUpload::new(
+        &bucket,
+        Some(&credentials),
+        &key,
+        &upload_id,
+        std::iter::once(etag.as_str()),
+    );
+    let url = complete.sign(Duration::from_secs(60));
+    let answer = reqwest::Client::new()
+        .post(url)
+        .body(complete.body())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        answer.status().is_success(),
+        "{}",
+        answer.text().await.unwrap()
+    );
+
+    let finalize = FinalizeFile {
+        size: bytes.len() as u64,
+        chunk_size: bytes.len() as u64,
+        file_extras: FileExtras { upload_id },
+        chunk_extras: vec![ChunkExtra {
+            part_number: 1,
+            etag,
+        }],
+    };
+    client
+        .finalize_file(&package.id, &added.file.id, token, &finalize)
+        .await
+        .unwrap();
+    client.finalize_package(&package.id, token).await.unwrap();
+    let url = client
+        .download_url(&package.id, &added.file.id, token)
+        .await
+        .unwrap();
+    let response = client.get_range(&url, None).await.unwrap();
+    assert!(read_body(response).await.unwrap() == bytes);
+}
