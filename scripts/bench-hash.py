@@ -47,6 +47,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", type=parse_size, default=parse_size("2GiB"))
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--settings", default="xxh64,off",
+                   help="the hash settings to compare, the first against the last (BENCH_PERF=FILE "
+                        "profiles each agent, the last run's profile is kept)")
     args = p.parse_args()
     target = Path(os.environ.get("CARGO_TARGET_DIR", bench.ROOT / "target"))
     bench.MASV = target / "release" / "masv"
@@ -65,7 +68,7 @@ def main():
             f.write(os.urandom(n))
             left -= n
     digest = bench.sha256(clip)
-    settings = ["xxh64", "off"]
+    settings = args.settings.split(",")
     runs = {(kind, s): [] for kind in ("upload", "download") for s in settings}
     try:
         for round_ in range(args.rounds):
@@ -89,10 +92,10 @@ def main():
         hub.close()
     print(f"\n{args.size / (1 << 20):.0f} MiB, {args.rounds} rounds, medians; load "
           f"{os.getloadavg()[0]:.2f} at the end\n")
-    print("| case | hash | time | MiB/s | agent CPU | agent peak RSS | time vs off |")
+    print(f"| case | hash | time | MiB/s | agent CPU | agent peak RSS | time vs {settings[-1]} |")
     print("|---|---|---|---|---|---|---|")
     for kind in ("download", "upload"):
-        off = statistics.median(r["s"] for r in runs[(kind, "off")])
+        off = statistics.median(r["s"] for r in runs[(kind, settings[-1])])
         for s in settings:
             rs = runs[(kind, s)]
             t = statistics.median(r["s"] for r in rs)

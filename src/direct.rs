@@ -76,7 +76,8 @@ impl AlignedBuffer {
         &mut self.raw[start..end]
     }
 
-    fn set_len(&mut self, len: usize) {
+    /// Says how many bytes of the buffer hold data (after reading into [`AlignedBuffer::space_mut`]).
+    pub fn set_len(&mut self, len: usize) {
         assert!(len <= self.capacity(), "an aligned buffer holds what fits");
         self.len = len;
     }

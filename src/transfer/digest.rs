@@ -1,28 +1,125 @@
-//! Whole-file hashes computed while a transfer moves the file's bytes: one sequential read of
-//! the file, kept just behind the bytes the transfer has moved: an upload's hash reads what its
-//! parts just read (from the page cache) and never races ahead on a slow link; a download's
-//! reads what its ranges just wrote, up to the first range not written yet. The parts and
-//! ranges themselves cannot feed the hash: they go in parallel, out of order, and xxh64, MD5 and
-//! SHA are sequential. Reads and hashing run on the blocking pool, off the runtime.
+//! Whole-file hashes computed while a transfer moves the file's bytes. xxh64, MD5 and SHA are
+//! sequential, while parts and ranges go in parallel and out of order, so a file's hash is a
+//! [`Feed`] that takes the file's bytes in order from two sources:
+//! - whoever moves them in order from the hash's position: a download's range writer hashes
+//!   what it just wrote straight from its buffer (a file of one range, most files of a
+//!   many-file package, is hashed without being read again);
+//! - one sequential read of the file for the rest, kept just behind the bytes the transfer has
+//!   moved: an upload's hash reads what its parts just read (from the page cache) and never
+//!   races ahead on a slow link; a download's reads what its ranges wrote, up to the first
+//!   range not written yet, reading the next block while it hashes the last.
+//!
+//! Reads and hashing run on the blocking pool, off the runtime.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::direct::{ALIGN, AlignedBuffer};
+use crate::direct::{ALIGN, BufferPool, PooledBuffer};
 use crate::mhl::{HashFormat, Hasher};
 
-const READ: usize = 1 << 20;
-/// How often a hash that caught up with the transfer looks again.
+/// The reads of the file, in blocks of this size, one read ahead of the hash.
+const READ: usize = 2 << 20;
+/// How often a hash that caught up with the transfer looks again, unless woken before.
 const PACE: Duration = Duration::from_millis(5);
+
+/// The read blocks, kept between files (zeroing a fresh block per file cost more than hashing
+/// a small file).
+static BLOCKS: LazyLock<BufferPool> = LazyLock::new(|| BufferPool::new(READ, 8));
 
 /// A hash being computed; aborted when dropped. Its answer is `FORMAT:DIGEST`.
 pub(super) type Digest = AbortOnDropHandle<Result<String, String>>;
 
-/// What to hash: a file to open, or one open already (a download's part file, renamed or not,
+/// A file's hash, fed its bytes in order by whoever has them.
+pub(super) struct Feed {
+    format: HashFormat,
+    size: u64,
+    state: Mutex<Fed>,
+    /// Woken when the bytes the reader may read grow.
+    more: Notify,
+}
+
+struct Fed {
+    hasher: Option<Hasher>,
+    /// How many of the file's first bytes are hashed.
+    pos: u64,
+}
+
+impl Feed {
+    pub(super) fn new(format: HashFormat, size: u64) -> Arc<Feed> {
+        Arc::new(Feed {
+            format,
+            size,
+            state: Mutex::new(Fed {
+                hasher: Some(Hasher::new(format)),
+                pos: 0,
+            }),
+            more: Notify::new(),
+        })
+    }
+
+    fn fed(&self) -> std::sync::MutexGuard<'_, Fed> {
+        self.state.lock().expect("a feed's lock is never poisoned")
+    }
+
+    /// How many of the file's first bytes are hashed.
+    pub(super) fn position(&self) -> u64 {
+        self.fed().pos
+    }
+
+    /// The file's `bytes` at `offset`: what continues the hashed start is hashed (bytes hashed
+    /// already are skipped, as when a range is fetched again); bytes further on are left to the
+    /// read of the file. Hashing holds the lock: the bytes go in in order.
+    pub(super) fn offer(&self, offset: u64, bytes: &[u8]) {
+        let mut fed = self.fed();
+        let end = offset + bytes.len() as u64;
+        if offset > fed.pos || end <= fed.pos {
+            return;
+        }
+        let new = &bytes[(fed.pos - offset) as usize..];
+        if let Some(hasher) = fed.hasher.as_mut() {
+            hasher.update(new);
+        }
+        fed.pos = end;
+    }
+
+    /// Says that the bytes the reader may read grew.
+    pub(super) fn wake(&self) {
+        self.more.notify_one();
+    }
+
+    /// The answer, `FORMAT:DIGEST`, once every byte is hashed (taken once).
+    pub(super) fn answer(&self) -> Option<String> {
+        let mut fed = self.fed();
+        if fed.pos < self.size {
+            return None;
+        }
+        let hasher = fed.hasher.take()?;
+        Some(format!("{}:{}", self.format, hasher.finish()))
+    }
+}
+
+/// Where a transfer writes a stream of a file's bytes in order, from `at`: shows each batch to
+/// the file's [`Feed`], if it has one, once written.
+pub(super) struct Tap {
+    pub feed: Option<Arc<Feed>>,
+    pub at: u64,
+}
+
+impl Tap {
+    pub(super) fn written(&mut self, bytes: &[u8]) {
+        if let Some(feed) = &self.feed {
+            feed.offer(self.at, bytes);
+        }
+        self.at += bytes.len() as u64;
+    }
+}
+
+/// What to read: a file to open, or one open already (a download's part file, renamed or not,
 /// with its direct-I/O descriptor when it has one: what its ranges wrote with direct I/O is read
 /// back the same way, not through the page cache, whose read-ahead would cache, then have
 /// invalidated, pages the next ranges are about to write).
@@ -36,11 +133,22 @@ pub(super) enum Source {
 }
 
 /// Hashes the `size` bytes of `source` in `format`, reading no further than `ahead` bytes past
-/// `moved()`, the bytes of the file the transfer has moved (or written in order) so far.
+/// `moved()`, the bytes of the file the transfer has moved so far.
 pub(super) fn spawn(
     source: Source,
     size: u64,
     format: HashFormat,
+    ahead: u64,
+    moved: impl Fn() -> u64 + Send + Sync + 'static,
+) -> Digest {
+    read_behind(Feed::new(format, size), source, ahead, moved)
+}
+
+/// Feeds `feed` by reading `source` from the hash's position, no further than `ahead` bytes
+/// past `moved()`, until every byte is hashed; the answer is the feed's.
+pub(super) fn read_behind(
+    feed: Arc<Feed>,
+    source: Source,
     ahead: u64,
     moved: impl Fn() -> u64 + Send + Sync + 'static,
 ) -> Digest {
@@ -56,43 +164,116 @@ pub(super) fn spawn(
                 (Arc::new(file), None, path)
             }
         };
-        let mut state = (Hasher::new(format), AlignedBuffer::new(READ));
-        let mut pos = 0u64;
-        while pos < size {
+        let size = feed.size;
+        // A block read and not yet hashed: (offset, bytes).
+        let mut pending: Option<(u64, PooledBuffer)> = None;
+        loop {
+            let pos = feed.position();
+            if pos >= size && pending.is_none() {
+                break;
+            }
+            let from = pending
+                .as_ref()
+                .map_or(pos, |(at, block)| at + block.len() as u64)
+                .max(pos);
             let allowed = moved().saturating_add(ahead).min(size);
-            if pos >= allowed {
-                tokio::time::sleep(PACE).await;
+            let read = (from < allowed).then(|| {
+                let want = (allowed - from).min(READ as u64) as usize;
+                // Whole aligned blocks from an aligned offset go direct; a last partial
+                // block through the page cache.
+                let blocks = want / ALIGN * ALIGN;
+                let (f, want) = match &direct {
+                    Some(d) if blocks > 0 && from.is_multiple_of(ALIGN as u64) => {
+                        (d.clone(), blocks)
+                    }
+                    _ => (file.clone(), want),
+                };
+                tokio::task::spawn_blocking(move || {
+                    let mut block = BLOCKS.take();
+                    let n = f.read_at(&mut block.space_mut()[..want], from)?;
+                    block.set_len(n);
+                    Ok::<_, std::io::Error>((from, block))
+                })
+            });
+            let hash = pending.take().map(|(at, block)| {
+                let feed = feed.clone();
+                tokio::task::spawn_blocking(move || feed.offer(at, block.bytes()))
+            });
+            if read.is_none() && hash.is_none() {
+                let _ = tokio::time::timeout(PACE, feed.more.notified()).await;
                 continue;
             }
-            let want = (allowed - pos).min(READ as u64) as usize;
-            // Whole aligned blocks from an aligned offset go direct; a last partial block
-            // through the page cache.
-            let blocks = want / ALIGN * ALIGN;
-            let (f, want) = match &direct {
-                Some(d) if blocks > 0 && pos.is_multiple_of(ALIGN as u64) => (d.clone(), blocks),
-                _ => (file.clone(), want),
-            };
-            let (hasher, mut buf) = state;
-            let read = tokio::task::spawn_blocking(move || {
-                let space = buf.space_mut();
-                let n = f.read_at(&mut space[..want], pos);
-                if let Ok(n) = n {
-                    let mut hasher = hasher;
-                    hasher.update(&buf.space_mut()[..n]);
-                    return (Ok(n), hasher, buf);
-                }
-                (n, hasher, buf)
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-            let (n, hasher, buf) = read;
-            let n = n.map_err(|e| format!("{name} cannot be read to hash it: {e}"))?;
-            if n == 0 {
-                return Err(format!("{name} is shorter than its {size} bytes"));
+            if let Some(hash) = hash {
+                hash.await.map_err(|e| e.to_string())?;
             }
-            pos += n as u64;
-            state = (hasher, buf);
+            if let Some(read) = read {
+                let (at, block) = read
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("{name} cannot be read to hash it: {e}"))?;
+                if block.is_empty() {
+                    return Err(format!("{name} is shorter than its {size} bytes"));
+                }
+                pending = Some((at, block));
+            }
         }
-        Ok(format!("{format}:{}", state.0.finish()))
+        feed.answer()
+            .ok_or_else(|| format!("{name} was hashed twice"))
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mhl::hash_data;
+
+    fn bytes(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    /// Bytes offered again (a range fetched again after it was cut) are hashed once; bytes
+    /// beyond the hashed start wait for the read.
+    #[test]
+    fn a_feed_hashes_each_byte_once_in_order() {
+        let data = bytes(100);
+        let feed = Feed::new(HashFormat::Xxh64, 100);
+        feed.offer(0, &data[..10]);
+        feed.offer(40, &data[40..60]);
+        assert_eq!(feed.position(), 10);
+        feed.offer(5, &data[5..30]);
+        feed.offer(0, &data[..20]);
+        assert_eq!(feed.position(), 30);
+        assert_eq!(feed.answer(), None, "not every byte is hashed");
+        feed.offer(30, &data[30..100]);
+        let expected = format!("xxh64:{}", hash_data(HashFormat::Xxh64, &data));
+        assert_eq!(feed.answer(), Some(expected));
+        assert_eq!(feed.answer(), None, "the answer is taken once");
+    }
+
+    /// The read behind a transfer hashes what the writers left, up to what is moved, and
+    /// waits for more: here the first bytes are fed by a writer, the rest read from the file
+    /// (blocks of several reads, an end that is no multiple of a disk block).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_read_behind_the_transfer_hashes_what_the_writers_left() {
+        let data = bytes(2 * READ + 3 * ALIGN + 5);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clip");
+        std::fs::write(&path, &data).unwrap();
+        let feed = Feed::new(HashFormat::Md5, data.len() as u64);
+        feed.offer(0, &data[..ALIGN + 1]);
+        let moved = Arc::new(std::sync::atomic::AtomicU64::new(READ as u64));
+        let seen = moved.clone();
+        let digest = read_behind(
+            feed.clone(),
+            Source::Path(path.display().to_string()),
+            0,
+            move || seen.load(std::sync::atomic::Ordering::Acquire),
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(feed.position(), READ as u64, "no further than the transfer");
+        moved.store(data.len() as u64, std::sync::atomic::Ordering::Release);
+        feed.wake();
+        let answer = digest.await.unwrap().unwrap();
+        assert_eq!(answer, format!("md5:{}", hash_data(HashFormat::Md5, &data)));
+    }
 }

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
+use super::digest::Tap;
 use super::progress::Progress;
 use super::queue::{Next, WorkQueue};
 use super::{
@@ -178,7 +179,9 @@ struct FileJob {
     /// file's start that is written in full, which the file's hash reads up to.
     written: Mutex<(BTreeSet<u32>, u32)>,
     prefix: Arc<AtomicU64>,
-    /// The file's hash, computed behind the written start ([`super::digest`]).
+    /// The file's hash when hashes are on: fed by the range that writes at its position, and
+    /// by `digest`, the read of what other ranges wrote ([`super::digest`]).
+    feed: Option<Arc<super::digest::Feed>>,
     digest: Mutex<Option<super::digest::Digest>>,
 }
 
@@ -193,6 +196,9 @@ impl FileJob {
         }
         let end = (u64::from(*next) * self.record.chunk_size.max(1)).min(self.record.size);
         self.prefix.store(end, Ordering::Release);
+        if let Some(feed) = &self.feed {
+            feed.wake();
+        }
     }
 }
 
@@ -362,6 +368,10 @@ async fn run_pass(
                 remaining += 1;
             }
         }
+        let feed = (f.kind != "directory")
+            .then_some(inner.config.hash)
+            .flatten()
+            .map(|format| super::digest::Feed::new(format, f.size));
         jobs.push(FileJob {
             record: f,
             rel,
@@ -372,6 +382,7 @@ async fn run_pass(
             recorded: AtomicBool::new(false),
             written: Mutex::new((BTreeSet::new(), 0)),
             prefix: Arc::new(AtomicU64::new(0)),
+            feed,
             digest: Mutex::new(None),
         });
         let file = jobs.last().expect("just pushed");
@@ -874,19 +885,28 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
     // Every chunk is written: nothing opens the file again.
     *file.part.lock().await = None;
     file.prefix.store(file.record.size, Ordering::Release);
-    let digest = match job.inner.config.hash {
-        Some(format) => {
+    let digest = match &file.feed {
+        Some(feed) => {
             let running = file
                 .digest
                 .lock()
                 .expect("digest lock is never poisoned")
                 .take();
-            // Written in full before a restart: hashed now, in one read.
-            let digest = running.unwrap_or_else(|| spawn_digest(file, &part, format));
-            match digest.await {
-                Ok(Ok(hash)) => Some(hash),
-                Ok(Err(e)) => return fail_file(job, i, e).await,
-                Err(e) => return fail_file(job, i, format!("hashing the file: {e}")).await,
+            let joined = |r: Result<Result<String, String>, tokio::task::JoinError>| {
+                r.map_err(|e| format!("hashing the file: {e}"))?
+            };
+            // Hashed by the ranges as they wrote and by the read behind them; or, written in
+            // full before a restart, read now.
+            let answer = match running {
+                Some(reading) => joined(reading.await),
+                None => match feed.answer() {
+                    Some(hash) => Ok(hash),
+                    None => joined(spawn_digest(file, feed, &part).await),
+                },
+            };
+            match answer {
+                Ok(hash) => Some(hash),
+                Err(e) => return fail_file(job, i, e).await,
             }
         }
         None => None,
@@ -921,39 +941,41 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
     }
 }
 
-/// The file's hash, read behind its written start.
+/// The read of the file's bytes that its ranges wrote but could not hash themselves (they
+/// wrote ahead of the hash), behind its written start.
 fn spawn_digest(
     file: &FileJob,
+    feed: &Arc<super::digest::Feed>,
     part: &PartFile,
-    format: crate::mhl::HashFormat,
 ) -> super::digest::Digest {
     let prefix = file.prefix.clone();
     let (buffered, direct) = part.readers();
-    super::digest::spawn(
+    super::digest::read_behind(
+        feed.clone(),
         super::digest::Source::Open {
             file: buffered,
             direct,
             name: file.record.name.clone(),
         },
-        file.record.size,
-        format,
         0,
         move || prefix.load(Ordering::Acquire),
     )
 }
 
-/// Starts the file's hash once it has bytes written, when hashes are on.
+/// Starts reading the file for its hash once its written start holds bytes that its ranges
+/// could not hash as they wrote them.
 async fn start_digest(job: &Job, i: usize) {
-    let Some(format) = job.inner.config.hash else {
+    let file = &job.files[i];
+    let Some(feed) = &file.feed else {
         return;
     };
-    let file = &job.files[i];
-    if file
-        .digest
-        .lock()
-        .expect("digest lock is never poisoned")
-        .is_some()
-    {
+    let running = || {
+        file.digest
+            .lock()
+            .expect("digest lock is never poisoned")
+            .is_some()
+    };
+    if running() || feed.position() >= file.prefix.load(Ordering::Acquire) {
         return;
     }
     let Ok(part) = part_file(job, i, false).await else {
@@ -961,7 +983,7 @@ async fn start_digest(job: &Job, i: usize) {
     };
     let mut slot = file.digest.lock().expect("digest lock is never poisoned");
     if slot.is_none() {
-        *slot = Some(spawn_digest(file, &part, format));
+        *slot = Some(spawn_digest(file, feed, &part));
     }
 }
 
@@ -1222,6 +1244,10 @@ async fn fetch_range(
     };
     let mut body = response.bytes_stream();
     let mut writer = part.range_writer(chunk.start, WRITE_BUFFER, job.buffers.take());
+    let mut tap = Tap {
+        feed: job.files[chunk.file].feed.clone(),
+        at: chunk.start,
+    };
     let mut received = 0u64;
     let outcome = loop {
         let next = tokio::select! {
@@ -1241,7 +1267,7 @@ async fn fetch_range(
                 job.inner.metrics.downloaded(bytes.len() as u64);
                 writer.push(&bytes);
                 if writer.is_full() {
-                    writer = flush(writer, part).await?;
+                    (writer, tap) = flush(writer, tap, part).await?;
                 }
             }
             Some(Err(e)) => {
@@ -1270,7 +1296,7 @@ async fn fetch_range(
     let written = part.clone();
     let range = (chunk.start, chunk.len);
     tokio::task::spawn_blocking(move || {
-        writer.finish(&mut |_| {})?;
+        writer.finish(&mut |bytes| tap.written(bytes))?;
         written.start_writeback(range.0, range.1);
         Ok::<_, std::io::Error>(())
     })
@@ -1280,12 +1306,21 @@ async fn fetch_range(
     .inspect_err(|_| job.progress.undo(chunk.file, received))
 }
 
-/// Writes what `writer` gathered off the runtime; gives it back for more.
-async fn flush(mut writer: Writer, part: &PartFile) -> Result<Writer, FetchError> {
-    tokio::task::spawn_blocking(move || writer.flush(&mut |_| {}).map(|()| writer))
-        .await
-        .map_err(|e| FetchError::Disk(e.to_string()))?
-        .map_err(|e| FetchError::Disk(part.write_error(e).to_string()))
+/// Writes what `writer` gathered off the runtime, showing it to the file's hash; gives both
+/// back for more.
+async fn flush(
+    mut writer: Writer,
+    mut tap: Tap,
+    part: &PartFile,
+) -> Result<(Writer, Tap), FetchError> {
+    tokio::task::spawn_blocking(move || {
+        writer
+            .flush(&mut |bytes| tap.written(bytes))
+            .map(|()| (writer, tap))
+    })
+    .await
+    .map_err(|e| FetchError::Disk(e.to_string()))?
+    .map_err(|e| FetchError::Disk(part.write_error(e).to_string()))
 }
 
 /// Deletes what a download wrote: finished files and `.part` files, never following links.
