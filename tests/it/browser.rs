@@ -85,8 +85,7 @@ impl Browser {
         let Value::Object(capabilities) = capabilities else {
             unreachable!("a JSON object")
         };
-        let client = ClientBuilder::rustls()
-            .expect("a WebDriver client")
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(capabilities)
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
