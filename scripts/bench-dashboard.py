@@ -70,23 +70,10 @@ def main():
     args = p.parse_args()
     if shutil.which("chromium") is None:
         bench.die("chromium is not installed: apt-get install chromium")
-    target = Path(os.environ.get("CARGO_TARGET_DIR", bench.ROOT / "target"))
-    bench.MASV = target / "release" / "masv"
-    bench.build()
-    work = target / "bench-dashboard"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = bench.release_work("bench-dashboard")
     hub = bench.Hub(work)
-    src = work / "src"
-    src.mkdir()
-    clip = src / "clip.mov"
-    with open(clip, "wb") as f:
-        left = args.size
-        while left:
-            n = min(left, 64 << 20)
-            f.write(os.urandom(n))
-            left -= n
-    digest = bench.sha256(clip)
+    clip = work / "src" / "clip.mov"
+    digest = bench.random_file(clip, args.size)
     cases = ["closed", "open"]
     runs = {c: [] for c in cases}
     try:

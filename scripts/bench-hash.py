@@ -48,23 +48,10 @@ def main():
     p.add_argument("--size", type=parse_size, default=parse_size("2GiB"))
     p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args()
-    target = Path(os.environ.get("CARGO_TARGET_DIR", bench.ROOT / "target"))
-    bench.MASV = target / "release" / "masv"
-    bench.build()
-    work = target / "bench-hash"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = bench.release_work("bench-hash")
     hub = bench.Hub(work)
-    src = work / "src"
-    src.mkdir()
-    clip = src / "clip.mov"
-    with open(clip, "wb") as f:
-        left = args.size
-        while left:
-            n = min(left, 64 << 20)
-            f.write(os.urandom(n))
-            left -= n
-    digest = bench.sha256(clip)
+    clip = work / "src" / "clip.mov"
+    digest = bench.random_file(clip, args.size)
     settings = ["xxh64", "off"]
     runs = {(kind, s): [] for kind in ("upload", "download") for s in settings}
     try:

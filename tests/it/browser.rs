@@ -157,34 +157,30 @@ impl Browser {
         }
     }
 
-    pub async fn click(&self, css: &str) {
+    pub async fn find(&self, css: &str) -> fantoccini::elements::Element {
         self.client
             .find(Locator::Css(css))
             .await
             .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
+    }
+
+    pub async fn click(&self, css: &str) {
+        let target = self.find(css).await;
+        target
             .click()
             .await
             .unwrap_or_else(|e| panic!("{css} cannot be clicked: {e}"));
     }
 
     pub async fn type_into(&self, css: &str, text: &str) {
-        let field = self
-            .client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no {css} on the page: {e}"));
+        let field = self.find(css).await;
         field.clear().await.expect("the field clears");
         field.send_keys(text).await.expect("the field takes keys");
     }
 
     pub async fn text(&self, css: &str) -> String {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
-            .text()
-            .await
-            .expect("an element's text")
+        let element = self.find(css).await;
+        element.text().await.expect("an element's text")
     }
 
     /// Saves a PNG of the page as `name` in [`screenshot_dir`] at `width`×`height`.

@@ -524,6 +524,20 @@ async fn dashboard_without_a_token_opens_at_once_and_shows_1000_transfers_a_page
     browser.close().await;
 }
 
+/// The status of `req` sent as a browser would: with `cookies`, and `X-CSRF-Token` when given.
+async fn as_browser(req: reqwest::RequestBuilder, cookies: &str, csrf: Option<&str>) -> u16 {
+    let req = req.header("Cookie", cookies);
+    let req = match csrf {
+        Some(token) => req.header("X-CSRF-Token", token),
+        None => req,
+    };
+    req.send()
+        .await
+        .expect("the agent answers")
+        .status()
+        .as_u16()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn dashboard_sessions_need_the_token_and_changes_need_the_csrf_token_while_bearer_stays() {
     let data = tempfile::tempdir().unwrap();
@@ -618,13 +632,8 @@ async fn dashboard_sessions_need_the_token_and_changes_need_the_csrf_token_while
     let cookies = format!("masv_session={session}; masv_csrf={csrf}");
 
     // Reading with the cookie: yes. Changing with the cookie alone, or a wrong CSRF token: 403.
-    let read = http
-        .get(format!("{base}/api/v1/downloads"))
-        .header("Cookie", &cookies)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(read.status(), 200);
+    let downloads = format!("{base}/api/v1/downloads");
+    assert_eq!(as_browser(http.get(&downloads), &cookies, None).await, 200);
     let change = format!("{base}/api/v1/bandwidth");
     for csrf_header in [None, Some("0".repeat(64)), Some(session.clone())] {
         let mut req = http
@@ -647,23 +656,14 @@ async fn dashboard_sessions_need_the_token_and_changes_need_the_csrf_token_while
         bandwidth["now"]["download"].is_null(),
         "nothing changed: {bandwidth}"
     );
-    let allowed = http
-        .put(&change)
-        .header("Cookie", &cookies)
-        .header("X-CSRF-Token", &csrf)
-        .json(&json!({ "download": "1MiB" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(allowed.status(), 200);
+    let allowed = http.put(&change).json(&json!({ "download": "1MiB" }));
+    assert_eq!(as_browser(allowed, &cookies, Some(&csrf)).await, 200);
     // The CSRF cookie alone (without the session) is nothing.
-    let csrf_only = http
-        .get(format!("{base}/api/v1/downloads"))
-        .header("Cookie", format!("masv_csrf={csrf}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(csrf_only.status(), 401);
+    let csrf_only = format!("masv_csrf={csrf}");
+    assert_eq!(
+        as_browser(http.get(&downloads), &csrf_only, None).await,
+        401
+    );
 
     // The bearer token works as before, without any CSRF header; a wrong one is 401.
     let (status, _) = agent
@@ -706,26 +706,11 @@ async fn dashboard_sessions_need_the_token_and_changes_need_the_csrf_token_while
     assert_eq!(history["interval_seconds"], 1);
 
     // Logout needs the CSRF token too, then the session is gone.
-    let logout = http
-        .post(format!("{base}/logout"))
-        .header("Cookie", &cookies)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(logout.status(), 403);
-    let logout = http
-        .post(format!("{base}/logout"))
-        .header("Cookie", &cookies)
-        .header("X-CSRF-Token", &csrf)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(logout.status(), 303);
-    let after = http
-        .get(format!("{base}/api/v1/downloads"))
-        .header("Cookie", &cookies)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(after.status(), 401);
+    let logout = format!("{base}/logout");
+    assert_eq!(as_browser(http.post(&logout), &cookies, None).await, 403);
+    assert_eq!(
+        as_browser(http.post(&logout), &cookies, Some(&csrf)).await,
+        303
+    );
+    assert_eq!(as_browser(http.get(&downloads), &cookies, None).await, 401);
 }
