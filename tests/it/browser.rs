@@ -22,7 +22,7 @@ pub fn screenshot_dir() -> PathBuf {
 }
 
 /// A program on `PATH`, or a panic naming the Debian package to install.
-fn installed(program: &str) -> PathBuf {
+pub fn installed(program: &str) -> PathBuf {
     std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())

@@ -714,3 +714,9 @@ async fn dashboard_sessions_need_the_token_and_changes_need_the_csrf_token_while
     );
     assert_eq!(as_browser(http.get(&downloads), &cookies, None).await, 401);
 }
+
+#[test]
+#[should_panic(expected = "install Debian's chromium and chromium-driver")]
+fn dashboard_tests_fail_naming_what_to_install_when_the_browser_is_missing() {
+    crate::browser::installed("chromium-not-installed-here");
+}
