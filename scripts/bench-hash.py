@@ -51,23 +51,10 @@ def main():
                    help="the hash settings to compare, the first against the last (BENCH_PERF=FILE "
                         "profiles each agent, the last run's profile is kept)")
     args = p.parse_args()
-    target = Path(os.environ.get("CARGO_TARGET_DIR", bench.ROOT / "target"))
-    bench.MASV = target / "release" / "masv"
-    bench.build()
-    work = target / "bench-hash"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work = bench.release_work("bench-hash")
     hub = bench.Hub(work)
-    src = work / "src"
-    src.mkdir()
-    clip = src / "clip.mov"
-    with open(clip, "wb") as f:
-        left = args.size
-        while left:
-            n = min(left, 64 << 20)
-            f.write(os.urandom(n))
-            left -= n
-    digest = bench.sha256(clip)
+    clip = work / "src" / "clip.mov"
+    digest = bench.random_file(clip, args.size)
     settings = args.settings.split(",")
     runs = {(kind, s): [] for kind in ("upload", "download") for s in settings}
     try:

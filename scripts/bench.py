@@ -304,6 +304,31 @@ def sha256(path):
     return h.hexdigest()
 
 
+def release_work(name):
+    """Builds masv --release (under CARGO_TARGET_DIR when set) and gives an empty work folder
+    `target/NAME` for a benchmark."""
+    global MASV
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    MASV = target / "release" / "masv"
+    build()
+    work = target / name
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    return work
+
+
+def random_file(path, size):
+    """Writes `size` random (incompressible) bytes to `path`; returns their SHA-256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 64 << 20)
+            f.write(os.urandom(n))
+            left -= n
+    return sha256(path)
+
+
 def verify_tree(root, manifest, who):
     """Every file of the manifest under root with its bytes, and nothing else."""
     found = sorted(str(p.relative_to(root)) for p in Path(root).rglob("*") if p.is_file())

@@ -7,15 +7,18 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use crate::cloud::CloudError;
 use crate::cloud::dto::Secret;
+use crate::dashboard::access::Access;
+use crate::dashboard::stream::Sources;
+use crate::metrics::throughput::Throughput;
 use crate::rules::{AutomationError, Automations};
 use crate::store::TransferKind;
 use crate::transfer::{
@@ -80,9 +83,24 @@ impl IntoResponse for AutomationError {
     }
 }
 
-/// The routes, over the engine and the automations; with `token`, every request must carry it
-/// as `Authorization: Bearer TOKEN`.
-pub fn router(engine: Engine, automations: Automations, token: Option<Secret>) -> Router {
+/// The routes, over the engine, the automations and the throughput history, with the dashboard
+/// at `/` (its live streams end when `closing` is cancelled); with `token`, every request must carry it as `Authorization: Bearer TOKEN`, or a
+/// dashboard session (see [`crate::dashboard::access`]).
+pub fn router(
+    engine: Engine,
+    automations: Automations,
+    (throughput, closing): (Throughput, CancellationToken),
+    token: Option<Secret>,
+) -> Router {
+    let live = Router::new()
+        .route("/stream", get(crate::dashboard::stream::stream))
+        .route("/throughput", get(crate::dashboard::stream::throughput))
+        .with_state(Sources {
+            engine: engine.clone(),
+            automations: automations.clone(),
+            throughput,
+            closing,
+        });
     let v1 = Router::new()
         .route("/automations", get(list_automations))
         .route("/automations/{name}", get(automation))
@@ -126,7 +144,9 @@ pub fn router(engine: Engine, automations: Automations, token: Option<Secret>) -
         .with_state(ApiState {
             engine: engine.clone(),
             automations: automations.clone(),
-        });
+        })
+        .merge(live);
+    let access = Access::new(token.as_ref());
     let router = Router::new()
         .nest("/api/v1", v1)
         .route("/metrics", get(metrics))
@@ -136,45 +156,11 @@ pub fn router(engine: Engine, automations: Automations, token: Option<Secret>) -
         .with_state(ApiState {
             engine,
             automations,
-        });
-    match token {
-        Some(token) => router.layer(axum::middleware::from_fn(move |req, next| {
-            let expected = token_digest(token.expose());
-            bearer_only(expected, req, next)
-        })),
-        None => router,
-    }
-}
-
-fn token_digest(token: &str) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(token.as_bytes()).into()
-}
-
-/// Lets a request through only with the right bearer token (compared as digests, so the time
-/// taken says nothing about the token).
-async fn bearer_only(expected: [u8; 32], req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| token_digest(t.trim()));
-    if given == Some(expected) {
-        return next.run(req).await;
-    }
-    let message = if given.is_none() {
-        "this agent needs its API token: send Authorization: Bearer TOKEN (masv commands take --api-token or MASV_API_TOKEN)"
-    } else {
-        "wrong API token; use the api_token of the agent's [server] configuration"
-    };
-    let mut answer = ErrorAnswer::new(StatusCode::UNAUTHORIZED, message).into_response();
-    answer.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
-    );
-    answer
+        })
+        .merge(crate::dashboard::router(access.clone()));
+    router.layer(axum::middleware::from_fn(move |req, next| {
+        access.clone().check(req, next)
+    }))
 }
 
 /// `GET /metrics`: the engine's counters and gauges, and each rule's health, in the Prometheus

@@ -168,6 +168,12 @@ pub async fn run(
             .await
         });
     }
+    let throughput = crate::metrics::throughput::Throughput::default();
+    tokio::spawn(sample_throughput(
+        engine.clone(),
+        throughput.clone(),
+        stop.clone(),
+    ));
     let notifier = Arc::new(systemd::Notifier::from_env());
     if let Some(every) = notifier.watchdog_interval() {
         tokio::spawn(watchdog(
@@ -180,12 +186,20 @@ pub async fn run(
     tracing::info!(%addr, data = %config.data_dir.display(), cloud = %config.engine.cloud_url, rules = config.config.rules.len(), "agent serving");
     notifier.notify(&format!("READY=1\nSTATUS=serving on {addr}"));
     let stopping = notifier.clone();
+    let closing = CancellationToken::new();
     let served = axum::serve(
         listener,
-        crate::api::router(engine.clone(), automations.clone(), token),
+        crate::api::router(
+            engine.clone(),
+            automations.clone(),
+            (throughput, closing.clone()),
+            token,
+        ),
     )
     .with_graceful_shutdown(async move {
         shutdown.await;
+        // Live streams (open dashboards) end, so that their connections close.
+        closing.cancel();
         stopping.notify("STOPPING=1\nSTATUS=finishing the chunks in flight");
     })
     .await;
@@ -207,6 +221,29 @@ pub async fn run(
     stop.cancel();
     tracing::info!("stopped");
     served.map_err(DaemonError::Serve)
+}
+
+/// Reads the byte counters and the limits in force once a second into `throughput`, for the
+/// dashboard's chart of the last hour (whether a dashboard is open or not).
+async fn sample_throughput(
+    engine: Engine,
+    throughput: crate::metrics::throughput::Throughput,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let limits = engine.bandwidth().now;
+        throughput.record(
+            chrono::Utc::now().timestamp_millis(),
+            engine.metrics().byte_totals(),
+            (limits.download, limits.upload),
+        );
+    }
 }
 
 /// Sends `WATCHDOG=1` every `every` while the database answers: a stuck agent gets restarted.

@@ -7,6 +7,7 @@
 //! - `cloud`: the typed MASV API client and the wire types (DTOs) shared with the hub.
 //! - `config`: the agent's configuration.
 //! - `crash`: named crash points for the fault-injection tests (debug builds only).
+//! - `dashboard`: the web dashboard at `/`: pages, login sessions and CSRF, the live stream.
 //! - `daemon`: the agent as a service: store, engine and API started and stopped together.
 //! - `direct`: direct I/O shared by downloads and the hub: aligned, pooled buffers; writer; reads.
 //! - `files`: safe paths under a destination, name cleaning, preallocated part files, chown.
@@ -27,6 +28,7 @@ pub mod cloud;
 pub mod config;
 pub mod crash;
 pub mod daemon;
+pub mod dashboard;
 pub mod direct;
 pub mod files;
 pub mod hub;

@@ -1,6 +1,9 @@
 //! The agent's counters, bumped where things happen (transfer byte loops, retries, watch
 //! folders) and served with a few gauges read at scrape time as Prometheus text at
 //! `GET /metrics`. One [`Metrics`] per engine, so several agents can run in one process.
+//! `throughput`: the last hour of upload and download rates, for the dashboard's chart.
+
+pub mod throughput;
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -96,6 +99,14 @@ impl Metrics {
     /// Bytes of parts storage accepted from uploads.
     pub fn uploaded(&self, bytes: u64) {
         self.bytes_uploaded.fetch_add(bytes, Relaxed);
+    }
+
+    /// Bytes downloaded and uploaded so far: `(downloaded, uploaded)`.
+    pub fn byte_totals(&self) -> (u64, u64) {
+        (
+            self.bytes_downloaded.load(Relaxed),
+            self.bytes_uploaded.load(Relaxed),
+        )
     }
 
     /// A request about to be sent again after a transient failure.

@@ -820,9 +820,29 @@ impl Engine {
     }
 
     pub async fn list(&self, kind: TransferKind) -> Result<Vec<TransferSummary>, TransferError> {
+        Ok(self
+            .list_where(kind, |_| true)
+            .await?
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect())
+    }
+
+    /// The summaries of the transfers of `kind` that `keep` picks from their records (the live
+    /// stream recomputes only those that moved), with each record's `updated_at` in ms.
+    pub async fn list_where(
+        &self,
+        kind: TransferKind,
+        mut keep: impl FnMut(&TransferRecord) -> bool,
+    ) -> Result<Vec<(i64, TransferSummary)>, TransferError> {
         let mut out = Vec::new();
         for t in self.inner.store.transfers(kind).await? {
-            out.push(self.summary(&t, false).await?);
+            if keep(&t) {
+                out.push((
+                    t.updated_at.timestamp_millis(),
+                    self.summary(&t, false).await?,
+                ));
+            }
         }
         Ok(out)
     }

@@ -52,6 +52,22 @@ impl Api {
         }
     }
 
+    /// An API client sending `token` as its bearer token.
+    pub fn with_token(addr: SocketAddr, token: &str) -> Api {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("a header value"),
+        );
+        Api {
+            base: format!("http://{addr}/api/v1"),
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .expect("an HTTP client"),
+        }
+    }
+
     async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
         let response = req.send().await.expect("the agent answers");
         let status = response.status().as_u16();
@@ -179,14 +195,25 @@ impl TestAgent {
         engine: EngineConfig,
         file: Option<&Path>,
     ) -> TestAgent {
+        TestAgent::start_secured(data, engine, file, None).await
+    }
+
+    /// [`TestAgent::start_configured`], its API behind `token` when given (`api` then sends it).
+    pub async fn start_secured(
+        data: &Path,
+        engine: EngineConfig,
+        file: Option<&Path>,
+        token: Option<&str>,
+    ) -> TestAgent {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
         let addr = listener.local_addr().expect("a bound address");
         let (shutdown, stop) = oneshot::channel::<()>();
-        let config = match file {
+        let mut config: masv_agent::config::Config = match file {
             Some(f) => masv_agent::config::load(f)
                 .unwrap_or_else(|e| panic!("the test's configuration checks:\n{e}")),
             None => Default::default(),
         };
+        config.server.api_token = token.map(Secret::new);
         // As `masv server start` does: the file's [bandwidth] is the engine's at start.
         let mut engine = engine;
         if file.is_some() {
@@ -197,14 +224,18 @@ impl TestAgent {
             engine,
             config_path: file.map(Path::to_path_buf),
             config,
-            // The tests' API client sends no token; the token itself is tested in `service`.
-            insecure_no_token: true,
+            // The tests' API client sends no token unless given one; the token itself is
+            // tested in `service`.
+            insecure_no_token: token.is_none(),
         };
         let task = tokio::spawn(daemon::run(agent_config, listener, async move {
             let _ = stop.await;
         }));
         TestAgent {
-            api: Api::new(addr),
+            api: match token {
+                Some(token) => Api::with_token(addr, token),
+                None => Api::new(addr),
+            },
             _owned: None,
             shutdown: Some(shutdown),
             task: Some(task),

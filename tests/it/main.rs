@@ -6,6 +6,9 @@
 //! - `agent`: agents in-process or as a real process, driven through their REST API.
 //! - `conformance`: the spec section by section, the agent against the hub as a strict
 //!   reference (page limits, `null` blueprints, counted link accesses).
+//! - `browser`: headless chromium over WebDriver, for the dashboard tests.
+//! - `dashboard`: the web dashboard in a real browser against a real agent and hub; its
+//!   sessions and CSRF protection over HTTP.
 //! - `cli`: the real `masv` command line against an agent and a hub.
 //! - `crash`: the real agent aborted at every named crash point, restarted, checked intact.
 //! - `bandwidth`: rate limits and FIFO caps felt by real transfers, changed through the API and
@@ -24,9 +27,11 @@ mod actions;
 mod agent;
 mod automations;
 mod bandwidth;
+mod browser;
 mod cli;
 mod conformance;
 mod crash;
+mod dashboard;
 mod download;
 mod hub;
 mod mhl;
