@@ -1415,6 +1415,13 @@ async fn part_body(job: &Job, file: &Active, part: &Part) -> Result<PartBody, Pa
     Ok((reqwest::Body::wrap_stream(stream), streamed, md5))
 }
 
+/// The buffers part bodies are read into, given back once sent: a fresh megabyte per read
+/// costs page faults and zeroing (the allocator hands large blocks back to the kernel).
+fn read_buffers() -> &'static crate::direct::BufferPool {
+    static POOL: std::sync::OnceLock<crate::direct::BufferPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| crate::direct::BufferPool::new(READ_BUFFER, 32))
+}
+
 /// `len` bytes of `file` from `start`, in reads of [`READ_BUFFER`] bytes one after the other
 /// on the blocking pool, each added to `md5` there; a file that ends early is an error.
 fn read_hashed(
@@ -1432,29 +1439,21 @@ fn read_hashed(
             }
             let want = (len - done).min(READ_BUFFER as u64) as usize;
             let read = tokio::task::spawn_blocking(move || {
-                let mut buf = Vec::with_capacity(want);
-                while buf.len() < want {
-                    let at = start + done + buf.len() as u64;
-                    let got = match rustix::io::pread(
-                        &*file,
-                        rustix::buffer::spare_capacity(&mut buf),
-                        at,
-                    ) {
-                        Ok(got) => got,
-                        Err(rustix::io::Errno::INTR) => continue,
-                        Err(e) => return Err(e.into()),
-                    };
-                    if got == 0 {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            format!("{path} ended at byte {at} while it was sent"),
-                        ));
-                    }
+                let at = start + done;
+                let read = crate::direct::read_at(&file, at, want, read_buffers())?;
+                if read.len() < want {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "{path} ended at byte {} while it was sent",
+                            at + read.len() as u64
+                        ),
+                    ));
                 }
-                // A Vec may hold more than asked for: nothing past the part is sent.
-                buf.truncate(want);
-                md5.lock().expect("md5 lock is never poisoned").update(&buf);
-                Ok(bytes::Bytes::from(buf))
+                md5.lock()
+                    .expect("md5 lock is never poisoned")
+                    .update(&read);
+                Ok(read)
             })
             .await
             .map_err(std::io::Error::other)??;
