@@ -214,6 +214,7 @@ class Agent:
 
     def __init__(self, work, hub, name):
         self.dir = work / f"agent-{name}"
+        self.hub_pid = hub.proc.pid
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
         self.port = free_port()
@@ -229,12 +230,16 @@ class Agent:
     def run(self, kind, body):
         """Starts a transfer and waits for its end: its run (seconds, peak RSS, CPU) and the
         answer to the request that started it."""
-        profile = os.environ.get("BENCH_PERF")
-        if profile:
-            # BENCH_PERF=FILE: a CPU profile of the agent during the transfer, for `perf report`.
-            perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "-g",
-                                     "-o", profile, "-p", str(self.proc.pid)],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # BENCH_PERF=FILE: a CPU profile of the agent during the transfer, for `perf report`;
+        # BENCH_PERF_HUB=FILE: one of the hub.
+        perfs = []
+        for variable, pid in (("BENCH_PERF", self.proc.pid), ("BENCH_PERF_HUB", self.hub_pid)):
+            profile = os.environ.get(variable)
+            if profile:
+                perfs.append(subprocess.Popen(
+                    ["perf", "record", "-e", "cpu-clock", "-F", "999", "-g", "-o", profile,
+                     "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        if perfs:
             time.sleep(0.5)
         started = time.time()
         answer = http("POST", f"{self.api}/{kind}", body)
@@ -253,7 +258,7 @@ class Agent:
         ended = datetime.fromisoformat(status["updated_at"].replace("Z", "+00:00")).timestamp()
         rss = peak_rss_of(self.proc.pid)
         cpu = cpu_of(self.proc.pid)
-        if profile:
+        for perf in perfs:
             perf.send_signal(signal.SIGINT)
             perf.wait()
         self.close()

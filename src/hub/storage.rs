@@ -550,36 +550,14 @@ async fn put_part(
         "{part_number}.{}.tmp",
         hex::encode(rand::random::<[u8; 8]>())
     ));
-    let received = receive(&state, body, &tmp, declared, max).await;
-    let ReceivedPart { size, md5 } = match received {
-        Ok(done) => done,
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(e);
-        }
+    let target = Target {
+        tmp,
+        path: dir.join(part_number.to_string()),
+        declared,
+        content_md5,
     };
+    let ReceivedPart { size, md5 } = receive(&state, body, target, max).await?;
     let etag = hex::encode(md5);
-    state
-        .metrics
-        .storage_bytes_received
-        .fetch_add(size, Relaxed);
-    if declared.is_some_and(|d| d != size) {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(S3Error::new(
-            StatusCode::BAD_REQUEST,
-            "IncompleteBody",
-            "the body is shorter than Content-Length",
-        ));
-    }
-    if content_md5.is_some_and(|expected| expected != md5) {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(S3Error::new(
-            StatusCode::BAD_REQUEST,
-            "BadDigest",
-            "the Content-MD5 you specified did not match what was received",
-        ));
-    }
-    tokio::fs::rename(&tmp, dir.join(part_number.to_string())).await?;
     let part = PartRow {
         part_number,
         etag: etag.clone(),
@@ -626,65 +604,171 @@ struct ReceivedPart {
     md5: [u8; 16],
 }
 
-/// Streams a request body to `path` (preallocated to `declared` bytes when known), hashing the
-/// bytes as they are written: gathered into a pooled aligned buffer, written a batch at a time
-/// with direct I/O (no page-cache copies for a part nobody reads back soon), each batch hashed
-/// from that same buffer right after it is written, off the runtime; then one `fdatasync`.
-/// The MD5 is of exactly what reached the disk: a check of the sender's `Content-MD5` compares
-/// against [`ReceivedPart::md5`] before the part is renamed into place ([`put_part`]).
+/// Where a part goes and what it must match: written to `tmp`, renamed to `path` once it is
+/// durable and holds `declared` bytes whose MD5 is `content_md5` (each when given).
+struct Target {
+    tmp: PathBuf,
+    path: PathBuf,
+    declared: Option<u64>,
+    content_md5: Option<[u8; 16]>,
+}
+
+/// A part being received: the bytes gathered and not written yet, the file once its first
+/// batch is written, and the MD5 of the bytes written so far.
+struct Sink {
+    gathered: Option<direct::PooledBuffer>,
+    writer: Option<(Writer, DirectFile)>,
+    md5: Md5,
+}
+
+impl Sink {
+    /// Writes the whole blocks gathered (creating the file first), hashing them as written.
+    /// Runs on the blocking pool.
+    fn flush(mut self, target: &Target) -> io::Result<Sink> {
+        let (mut writer, file) = self.open(target)?;
+        let md5 = &mut self.md5;
+        writer.flush(&mut |written| md5.update(written))?;
+        self.writer = Some((writer, file));
+        Ok(self)
+    }
+
+    /// The writer, taken out of the sink; the file is created on the first call.
+    fn open(&mut self, target: &Target) -> io::Result<(Writer, DirectFile)> {
+        if let Some(open) = self.writer.take() {
+            return Ok(open);
+        }
+        let file = open_part(&target.tmp, target.declared)?;
+        let buffer = self
+            .gathered
+            .take()
+            .expect("gathered until the file is opened");
+        Ok((Writer::new(file.clone(), 0, WRITE_BATCH, buffer), file))
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        match (&mut self.gathered, &mut self.writer) {
+            (Some(buffer), _) => buffer.push(bytes),
+            (None, Some((writer, _))) => writer.push(bytes),
+            (None, None) => unreachable!("a sink has a buffer or a writer"),
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        match (&self.gathered, &self.writer) {
+            (Some(buffer), _) => buffer.len() >= WRITE_BATCH,
+            (None, Some((writer, _))) => writer.is_full(),
+            (None, None) => false,
+        }
+    }
+
+    /// Writes the rest, syncs the file's data, checks it against `target` and renames it into
+    /// place: all in one blocking task, so a small part costs one trip to the blocking pool.
+    /// On any failure the temporary file is removed. The MD5 is of exactly what reached the
+    /// disk.
+    fn finish(mut self, target: &Target, size: u64) -> Result<ReceivedPart, S3Error> {
+        let written = self.open(target).and_then(|(writer, file)| {
+            let md5 = &mut self.md5;
+            writer.finish(&mut |written| md5.update(written))?;
+            file.buffered.sync_data()
+        });
+        let md5: [u8; 16] = self.md5.finalize().into();
+        let checked = written.map_err(S3Error::from).and_then(|()| {
+            if target.declared.is_some_and(|d| d != size) {
+                return Err(S3Error::new(
+                    StatusCode::BAD_REQUEST,
+                    "IncompleteBody",
+                    "the body is shorter than Content-Length",
+                ));
+            }
+            if target.content_md5.is_some_and(|expected| expected != md5) {
+                return Err(S3Error::new(
+                    StatusCode::BAD_REQUEST,
+                    "BadDigest",
+                    "the Content-MD5 you specified did not match what was received",
+                ));
+            }
+            Ok(std::fs::rename(&target.tmp, &target.path)?)
+        });
+        match checked {
+            Ok(()) => Ok(ReceivedPart { size, md5 }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&target.tmp);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Streams a request body into the part `target`, hashing the bytes as they are written:
+/// gathered into a pooled aligned buffer, written a batch at a time with direct I/O (no
+/// page-cache copies for a part nobody reads back soon), each batch hashed from that same
+/// buffer right after it is written, off the runtime; then one `fdatasync`, the checks of the
+/// size and the sender's `Content-MD5` against what reached the disk, and the rename into
+/// place. The file is created with its first write, so a part that fits one batch (a small
+/// file's only part) costs a single task on the blocking pool: creating, writing, hashing,
+/// syncing and renaming it each in a task of its own made the thread hand-offs a large share
+/// of the hub's CPU for many small files.
 async fn receive(
     state: &HubState,
     body: Body,
-    path: &std::path::Path,
-    declared: Option<u64>,
+    target: Target,
     max: u64,
 ) -> Result<ReceivedPart, S3Error> {
-    let opened = path.to_path_buf();
-    let file = tokio::task::spawn_blocking(move || open_part(&opened, declared))
-        .await
-        .map_err(|e| HubError::Internal(e.to_string()))??;
-    let mut sink = (
-        Writer::new(file.clone(), 0, WRITE_BATCH, state.buffers.take()),
-        Md5::new(),
-    );
+    let target = Arc::new(target);
+    let mut sink = Sink {
+        gathered: Some(state.buffers.take()),
+        writer: None,
+        md5: Md5::new(),
+    };
     let mut size = 0u64;
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            S3Error::new(
-                StatusCode::BAD_REQUEST,
-                "IncompleteBody",
-                format!("the body was cut: {e}"),
-            )
-        })?;
+    let streamed = loop {
+        let Some(chunk) = stream.next().await else {
+            break Ok(sink);
+        };
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                break Err(S3Error::new(
+                    StatusCode::BAD_REQUEST,
+                    "IncompleteBody",
+                    format!("the body was cut: {e}"),
+                ));
+            }
+        };
         size += chunk.len() as u64;
         if size > max {
-            return Err(S3Error::new(
+            break Err(S3Error::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "EntityTooLarge",
                 format!("a part may be at most {max} bytes"),
             ));
         }
-        sink.0.push(&chunk);
-        if sink.0.is_full() {
-            sink = tokio::task::spawn_blocking(move || {
-                let (mut writer, mut md5) = sink;
-                writer.flush(&mut |written| md5.update(written))?;
-                Ok::<_, io::Error>((writer, md5))
-            })
-            .await
-            .map_err(|e| HubError::Internal(e.to_string()))??;
+        sink.push(&chunk);
+        // Once the whole body is gathered, the last task writes it all.
+        if sink.is_full() && target.declared != Some(size) {
+            let at = target.clone();
+            sink = match tokio::task::spawn_blocking(move || sink.flush(&at)).await {
+                Ok(Ok(flushed)) => flushed,
+                Ok(Err(e)) => break Err(e.into()),
+                Err(e) => break Err(HubError::Internal(e.to_string()).into()),
+            }
         }
-    }
-    let md5 = tokio::task::spawn_blocking(move || {
-        let (writer, mut md5) = sink;
-        writer.finish(&mut |written| md5.update(written))?;
-        file.buffered.sync_data()?;
-        Ok::<_, io::Error>(md5.finalize().into())
-    })
-    .await
-    .map_err(|e| HubError::Internal(e.to_string()))??;
-    Ok(ReceivedPart { size, md5 })
+    };
+    let sink = match streamed {
+        Ok(sink) => sink,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&target.tmp).await;
+            return Err(e);
+        }
+    };
+    state
+        .metrics
+        .storage_bytes_received
+        .fetch_add(size, Relaxed);
+    tokio::task::spawn_blocking(move || sink.finish(&target, size))
+        .await
+        .map_err(|e| HubError::Internal(e.to_string()))?
 }
 
 /// Creates a part's file, owner only like the hub's database (a sender's bytes are not for
