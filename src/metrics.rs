@@ -96,7 +96,8 @@ impl Metrics {
         self.bytes_downloaded.fetch_add(bytes, Relaxed);
     }
 
-    /// Bytes of parts storage accepted from uploads.
+    /// Bytes of parts sent to storage by uploads (every byte sent, accepted or not: a part sent
+    /// again counts again, as a range fetched again does for downloads).
     pub fn uploaded(&self, bytes: u64) {
         self.bytes_uploaded.fetch_add(bytes, Relaxed);
     }
@@ -155,13 +156,13 @@ impl Metrics {
         family(
             "masv_agent_bytes_downloaded_total",
             "counter",
-            "Bytes received from storage by downloads.",
+            "Bytes received from storage by downloads (a range fetched again counts again).",
             &plain(&self.bytes_downloaded),
         );
         family(
             "masv_agent_bytes_uploaded_total",
             "counter",
-            "Bytes of parts accepted by storage from uploads.",
+            "Bytes of parts sent to storage by uploads (a part sent again counts again).",
             &plain(&self.bytes_uploaded),
         );
         family(
