@@ -14,33 +14,17 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
-from bench import API_KEY, TEAM_ID, free_port, parse_size, wait_http  # noqa: E402
+from bench import TEAM_ID, parse_size  # noqa: E402
 
 
-class Agent(bench.Agent):
-    """bench.Agent, with a configuration file setting `[server] hash`."""
-
-    def __init__(self, work, hub, name, hash_format):
-        self.dir = work / f"agent-{name}"
-        shutil.rmtree(self.dir, ignore_errors=True)
-        self.dir.mkdir(parents=True)
-        config = self.dir / "agent.toml"
-        config.write_text(f'[server]\nhash = "{hash_format}"\n')
-        self.port = free_port()
-        self.api = f"http://127.0.0.1:{self.port}/api/v1"
-        self.log = self.dir / "agent.log"
-        self.proc = subprocess.Popen(
-            [bench.MASV, "server", "start", "--config", config, "--listen",
-             f"127.0.0.1:{self.port}", "--data-dir", self.dir / "data", "--cloud-url",
-             f"{hub.url}/v1", "--api-key", API_KEY, "--insecure-no-token"],
-            stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))
-        wait_http(f"{self.api}/downloads", self.proc, "the agent", self.log)
+def agent_with(work, hub, name, hash_format):
+    """A fresh agent whose `[server] hash` is `hash_format`."""
+    return bench.Agent(work, hub, name, f'[server]\nhash = "{hash_format}"\n')
 
 
 def main():
@@ -52,7 +36,7 @@ def main():
                         "profiles each agent, the last run's profile is kept)")
     args = p.parse_args()
     work = bench.release_work("bench-hash")
-    hub = bench.Hub(work)
+    hub = None
     clip = work / "src" / "clip.mov"
     digest = bench.random_file(clip, args.size)
     settings = args.settings.split(",")
@@ -60,13 +44,17 @@ def main():
     try:
         for round_ in range(args.rounds):
             for setting in settings if round_ % 2 == 0 else list(reversed(settings)):
-                agent = Agent(work, hub, f"up-{setting}-{round_}", setting)
+                # A fresh hub per run: it keeps what is uploaded (2 GiB a run).
+                if hub:
+                    hub.close()
+                hub = bench.Hub(work)
+                agent = agent_with(work, hub, f"up-{setting}-{round_}", setting)
                 run, answer = agent.run("uploads", {
                     "team_id": TEAM_ID, "paths": [str(clip)],
                     "package_name": f"{setting}-{round_}"})
                 runs[("upload", setting)].append(run)
                 dst = work / f"dst-{setting}-{round_}"
-                agent = Agent(work, hub, f"down-{setting}-{round_}", setting)
+                agent = agent_with(work, hub, f"down-{setting}-{round_}", setting)
                 down, _ = agent.run("downloads", {"url": answer["link"], "dst_folder": str(dst)})
                 got = next(p for p in dst.rglob("clip.mov"))
                 if bench.sha256(got) != digest:
@@ -76,7 +64,9 @@ def main():
                 print(f"  round {round_ + 1} hash={setting:5}: upload {run['s']:.2f} s, "
                       f"download {down['s']:.2f} s", flush=True)
     finally:
-        hub.close()
+        if hub:
+            hub.close()
+        shutil.rmtree(work / "hub", ignore_errors=True)
     print(f"\n{args.size / (1 << 20):.0f} MiB, {args.rounds} rounds, medians; load "
           f"{os.getloadavg()[0]:.2f} at the end\n")
     print(f"| case | hash | time | MiB/s | agent CPU | agent peak RSS | time vs {settings[-1]} |")

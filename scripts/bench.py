@@ -212,18 +212,23 @@ class Hub:
 class Agent:
     """A fresh agent with its own data folder, against the hub."""
 
-    def __init__(self, work, hub, name):
+    def __init__(self, work, hub, name, config=None):
+        """`config`: the text of an `agent.toml` to start it with."""
         self.dir = work / f"agent-{name}"
         self.hub_pid = hub.proc.pid
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
+        options = []
+        if config is not None:
+            (self.dir / "agent.toml").write_text(config)
+            options = ["--config", self.dir / "agent.toml"]
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}/api/v1"
         self.log = self.dir / "agent.log"
         self.proc = subprocess.Popen(
-            [MASV, "server", "start", "--listen", f"127.0.0.1:{self.port}", "--data-dir",
-             self.dir / "data", "--cloud-url", f"{hub.url}/v1", "--api-key", API_KEY,
-             "--insecure-no-token"],
+            [MASV, "server", "start", *options, "--listen", f"127.0.0.1:{self.port}",
+             "--data-dir", self.dir / "data", "--cloud-url", f"{hub.url}/v1", "--api-key",
+             API_KEY, "--insecure-no-token"],
             stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))
         wait_http(f"{self.api}/downloads", self.proc, "the agent", self.log)
 
