@@ -108,12 +108,7 @@ def main():
     print("|---|---|---|---|---|---|")
     closed = statistics.median(r["s"] for r in runs["closed"])
     for case in cases:
-        rs = runs[case]
-        t = statistics.median(r["s"] for r in rs)
-        cpu = statistics.median(r["cpu"] for r in rs)
-        rss = max(r["rss"] for r in rs)
-        print(f"| {case} | {t:.2f} s | {args.size / (1 << 20) / t:.0f} | {cpu:.2f} s "
-              f"| {rss / (1 << 20):.0f} MiB | {t / closed:.3f} |")
+        print(f"| {case} | {bench.agent_cells(runs[case], args.size, closed)} |")
 
 
 if __name__ == "__main__":

@@ -74,12 +74,7 @@ def main():
     for kind in ("download", "upload"):
         off = statistics.median(r["s"] for r in runs[(kind, settings[-1])])
         for s in settings:
-            rs = runs[(kind, s)]
-            t = statistics.median(r["s"] for r in rs)
-            cpu = statistics.median(r["cpu"] for r in rs)
-            rss = max(r["rss"] for r in rs)
-            print(f"| {kind} | {s} | {t:.2f} s | {args.size / (1 << 20) / t:.0f} | {cpu:.2f} s "
-                  f"| {rss / (1 << 20):.0f} MiB | {t / off:.3f} |")
+            print(f"| {kind} | {s} | {bench.agent_cells(runs[(kind, s)], args.size, off)} |")
 
 
 if __name__ == "__main__":

@@ -351,6 +351,16 @@ def verify_tree(root, manifest, who):
             die(f"{who}: {rel} arrived with other bytes")
 
 
+def agent_cells(runs, size, base):
+    """The table cells of an agent's runs moving `size` bytes, against `base` seconds: median
+    time, MiB/s, median CPU, peak RSS and the time's ratio to `base`."""
+    t = statistics.median(r["s"] for r in runs)
+    cpu = statistics.median(r["cpu"] for r in runs)
+    rss = max(r["rss"] for r in runs)
+    return (f"{t:.2f} s | {size / (1 << 20) / t:.0f} | {cpu:.2f} s | {rss / (1 << 20):.0f} MiB "
+            f"| {t / base:.3f}")
+
+
 def make_data(work, case, args):
     """The source folder of a case and its manifest {relative path: sha256}; kept between runs."""
     if case == "single":
