@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use crate::md5s::Md5;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, Request, State};
@@ -19,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::Utc;
 use futures_util::{StreamExt, TryStreamExt};
-use md5::{Digest, Md5};
 use rand::Rng;
 
 use super::api::State as HubState;
@@ -671,7 +671,7 @@ impl Sink {
             writer.finish(&mut |written| md5.update(written))?;
             file.buffered.sync_data()
         });
-        let md5: [u8; 16] = self.md5.finalize().into();
+        let md5 = self.md5.finalize();
         let checked = written.map_err(S3Error::from).and_then(|()| {
             if target.declared.is_some_and(|d| d != size) {
                 return Err(S3Error::new(

@@ -5,7 +5,7 @@ use std::fmt;
 use std::io::Read;
 use std::path::Path;
 
-use md5::Digest as _;
+use sha2::Digest as _;
 
 /// A hash format: those of ASC MHL v2, by their element name in a `.mhl` file, and SHA-256
 /// (which ASC MHL does not list: a file hashed so can be recorded, not sealed).
@@ -73,7 +73,7 @@ impl fmt::Display for HashFormat {
 pub struct Hasher(State);
 
 enum State {
-    Md5(md5::Md5),
+    Md5(crate::md5s::Md5),
     Sha1(sha1::Sha1),
     Xxh64(xxhash_rust::xxh64::Xxh64),
     Xxh3(Box<xxhash_rust::xxh3::Xxh3>),
@@ -85,7 +85,7 @@ enum State {
 impl Hasher {
     pub fn new(format: HashFormat) -> Hasher {
         Hasher(match format {
-            HashFormat::Md5 => State::Md5(md5::Md5::new()),
+            HashFormat::Md5 => State::Md5(crate::md5s::Md5::new()),
             HashFormat::Sha1 => State::Sha1(sha1::Sha1::new()),
             HashFormat::Xxh64 => State::Xxh64(xxhash_rust::xxh64::Xxh64::new(0)),
             HashFormat::Xxh3 => State::Xxh3(Box::default()),

@@ -34,7 +34,6 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
-use md5::Digest as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -1324,12 +1323,7 @@ async fn send_part(job: &Job, file: &Active, part: &Part) -> Result<String, Part
         // Whether the storage got what was read: S3 and the hub answer a part's MD5 as its
         // ETag (not with SSE-KMS, whose ETags are opaque: those are taken as they come).
         let sent = sent.and_then(|etag| {
-            let md5: [u8; 16] = md5
-                .lock()
-                .expect("md5 lock is never poisoned")
-                .clone()
-                .finalize()
-                .into();
+            let md5 = md5.lock().expect("md5 lock is never poisoned").finalize();
             match etag_md5(&etag) {
                 Some(stored) if stored != md5 => {
                     file.md5s
@@ -1394,7 +1388,7 @@ async fn part_body(job: &Job, file: &Active, part: &Part) -> Result<PartBody, Pa
         .await
         .map_err(|e| disk(format!("{path} cannot be read: {e}")))?
         .map_err(|e| disk(format!("{path} cannot be read: {e}")))?;
-    let md5 = Arc::new(Mutex::new(md5::Md5::new()));
+    let md5 = Arc::new(Mutex::new(crate::md5s::Md5::new()));
     let reads = read_hashed(Arc::new(source), path, part.start, part.len, md5.clone());
     let stream = super::rate::throttle_upload(&job.inner, reads, &job.cancel);
     let streamed = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -1429,7 +1423,7 @@ fn read_hashed(
     path: String,
     start: u64,
     len: u64,
-    md5: Arc<Mutex<md5::Md5>>,
+    md5: Arc<Mutex<crate::md5s::Md5>>,
 ) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
     futures_util::stream::try_unfold(0u64, move |done| {
         let (file, path, md5) = (file.clone(), path.clone(), md5.clone());
@@ -1467,7 +1461,7 @@ fn read_hashed(
 type PartBody = (
     reqwest::Body,
     Arc<std::sync::atomic::AtomicU64>,
-    Arc<Mutex<md5::Md5>>,
+    Arc<Mutex<crate::md5s::Md5>>,
 );
 
 /// The MD5 an ETag stands for, when it is one (32 hex digits, quoted or not; a multipart or

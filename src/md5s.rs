@@ -1,0 +1,576 @@
+//! MD5 of many streams at once. The agent hashes every part it sends and the hub every part it
+//! receives, 16 parts at a time by default, and MD5 was the largest CPU cost of both: one stream
+//! is a chain of dependent steps (~700 MB/s a core whatever the code). Independent streams can
+//! share the 16 lanes of an AVX-512 register instead, so the threads that have bytes to hash
+//! queue them, and whoever finds nobody hashing hashes everything queued in one batch (flat
+//! combining; no thread of its own). While the hashing keeps up, a stream is hashed alone, by the
+//! `md5-asm` kernel; once it falls behind, the queue grows and the next batch fills more lanes:
+//! the cost per byte falls as the load rises. Without AVX-512 (or off x86-64) every stream is
+//! hashed alone.
+//!
+//! [`Md5::update`] blocks until its bytes are hashed: call it where blocking is allowed (the
+//! blocking pool), as the reads and writes it follows are.
+
+use std::sync::{Condvar, Mutex, OnceLock};
+
+/// Below this, bytes are hashed by the caller at once: queueing would cost more than it saves.
+const ALONE: usize = 4096;
+
+const INIT: [u32; 4] = [0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476];
+
+/// One stream's MD5.
+#[derive(Clone)]
+pub struct Md5 {
+    state: [u32; 4],
+    /// The bytes of a block not complete yet.
+    buffer: [u8; 64],
+    buffered: usize,
+    len: u64,
+}
+
+impl Default for Md5 {
+    fn default() -> Self {
+        Md5::new()
+    }
+}
+
+impl Md5 {
+    pub fn new() -> Md5 {
+        Md5 {
+            state: INIT,
+            buffer: [0; 64],
+            buffered: 0,
+            len: 0,
+        }
+    }
+
+    /// Adds `bytes` to the stream, hashed together with the other streams' bytes queued at the
+    /// same time. Blocks until they are hashed.
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        self.len += bytes.len() as u64;
+        if self.buffered > 0 {
+            let take = bytes.len().min(64 - self.buffered);
+            self.buffer[self.buffered..self.buffered + take].copy_from_slice(&bytes[..take]);
+            self.buffered += take;
+            bytes = &bytes[take..];
+            if self.buffered < 64 {
+                return;
+            }
+            compress(&mut self.state, &self.buffer);
+            self.buffered = 0;
+        }
+        let whole = bytes.len() / 64 * 64;
+        if whole >= ALONE {
+            lanes().hash(&mut self.state, &bytes[..whole]);
+        } else {
+            compress(&mut self.state, &bytes[..whole]);
+        }
+        let tail = &bytes[whole..];
+        self.buffer[..tail.len()].copy_from_slice(tail);
+        self.buffered = tail.len();
+    }
+
+    /// The digest of the bytes added so far (more may be added after).
+    pub fn finalize(&self) -> [u8; 16] {
+        let mut state = self.state;
+        let mut last = [0u8; 128];
+        last[..self.buffered].copy_from_slice(&self.buffer[..self.buffered]);
+        last[self.buffered] = 0x80;
+        let blocks = if self.buffered < 56 { 1 } else { 2 };
+        last[blocks * 64 - 8..blocks * 64].copy_from_slice(&(self.len * 8).to_le_bytes());
+        compress(&mut state, &last[..blocks * 64]);
+        let mut digest = [0u8; 16];
+        for (out, word) in digest.chunks_exact_mut(4).zip(state) {
+            out.copy_from_slice(&word.to_le_bytes());
+        }
+        digest
+    }
+}
+
+/// One stream's whole blocks (`bytes.len()` a multiple of 64), alone.
+fn compress(state: &mut [u32; 4], bytes: &[u8]) {
+    let (blocks, rest) = bytes.as_chunks::<64>();
+    debug_assert!(rest.is_empty());
+    #[cfg(target_arch = "x86_64")]
+    md5_asm::compress(state, blocks);
+    #[cfg(not(target_arch = "x86_64"))]
+    blocks
+        .iter()
+        .for_each(|block| portable::compress(state, block));
+}
+
+/// The whole blocks of one stream waiting to be hashed. The pointers are the caller's, who
+/// waits in [`Lanes::hash`] until the job's ticket is done: nothing else touches them meanwhile.
+struct Job {
+    ticket: u64,
+    state: *mut [u32; 4],
+    bytes: *const u8,
+    blocks: usize,
+}
+
+// SAFETY: a job is only read by the one thread that hashes its batch, while the thread that
+// queued it waits for it (see `Job`).
+unsafe impl Send for Job {}
+
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    /// The ticket the next job gets.
+    next: u64,
+    /// Every ticket below this is hashed.
+    done: u64,
+    /// Someone is hashing a batch.
+    busy: bool,
+    /// A batch's hashing panicked: the waiters' states are lost.
+    poisoned: bool,
+}
+
+struct Lanes {
+    /// AVX-512 is there: batches go through [`x16::compress`].
+    wide: bool,
+    queue: Mutex<Queue>,
+    hashed: Condvar,
+}
+
+fn lanes() -> &'static Lanes {
+    static LANES: OnceLock<Lanes> = OnceLock::new();
+    LANES.get_or_init(|| Lanes {
+        wide: x16::available(),
+        queue: Mutex::new(Queue::default()),
+        hashed: Condvar::new(),
+    })
+}
+
+impl Lanes {
+    fn hash(&self, state: &mut [u32; 4], bytes: &[u8]) {
+        if !self.wide {
+            return compress(state, bytes);
+        }
+        let mut queue = self
+            .queue
+            .lock()
+            .expect("the MD5 queue's lock is never poisoned");
+        let ticket = queue.next;
+        queue.next += 1;
+        queue.jobs.push(Job {
+            ticket,
+            state,
+            bytes: bytes.as_ptr(),
+            blocks: bytes.len() / 64,
+        });
+        loop {
+            assert!(!queue.poisoned, "hashing a batch of MD5 streams panicked");
+            if queue.done > ticket {
+                return;
+            }
+            if queue.busy {
+                queue = self
+                    .hashed
+                    .wait(queue)
+                    .expect("the MD5 queue's lock is never poisoned");
+                continue;
+            }
+            // Nobody hashes: this thread hashes everything queued, its own job included.
+            queue.busy = true;
+            let batch = std::mem::take(&mut queue.jobs);
+            drop(queue);
+            let unwinding = Unwinding(self);
+            run(&batch);
+            std::mem::forget(unwinding);
+            queue = self
+                .queue
+                .lock()
+                .expect("the MD5 queue's lock is never poisoned");
+            queue.done = batch.last().map_or(queue.done, |job| job.ticket + 1);
+            queue.busy = false;
+            self.hashed.notify_all();
+        }
+    }
+}
+
+/// Hashes a batch, 16 lanes at a time: each lane takes the next job when its own is done, and
+/// the lanes run together as many blocks as the shortest has left. A job left alone in the
+/// lanes is finished alone (16 lanes for one stream would cost more than the scalar kernel).
+fn run(batch: &[Job]) {
+    // SAFETY (every dereference below): each job's state and bytes stay borrowed by its waiting
+    // caller (see `Job`); no two jobs share a state (a stream is borrowed mutably while its job
+    // waits).
+    let bytes = |job: &Job, from: usize| unsafe {
+        std::slice::from_raw_parts(job.bytes.add(from * 64), (job.blocks - from) * 64)
+    };
+    let mut jobs = batch.iter().filter(|job| job.blocks > 0);
+    // Per lane: the job and the blocks of it done.
+    let mut slots: [Option<(&Job, usize)>; x16::LANES] = [None; x16::LANES];
+    let mut states = [[0u32; 4]; x16::LANES];
+    loop {
+        for (slot, state) in slots.iter_mut().zip(&mut states) {
+            if slot.is_none()
+                && let Some(job) = jobs.next()
+            {
+                *state = unsafe { *job.state };
+                *slot = Some((job, 0));
+            }
+        }
+        let busy = slots.iter().filter(|slot| slot.is_some()).count();
+        if busy == 0 {
+            return;
+        }
+        if busy == 1 {
+            let (lane, (job, from)) = slots
+                .iter()
+                .enumerate()
+                .find_map(|(lane, slot)| slot.map(|s| (lane, s)))
+                .expect("one lane is busy");
+            compress(&mut states[lane], bytes(job, from));
+            unsafe { *job.state = states[lane] };
+            slots[lane] = None;
+            continue;
+        }
+        let step = slots
+            .iter()
+            .flatten()
+            .map(|(job, from)| job.blocks - from)
+            .min()
+            .expect("lanes are busy");
+        let starts = slots.map(|slot| slot.map(|(job, from)| bytes(job, from).as_ptr()));
+        // SAFETY: AVX-512 is there (`Lanes::wide`); each busy lane has `step` blocks from its
+        // start.
+        unsafe { x16::compress(&mut states, &starts, step) };
+        for (slot, state) in slots.iter_mut().zip(&states) {
+            if let Some((job, from)) = slot {
+                *from += step;
+                if *from == job.blocks {
+                    unsafe { *job.state = *state };
+                    *slot = None;
+                }
+            }
+        }
+    }
+}
+
+/// Wakes the waiters of a batch whose hashing panicked (they panic too: their states are lost).
+struct Unwinding<'a>(&'a Lanes);
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut queue) = self.0.queue.lock() {
+            queue.poisoned = true;
+            queue.busy = false;
+        }
+        self.0.hashed.notify_all();
+    }
+}
+
+/// MD5 (RFC 1321) of 16 streams at once, one per 32-bit lane of AVX-512 registers.
+#[cfg(target_arch = "x86_64")]
+mod x16 {
+    use std::arch::x86_64::*;
+
+    pub const LANES: usize = 16;
+
+    pub fn available() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+
+    /// What an idle lane reads: a block of its own, so that it never reads past anything.
+    static IDLE: [u8; 64] = [0; 64];
+
+    /// Runs `blocks` blocks of each busy lane (`starts[lane]` is where its blocks are) into
+    /// `states`; idle lanes (`None`) compute nothing anyone keeps.
+    ///
+    /// # Safety
+    /// AVX-512F must be there, and each busy lane's start must have `blocks * 64` bytes.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn compress(
+        states: &mut [[u32; 4]; LANES],
+        starts: &[Option<*const u8>; LANES],
+        blocks: usize,
+    ) {
+        // Each lane's words are gathered at `IDLE + offset` (wrapping): an idle lane has offset
+        // 0 and stride 0, so it reads `IDLE` over and over.
+        let base = IDLE.as_ptr();
+        let offsets: [i64; LANES] =
+            starts.map(|start| start.map_or(0, |start| (start as i64).wrapping_sub(base as i64)));
+        let strides: [i64; LANES] = starts.map(|start| if start.is_some() { 64 } else { 0 });
+        let load = |v: &[i64]| unsafe { _mm512_loadu_si512(v.as_ptr().cast()) };
+        let (mut low, mut high) = (load(&offsets[..8]), load(&offsets[8..]));
+        let (step_low, step_high) = (load(&strides[..8]), load(&strides[8..]));
+        let word = |i: usize| {
+            let lane: [u32; LANES] = std::array::from_fn(|lane| states[lane][i]);
+            unsafe { _mm512_loadu_si512(lane.as_ptr().cast()) }
+        };
+        let (mut a, mut b, mut c, mut d) = (word(0), word(1), word(2), word(3));
+        macro_rules! f {
+            ($b:expr, $c:expr, $d:expr) => {
+                _mm512_ternarylogic_epi32::<0xca>($b, $c, $d)
+            };
+        }
+        macro_rules! g {
+            ($b:expr, $c:expr, $d:expr) => {
+                _mm512_ternarylogic_epi32::<0xe4>($b, $c, $d)
+            };
+        }
+        macro_rules! h {
+            ($b:expr, $c:expr, $d:expr) => {
+                _mm512_ternarylogic_epi32::<0x96>($b, $c, $d)
+            };
+        }
+        macro_rules! i {
+            ($b:expr, $c:expr, $d:expr) => {
+                _mm512_ternarylogic_epi32::<0x39>($b, $c, $d)
+            };
+        }
+        macro_rules! step {
+            ($f:ident, $a:ident, $b:ident, $c:ident, $d:ident, $m:expr, $k:expr, $s:literal) => {
+                let t = _mm512_add_epi32(
+                    _mm512_add_epi32($a, $f!($b, $c, $d)),
+                    _mm512_add_epi32($m, _mm512_set1_epi32($k as i32)),
+                );
+                $a = _mm512_add_epi32($b, _mm512_rol_epi32::<$s>(t));
+            };
+        }
+        for _ in 0..blocks {
+            let m: [__m512i; 16] = std::array::from_fn(|w| {
+                // SAFETY: a busy lane reads its own block (the caller's promise), an idle one
+                // `IDLE`; `base + 4w` stays within `IDLE`.
+                unsafe {
+                    let at = base.add(4 * w).cast::<i32>();
+                    let low = _mm512_i64gather_epi32::<1>(low, at);
+                    let high = _mm512_i64gather_epi32::<1>(high, at);
+                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high)
+                }
+            });
+            let (a0, b0, c0, d0) = (a, b, c, d);
+            step!(f, a, b, c, d, m[0], 0xd76aa478_u32, 7);
+            step!(f, d, a, b, c, m[1], 0xe8c7b756_u32, 12);
+            step!(f, c, d, a, b, m[2], 0x242070db_u32, 17);
+            step!(f, b, c, d, a, m[3], 0xc1bdceee_u32, 22);
+            step!(f, a, b, c, d, m[4], 0xf57c0faf_u32, 7);
+            step!(f, d, a, b, c, m[5], 0x4787c62a_u32, 12);
+            step!(f, c, d, a, b, m[6], 0xa8304613_u32, 17);
+            step!(f, b, c, d, a, m[7], 0xfd469501_u32, 22);
+            step!(f, a, b, c, d, m[8], 0x698098d8_u32, 7);
+            step!(f, d, a, b, c, m[9], 0x8b44f7af_u32, 12);
+            step!(f, c, d, a, b, m[10], 0xffff5bb1_u32, 17);
+            step!(f, b, c, d, a, m[11], 0x895cd7be_u32, 22);
+            step!(f, a, b, c, d, m[12], 0x6b901122_u32, 7);
+            step!(f, d, a, b, c, m[13], 0xfd987193_u32, 12);
+            step!(f, c, d, a, b, m[14], 0xa679438e_u32, 17);
+            step!(f, b, c, d, a, m[15], 0x49b40821_u32, 22);
+            step!(g, a, b, c, d, m[1], 0xf61e2562_u32, 5);
+            step!(g, d, a, b, c, m[6], 0xc040b340_u32, 9);
+            step!(g, c, d, a, b, m[11], 0x265e5a51_u32, 14);
+            step!(g, b, c, d, a, m[0], 0xe9b6c7aa_u32, 20);
+            step!(g, a, b, c, d, m[5], 0xd62f105d_u32, 5);
+            step!(g, d, a, b, c, m[10], 0x02441453_u32, 9);
+            step!(g, c, d, a, b, m[15], 0xd8a1e681_u32, 14);
+            step!(g, b, c, d, a, m[4], 0xe7d3fbc8_u32, 20);
+            step!(g, a, b, c, d, m[9], 0x21e1cde6_u32, 5);
+            step!(g, d, a, b, c, m[14], 0xc33707d6_u32, 9);
+            step!(g, c, d, a, b, m[3], 0xf4d50d87_u32, 14);
+            step!(g, b, c, d, a, m[8], 0x455a14ed_u32, 20);
+            step!(g, a, b, c, d, m[13], 0xa9e3e905_u32, 5);
+            step!(g, d, a, b, c, m[2], 0xfcefa3f8_u32, 9);
+            step!(g, c, d, a, b, m[7], 0x676f02d9_u32, 14);
+            step!(g, b, c, d, a, m[12], 0x8d2a4c8a_u32, 20);
+            step!(h, a, b, c, d, m[5], 0xfffa3942_u32, 4);
+            step!(h, d, a, b, c, m[8], 0x8771f681_u32, 11);
+            step!(h, c, d, a, b, m[11], 0x6d9d6122_u32, 16);
+            step!(h, b, c, d, a, m[14], 0xfde5380c_u32, 23);
+            step!(h, a, b, c, d, m[1], 0xa4beea44_u32, 4);
+            step!(h, d, a, b, c, m[4], 0x4bdecfa9_u32, 11);
+            step!(h, c, d, a, b, m[7], 0xf6bb4b60_u32, 16);
+            step!(h, b, c, d, a, m[10], 0xbebfbc70_u32, 23);
+            step!(h, a, b, c, d, m[13], 0x289b7ec6_u32, 4);
+            step!(h, d, a, b, c, m[0], 0xeaa127fa_u32, 11);
+            step!(h, c, d, a, b, m[3], 0xd4ef3085_u32, 16);
+            step!(h, b, c, d, a, m[6], 0x04881d05_u32, 23);
+            step!(h, a, b, c, d, m[9], 0xd9d4d039_u32, 4);
+            step!(h, d, a, b, c, m[12], 0xe6db99e5_u32, 11);
+            step!(h, c, d, a, b, m[15], 0x1fa27cf8_u32, 16);
+            step!(h, b, c, d, a, m[2], 0xc4ac5665_u32, 23);
+            step!(i, a, b, c, d, m[0], 0xf4292244_u32, 6);
+            step!(i, d, a, b, c, m[7], 0x432aff97_u32, 10);
+            step!(i, c, d, a, b, m[14], 0xab9423a7_u32, 15);
+            step!(i, b, c, d, a, m[5], 0xfc93a039_u32, 21);
+            step!(i, a, b, c, d, m[12], 0x655b59c3_u32, 6);
+            step!(i, d, a, b, c, m[3], 0x8f0ccc92_u32, 10);
+            step!(i, c, d, a, b, m[10], 0xffeff47d_u32, 15);
+            step!(i, b, c, d, a, m[1], 0x85845dd1_u32, 21);
+            step!(i, a, b, c, d, m[8], 0x6fa87e4f_u32, 6);
+            step!(i, d, a, b, c, m[15], 0xfe2ce6e0_u32, 10);
+            step!(i, c, d, a, b, m[6], 0xa3014314_u32, 15);
+            step!(i, b, c, d, a, m[13], 0x4e0811a1_u32, 21);
+            step!(i, a, b, c, d, m[4], 0xf7537e82_u32, 6);
+            step!(i, d, a, b, c, m[11], 0xbd3af235_u32, 10);
+            step!(i, c, d, a, b, m[2], 0x2ad7d2bb_u32, 15);
+            step!(i, b, c, d, a, m[9], 0xeb86d391_u32, 21);
+            a = _mm512_add_epi32(a, a0);
+            b = _mm512_add_epi32(b, b0);
+            c = _mm512_add_epi32(c, c0);
+            d = _mm512_add_epi32(d, d0);
+            low = _mm512_add_epi64(low, step_low);
+            high = _mm512_add_epi64(high, step_high);
+        }
+        let mut out = [[0u32; LANES]; 4];
+        for (words, v) in out.iter_mut().zip([a, b, c, d]) {
+            unsafe { _mm512_storeu_si512(words.as_mut_ptr().cast(), v) };
+        }
+        for (lane, state) in states.iter_mut().enumerate() {
+            *state = [out[0][lane], out[1][lane], out[2][lane], out[3][lane]];
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod x16 {
+    pub const LANES: usize = 16;
+
+    pub fn available() -> bool {
+        false
+    }
+
+    /// Never called: [`available`] is false.
+    pub unsafe fn compress(_: &mut [[u32; 4]; LANES], _: &[Option<*const u8>; LANES], _: usize) {
+        unreachable!("no MD5 lanes off x86-64")
+    }
+}
+
+/// One block of one stream in plain Rust, where `md5-asm` is not (off x86-64).
+#[cfg(not(target_arch = "x86_64"))]
+mod portable {
+    const K: [u32; 64] = [
+        0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a, 0xa8304613,
+        0xfd469501, 0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be, 0x6b901122, 0xfd987193,
+        0xa679438e, 0x49b40821, 0xf61e2562, 0xc040b340, 0x265e5a51, 0xe9b6c7aa, 0xd62f105d,
+        0x02441453, 0xd8a1e681, 0xe7d3fbc8, 0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed,
+        0xa9e3e905, 0xfcefa3f8, 0x676f02d9, 0x8d2a4c8a, 0xfffa3942, 0x8771f681, 0x6d9d6122,
+        0xfde5380c, 0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70, 0x289b7ec6, 0xeaa127fa,
+        0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665, 0xf4292244,
+        0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92, 0xffeff47d, 0x85845dd1,
+        0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1, 0xf7537e82, 0xbd3af235, 0x2ad7d2bb,
+        0xeb86d391,
+    ];
+    const S: [u32; 16] = [7, 12, 17, 22, 5, 9, 14, 20, 4, 11, 16, 23, 6, 10, 15, 21];
+
+    pub fn compress(state: &mut [u32; 4], block: &[u8; 64]) {
+        let m: [u32; 16] = std::array::from_fn(|w| {
+            u32::from_le_bytes(block[4 * w..4 * w + 4].try_into().unwrap())
+        });
+        let [mut a, mut b, mut c, mut d] = *state;
+        for i in 0..64 {
+            let (f, g) = match i / 16 {
+                0 => ((b & c) | (!b & d), i),
+                1 => ((d & b) | (!d & c), (5 * i + 1) % 16),
+                2 => (b ^ c ^ d, (3 * i + 5) % 16),
+                _ => (c ^ (b | !d), (7 * i) % 16),
+            };
+            let t = a.wrapping_add(f).wrapping_add(K[i]).wrapping_add(m[g]);
+            (a, d, c) = (d, c, b);
+            b = b.wrapping_add(t.rotate_left(S[i / 16 * 4 + i % 4]));
+        }
+        for (s, v) in state.iter_mut().zip([a, b, c, d]) {
+            *s = s.wrapping_add(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use md5::Digest as _;
+
+    fn reference(bytes: &[u8]) -> [u8; 16] {
+        md5::Md5::digest(bytes).into()
+    }
+
+    /// Random bytes from a seed (xorshift): reproducible without a generator crate's API.
+    fn bytes(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_stream_in_pieces_of_every_size_is_the_md5_of_its_bytes() {
+        let data = bytes(1, 300_000);
+        for piece in [1, 63, 64, 65, 4095, 4096, 4097, 65_536, 100_003, 300_000] {
+            let mut md5 = Md5::new();
+            for chunk in data.chunks(piece) {
+                md5.update(chunk);
+            }
+            assert_eq!(md5.finalize(), reference(&data), "pieces of {piece} bytes");
+        }
+        assert_eq!(Md5::new().finalize(), reference(b""));
+    }
+
+    /// A batch as the lanes take it: more streams than lanes, of lengths from none to many
+    /// blocks, so lanes run together, refill as their streams end, and finish a last stream
+    /// alone. Each state must be the one the scalar kernel gives.
+    #[test]
+    fn a_batch_through_the_lanes_gives_each_stream_its_own_state() {
+        assert!(
+            lanes().wide || !cfg!(target_arch = "x86_64") || !x16::available(),
+            "AVX-512 is there but the lanes do not use it"
+        );
+        if !x16::available() {
+            return;
+        }
+        let data: Vec<Vec<u8>> = (0..37u64)
+            .map(|t| {
+                bytes(
+                    t + 100,
+                    ((t * 37 + 5) % 41) as usize * 64 + t as usize % 3 * 64_000,
+                )
+            })
+            .collect();
+        let mut states = vec![INIT; data.len()];
+        let batch: Vec<Job> = states
+            .iter_mut()
+            .zip(&data)
+            .enumerate()
+            .map(|(ticket, (state, bytes))| Job {
+                ticket: ticket as u64,
+                state,
+                bytes: bytes.as_ptr(),
+                blocks: bytes.len() / 64,
+            })
+            .collect();
+        run(&batch);
+        drop(batch);
+        for (t, (state, bytes)) in states.iter().zip(&data).enumerate() {
+            let mut alone = INIT;
+            compress(&mut alone, bytes);
+            assert_eq!(*state, alone, "stream {t} of {} blocks", bytes.len() / 64);
+        }
+    }
+
+    /// Many threads at once, each a stream fed in pieces of its own odd sizes: batches mix
+    /// streams of different lengths and offsets in one block, and each stream's digest must be
+    /// its own.
+    #[test]
+    fn streams_hashed_together_each_get_their_own_md5() {
+        let threads: Vec<_> = (0..24u64)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let data = bytes(t + 7, 1_000_000 + t as usize * 4_099);
+                    let piece = 4_096 + (t as usize * 7_919) % 70_000;
+                    let mut md5 = Md5::new();
+                    for chunk in data.chunks(piece) {
+                        md5.update(chunk);
+                    }
+                    assert_eq!(md5.finalize(), reference(&data), "stream {t}");
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("a stream's thread");
+        }
+    }
+}
