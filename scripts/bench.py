@@ -249,12 +249,17 @@ class Agent:
         started = time.time()
         answer = http("POST", f"{self.api}/{kind}", body)
         tid = answer.get("download_id") or answer.get("upload_id") or answer.get("id")
+        idle_since = None
         while True:
             time.sleep(0.2)
             status = http("GET", f"{self.api}/{kind}/{tid}")
             if status["state"] == "complete":
                 break
-            if status["state"] in ("error", "idle", "paused"):
+            # An upload shows `idle` while its package is finalized (a 1,000-file package
+            # takes a moment): only an idle that lasts is an end.
+            idle_since = (idle_since or time.time()) if status["state"] == "idle" else None
+            if status["state"] in ("error", "paused") or (
+                    idle_since and time.time() - idle_since > 30):
                 bad = [f for f in status.get("files") or [] if f.get("error")][:3]
                 die(f"{kind} {tid} ended {status['state']}: {status.get('error')} {bad}; "
                     f"see {self.log}")
