@@ -300,30 +300,12 @@ mod x16 {
             unsafe { _mm512_loadu_si512(lane.as_ptr().cast()) }
         };
         let (mut a, mut b, mut c, mut d) = (word(0), word(1), word(2), word(3));
-        macro_rules! f {
-            ($b:expr, $c:expr, $d:expr) => {
-                _mm512_ternarylogic_epi32::<0xca>($b, $c, $d)
-            };
-        }
-        macro_rules! g {
-            ($b:expr, $c:expr, $d:expr) => {
-                _mm512_ternarylogic_epi32::<0xe4>($b, $c, $d)
-            };
-        }
-        macro_rules! h {
-            ($b:expr, $c:expr, $d:expr) => {
-                _mm512_ternarylogic_epi32::<0x96>($b, $c, $d)
-            };
-        }
-        macro_rules! i {
-            ($b:expr, $c:expr, $d:expr) => {
-                _mm512_ternarylogic_epi32::<0x39>($b, $c, $d)
-            };
-        }
+        // Each step's function of b, c and d as a truth table for `vpternlogd`: F (b ? c : d)
+        // 0xca, G (d ? b : c) 0xe4, H (b ^ c ^ d) 0x96, I (c ^ (b | !d)) 0x39.
         macro_rules! step {
-            ($f:ident, $a:ident, $b:ident, $c:ident, $d:ident, $m:expr, $k:expr, $s:literal) => {
+            ($f:literal, $a:ident, $b:ident, $c:ident, $d:ident, $m:expr, $k:expr, $s:literal) => {
                 let t = _mm512_add_epi32(
-                    _mm512_add_epi32($a, $f!($b, $c, $d)),
+                    _mm512_add_epi32($a, _mm512_ternarylogic_epi32::<$f>($b, $c, $d)),
                     _mm512_add_epi32($m, _mm512_set1_epi32($k as i32)),
                 );
                 $a = _mm512_add_epi32($b, _mm512_rol_epi32::<$s>(t));
@@ -341,70 +323,70 @@ mod x16 {
                 }
             });
             let (a0, b0, c0, d0) = (a, b, c, d);
-            step!(f, a, b, c, d, m[0], 0xd76aa478_u32, 7);
-            step!(f, d, a, b, c, m[1], 0xe8c7b756_u32, 12);
-            step!(f, c, d, a, b, m[2], 0x242070db_u32, 17);
-            step!(f, b, c, d, a, m[3], 0xc1bdceee_u32, 22);
-            step!(f, a, b, c, d, m[4], 0xf57c0faf_u32, 7);
-            step!(f, d, a, b, c, m[5], 0x4787c62a_u32, 12);
-            step!(f, c, d, a, b, m[6], 0xa8304613_u32, 17);
-            step!(f, b, c, d, a, m[7], 0xfd469501_u32, 22);
-            step!(f, a, b, c, d, m[8], 0x698098d8_u32, 7);
-            step!(f, d, a, b, c, m[9], 0x8b44f7af_u32, 12);
-            step!(f, c, d, a, b, m[10], 0xffff5bb1_u32, 17);
-            step!(f, b, c, d, a, m[11], 0x895cd7be_u32, 22);
-            step!(f, a, b, c, d, m[12], 0x6b901122_u32, 7);
-            step!(f, d, a, b, c, m[13], 0xfd987193_u32, 12);
-            step!(f, c, d, a, b, m[14], 0xa679438e_u32, 17);
-            step!(f, b, c, d, a, m[15], 0x49b40821_u32, 22);
-            step!(g, a, b, c, d, m[1], 0xf61e2562_u32, 5);
-            step!(g, d, a, b, c, m[6], 0xc040b340_u32, 9);
-            step!(g, c, d, a, b, m[11], 0x265e5a51_u32, 14);
-            step!(g, b, c, d, a, m[0], 0xe9b6c7aa_u32, 20);
-            step!(g, a, b, c, d, m[5], 0xd62f105d_u32, 5);
-            step!(g, d, a, b, c, m[10], 0x02441453_u32, 9);
-            step!(g, c, d, a, b, m[15], 0xd8a1e681_u32, 14);
-            step!(g, b, c, d, a, m[4], 0xe7d3fbc8_u32, 20);
-            step!(g, a, b, c, d, m[9], 0x21e1cde6_u32, 5);
-            step!(g, d, a, b, c, m[14], 0xc33707d6_u32, 9);
-            step!(g, c, d, a, b, m[3], 0xf4d50d87_u32, 14);
-            step!(g, b, c, d, a, m[8], 0x455a14ed_u32, 20);
-            step!(g, a, b, c, d, m[13], 0xa9e3e905_u32, 5);
-            step!(g, d, a, b, c, m[2], 0xfcefa3f8_u32, 9);
-            step!(g, c, d, a, b, m[7], 0x676f02d9_u32, 14);
-            step!(g, b, c, d, a, m[12], 0x8d2a4c8a_u32, 20);
-            step!(h, a, b, c, d, m[5], 0xfffa3942_u32, 4);
-            step!(h, d, a, b, c, m[8], 0x8771f681_u32, 11);
-            step!(h, c, d, a, b, m[11], 0x6d9d6122_u32, 16);
-            step!(h, b, c, d, a, m[14], 0xfde5380c_u32, 23);
-            step!(h, a, b, c, d, m[1], 0xa4beea44_u32, 4);
-            step!(h, d, a, b, c, m[4], 0x4bdecfa9_u32, 11);
-            step!(h, c, d, a, b, m[7], 0xf6bb4b60_u32, 16);
-            step!(h, b, c, d, a, m[10], 0xbebfbc70_u32, 23);
-            step!(h, a, b, c, d, m[13], 0x289b7ec6_u32, 4);
-            step!(h, d, a, b, c, m[0], 0xeaa127fa_u32, 11);
-            step!(h, c, d, a, b, m[3], 0xd4ef3085_u32, 16);
-            step!(h, b, c, d, a, m[6], 0x04881d05_u32, 23);
-            step!(h, a, b, c, d, m[9], 0xd9d4d039_u32, 4);
-            step!(h, d, a, b, c, m[12], 0xe6db99e5_u32, 11);
-            step!(h, c, d, a, b, m[15], 0x1fa27cf8_u32, 16);
-            step!(h, b, c, d, a, m[2], 0xc4ac5665_u32, 23);
-            step!(i, a, b, c, d, m[0], 0xf4292244_u32, 6);
-            step!(i, d, a, b, c, m[7], 0x432aff97_u32, 10);
-            step!(i, c, d, a, b, m[14], 0xab9423a7_u32, 15);
-            step!(i, b, c, d, a, m[5], 0xfc93a039_u32, 21);
-            step!(i, a, b, c, d, m[12], 0x655b59c3_u32, 6);
-            step!(i, d, a, b, c, m[3], 0x8f0ccc92_u32, 10);
-            step!(i, c, d, a, b, m[10], 0xffeff47d_u32, 15);
-            step!(i, b, c, d, a, m[1], 0x85845dd1_u32, 21);
-            step!(i, a, b, c, d, m[8], 0x6fa87e4f_u32, 6);
-            step!(i, d, a, b, c, m[15], 0xfe2ce6e0_u32, 10);
-            step!(i, c, d, a, b, m[6], 0xa3014314_u32, 15);
-            step!(i, b, c, d, a, m[13], 0x4e0811a1_u32, 21);
-            step!(i, a, b, c, d, m[4], 0xf7537e82_u32, 6);
-            step!(i, d, a, b, c, m[11], 0xbd3af235_u32, 10);
-            step!(i, c, d, a, b, m[2], 0x2ad7d2bb_u32, 15);
-            step!(i, b, c, d, a, m[9], 0xeb86d391_u32, 21);
+            step!(0xca, a, b, c, d, m[0], 0xd76aa478_u32, 7);
+            step!(0xca, d, a, b, c, m[1], 0xe8c7b756_u32, 12);
+            step!(0xca, c, d, a, b, m[2], 0x242070db_u32, 17);
+            step!(0xca, b, c, d, a, m[3], 0xc1bdceee_u32, 22);
+            step!(0xca, a, b, c, d, m[4], 0xf57c0faf_u32, 7);
+            step!(0xca, d, a, b, c, m[5], 0x4787c62a_u32, 12);
+            step!(0xca, c, d, a, b, m[6], 0xa8304613_u32, 17);
+            step!(0xca, b, c, d, a, m[7], 0xfd469501_u32, 22);
+            step!(0xca, a, b, c, d, m[8], 0x698098d8_u32, 7);
+            step!(0xca, d, a, b, c, m[9], 0x8b44f7af_u32, 12);
+            step!(0xca, c, d, a, b, m[10], 0xffff5bb1_u32, 17);
+            step!(0xca, b, c, d, a, m[11], 0x895cd7be_u32, 22);
+            step!(0xca, a, b, c, d, m[12], 0x6b901122_u32, 7);
+            step!(0xca, d, a, b, c, m[13], 0xfd987193_u32, 12);
+            step!(0xca, c, d, a, b, m[14], 0xa679438e_u32, 17);
+            step!(0xca, b, c, d, a, m[15], 0x49b40821_u32, 22);
+            step!(0xe4, a, b, c, d, m[1], 0xf61e2562_u32, 5);
+            step!(0xe4, d, a, b, c, m[6], 0xc040b340_u32, 9);
+            step!(0xe4, c, d, a, b, m[11], 0x265e5a51_u32, 14);
+            step!(0xe4, b, c, d, a, m[0], 0xe9b6c7aa_u32, 20);
+            step!(0xe4, a, b, c, d, m[5], 0xd62f105d_u32, 5);
+            step!(0xe4, d, a, b, c, m[10], 0x02441453_u32, 9);
+            step!(0xe4, c, d, a, b, m[15], 0xd8a1e681_u32, 14);
+            step!(0xe4, b, c, d, a, m[4], 0xe7d3fbc8_u32, 20);
+            step!(0xe4, a, b, c, d, m[9], 0x21e1cde6_u32, 5);
+            step!(0xe4, d, a, b, c, m[14], 0xc33707d6_u32, 9);
+            step!(0xe4, c, d, a, b, m[3], 0xf4d50d87_u32, 14);
+            step!(0xe4, b, c, d, a, m[8], 0x455a14ed_u32, 20);
+            step!(0xe4, a, b, c, d, m[13], 0xa9e3e905_u32, 5);
+            step!(0xe4, d, a, b, c, m[2], 0xfcefa3f8_u32, 9);
+            step!(0xe4, c, d, a, b, m[7], 0x676f02d9_u32, 14);
+            step!(0xe4, b, c, d, a, m[12], 0x8d2a4c8a_u32, 20);
+            step!(0x96, a, b, c, d, m[5], 0xfffa3942_u32, 4);
+            step!(0x96, d, a, b, c, m[8], 0x8771f681_u32, 11);
+            step!(0x96, c, d, a, b, m[11], 0x6d9d6122_u32, 16);
+            step!(0x96, b, c, d, a, m[14], 0xfde5380c_u32, 23);
+            step!(0x96, a, b, c, d, m[1], 0xa4beea44_u32, 4);
+            step!(0x96, d, a, b, c, m[4], 0x4bdecfa9_u32, 11);
+            step!(0x96, c, d, a, b, m[7], 0xf6bb4b60_u32, 16);
+            step!(0x96, b, c, d, a, m[10], 0xbebfbc70_u32, 23);
+            step!(0x96, a, b, c, d, m[13], 0x289b7ec6_u32, 4);
+            step!(0x96, d, a, b, c, m[0], 0xeaa127fa_u32, 11);
+            step!(0x96, c, d, a, b, m[3], 0xd4ef3085_u32, 16);
+            step!(0x96, b, c, d, a, m[6], 0x04881d05_u32, 23);
+            step!(0x96, a, b, c, d, m[9], 0xd9d4d039_u32, 4);
+            step!(0x96, d, a, b, c, m[12], 0xe6db99e5_u32, 11);
+            step!(0x96, c, d, a, b, m[15], 0x1fa27cf8_u32, 16);
+            step!(0x96, b, c, d, a, m[2], 0xc4ac5665_u32, 23);
+            step!(0x39, a, b, c, d, m[0], 0xf4292244_u32, 6);
+            step!(0x39, d, a, b, c, m[7], 0x432aff97_u32, 10);
+            step!(0x39, c, d, a, b, m[14], 0xab9423a7_u32, 15);
+            step!(0x39, b, c, d, a, m[5], 0xfc93a039_u32, 21);
+            step!(0x39, a, b, c, d, m[12], 0x655b59c3_u32, 6);
+            step!(0x39, d, a, b, c, m[3], 0x8f0ccc92_u32, 10);
+            step!(0x39, c, d, a, b, m[10], 0xffeff47d_u32, 15);
+            step!(0x39, b, c, d, a, m[1], 0x85845dd1_u32, 21);
+            step!(0x39, a, b, c, d, m[8], 0x6fa87e4f_u32, 6);
+            step!(0x39, d, a, b, c, m[15], 0xfe2ce6e0_u32, 10);
+            step!(0x39, c, d, a, b, m[6], 0xa3014314_u32, 15);
+            step!(0x39, b, c, d, a, m[13], 0x4e0811a1_u32, 21);
+            step!(0x39, a, b, c, d, m[4], 0xf7537e82_u32, 6);
+            step!(0x39, d, a, b, c, m[11], 0xbd3af235_u32, 10);
+            step!(0x39, c, d, a, b, m[2], 0x2ad7d2bb_u32, 15);
+            step!(0x39, b, c, d, a, m[9], 0xeb86d391_u32, 21);
             a = _mm512_add_epi32(a, a0);
             b = _mm512_add_epi32(b, b0);
             c = _mm512_add_epi32(c, c0);
