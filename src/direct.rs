@@ -178,6 +178,31 @@ pub struct DirectFile {
     pub direct: Option<Arc<File>>,
 }
 
+impl DirectFile {
+    /// Writes `bytes` at `offset`: the whole blocks with direct I/O where the file has it and
+    /// both `offset` and the memory are block-aligned, the rest (a last partial block; all of
+    /// it otherwise, or when the device wants a larger alignment than ours) through the page
+    /// cache.
+    pub fn write_all_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        let blocks = bytes.len() / ALIGN * ALIGN;
+        let aligned =
+            offset.is_multiple_of(ALIGN as u64) && (bytes.as_ptr() as usize).is_multiple_of(ALIGN);
+        if let Some(direct) = self.direct.as_ref().filter(|_| aligned && blocks > 0) {
+            match direct.write_all_at(&bytes[..blocks], offset) {
+                Ok(()) if blocks == bytes.len() => return Ok(()),
+                Ok(()) => {
+                    return self
+                        .buffered
+                        .write_all_at(&bytes[blocks..], offset + blocks as u64);
+                }
+                Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.buffered.write_all_at(bytes, offset)
+    }
+}
+
 /// The bytes of a stream, laid down in order from an offset of a file: gathered into an
 /// aligned buffer, written with direct I/O (no copy into the page cache, nothing left for the
 /// final sync to write out) where the file has it and the offset is block-aligned, through the
@@ -215,42 +240,24 @@ impl Writer {
     /// them to `written` once they are written.
     pub fn flush(&mut self, written: &mut dyn FnMut(&[u8])) -> io::Result<()> {
         let blocks = self.buffer.len / ALIGN * ALIGN;
-        if blocks == 0 {
-            return Ok(());
-        }
-        let direct = match &self.file.direct {
-            Some(direct) if self.offset.is_multiple_of(ALIGN as u64) => direct,
-            _ => return self.write_buffered(written),
-        };
-        match direct.write_all_at(&self.buffer.bytes()[..blocks], self.offset) {
-            Ok(()) => {
-                written(&self.buffer.bytes()[..blocks]);
-                self.offset += blocks as u64;
-                self.buffer.consume(blocks);
-                Ok(())
-            }
-            // The device wants a larger alignment than ours: the page cache takes it.
-            Err(e) if e.raw_os_error() == Some(Errno::INVAL.raw_os_error()) => {
-                self.write_buffered(written)
-            }
-            Err(e) => Err(e),
-        }
+        self.write(blocks, written)
     }
 
     /// Writes everything gathered; returns the offset after the last byte.
     pub fn finish(mut self, written: &mut dyn FnMut(&[u8])) -> io::Result<u64> {
-        self.flush(written)?;
-        self.write_buffered(written)?;
+        let all = self.buffer.len;
+        self.write(all, written)?;
         Ok(self.offset)
     }
 
-    fn write_buffered(&mut self, written: &mut dyn FnMut(&[u8])) -> io::Result<()> {
-        self.file
-            .buffered
-            .write_all_at(self.buffer.bytes(), self.offset)?;
-        written(self.buffer.bytes());
-        self.offset += self.buffer.len as u64;
-        let len = self.buffer.len;
+    fn write(&mut self, len: usize, written: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let bytes = &self.buffer.bytes()[..len];
+        self.file.write_all_at(bytes, self.offset)?;
+        written(bytes);
+        self.offset += len as u64;
         self.buffer.consume(len);
         Ok(())
     }

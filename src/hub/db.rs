@@ -93,6 +93,9 @@ CREATE INDEX links_package ON links(package_id);
     // it). NULL for teams made before: theirs is the slug of their name.
     r#"ALTER TABLE teams ADD COLUMN subdomain TEXT;
 CREATE UNIQUE INDEX teams_subdomain ON teams(subdomain);"#,
+    // A file's finalize looks up its other uploads: without this, a scan of every upload ever
+    // made, which made the finalizes of a 1,000-file package quadratic.
+    r#"CREATE INDEX multipart_uploads_file ON multipart_uploads(file_id);"#,
 ];
 
 #[derive(Clone)]
@@ -186,6 +189,9 @@ impl Db {
     pub fn open(path: &Path) -> Result<Db, HubError> {
         let conn = Connection::open(path)?;
         restrict_to_owner(path)?;
+        // Every statement is prepared once and kept (`prepare_cached`): parsing SQL again on
+        // each call was a visible share of the CPU for many small files.
+        conn.set_prepared_statement_cache_capacity(128);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -246,29 +252,29 @@ fn migrate(conn: &mut Connection) -> Result<(), HubError> {
 
 pub fn meta_get(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>, HubError> {
     Ok(conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
         .optional()?)
 }
 
 pub fn meta_set(conn: &Connection, key: &str, value: &[u8]) -> Result<(), HubError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
-        params![key, value],
-    )?;
+    )?
+    .execute(params![key, value])?;
     Ok(())
 }
 
 pub fn insert_team(conn: &Connection, team: &TeamRow) -> Result<(), HubError> {
-    conn.execute(
-        "INSERT INTO teams (id, name, created_at) VALUES (?1, ?2, ?3)",
-        params![team.id, team.name, time_text(&Utc::now())],
-    )?;
+    conn.prepare_cached("INSERT INTO teams (id, name, created_at) VALUES (?1, ?2, ?3)")?
+        .execute(params![team.id, team.name, time_text(&Utc::now())])?;
     Ok(())
 }
 
 pub fn team(conn: &Connection, id: &str) -> Result<Option<TeamRow>, HubError> {
     Ok(conn
-        .query_row("SELECT id, name FROM teams WHERE id = ?1", [id], |r| {
+        .prepare_cached("SELECT id, name FROM teams WHERE id = ?1")?
+        .query_row([id], |r| {
             Ok(TeamRow {
                 id: r.get(0)?,
                 name: r.get(1)?,
@@ -280,19 +286,14 @@ pub fn team(conn: &Connection, id: &str) -> Result<Option<TeamRow>, HubError> {
 /// Sets a team's subdomain; false when another team has it.
 pub fn set_team_subdomain(conn: &Connection, id: &str, subdomain: &str) -> Result<bool, HubError> {
     let taken: Option<String> = conn
-        .query_row(
-            "SELECT id FROM teams WHERE subdomain = ?1 AND id != ?2",
-            params![subdomain, id],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT id FROM teams WHERE subdomain = ?1 AND id != ?2")?
+        .query_row(params![subdomain, id], |r| r.get(0))
         .optional()?;
     if taken.is_some() {
         return Ok(false);
     }
-    conn.execute(
-        "UPDATE teams SET subdomain = ?2 WHERE id = ?1",
-        params![id, subdomain],
-    )?;
+    conn.prepare_cached("UPDATE teams SET subdomain = ?2 WHERE id = ?1")?
+        .execute(params![id, subdomain])?;
     Ok(true)
 }
 
@@ -301,7 +302,7 @@ pub fn team_by_subdomain(
     conn: &Connection,
     subdomain: &str,
 ) -> Result<Option<(TeamRow, String)>, HubError> {
-    let mut stmt = conn.prepare("SELECT id, name, subdomain FROM teams")?;
+    let mut stmt = conn.prepare_cached("SELECT id, name, subdomain FROM teams")?;
     let rows = stmt
         .query_map([], |r| {
             Ok((
@@ -344,7 +345,8 @@ pub fn slug(name: &str) -> String {
 
 pub fn team_by_name(conn: &Connection, name: &str) -> Result<Option<TeamRow>, HubError> {
     Ok(conn
-        .query_row("SELECT id, name FROM teams WHERE name = ?1", [name], |r| {
+        .prepare_cached("SELECT id, name FROM teams WHERE name = ?1")?
+        .query_row([name], |r| {
             Ok(TeamRow {
                 id: r.get(0)?,
                 name: r.get(1)?,
@@ -359,22 +361,19 @@ pub fn insert_api_key(
     team_id: &str,
     key_hash: &str,
 ) -> Result<(), HubError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO api_keys (id, team_id, key_hash, created_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT(key_hash) DO NOTHING",
-        params![id, team_id, key_hash, time_text(&Utc::now())],
-    )?;
+    )?
+    .execute(params![id, team_id, key_hash, time_text(&Utc::now())])?;
     Ok(())
 }
 
 /// The team an API key (by its digest) belongs to.
 pub fn api_key_team(conn: &Connection, key_hash: &str) -> Result<Option<String>, HubError> {
     Ok(conn
-        .query_row(
-            "SELECT team_id FROM api_keys WHERE key_hash = ?1",
-            [key_hash],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT team_id FROM api_keys WHERE key_hash = ?1")?
+        .query_row([key_hash], |r| r.get(0))
         .optional()?)
 }
 
@@ -391,18 +390,18 @@ fn portal_row(r: &Row<'_>) -> rusqlite::Result<PortalRow> {
 }
 
 pub fn insert_portal(conn: &Connection, portal: &PortalRow) -> Result<(), HubError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO portals (id, team_id, name, subdomain, access_code_hash, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            portal.id,
-            portal.team_id,
-            portal.name,
-            portal.subdomain,
-            portal.access_code_hash,
-            time_text(&Utc::now())
-        ],
-    )?;
+    )?
+    .execute(params![
+        portal.id,
+        portal.team_id,
+        portal.name,
+        portal.subdomain,
+        portal.access_code_hash,
+        time_text(&Utc::now())
+    ])?;
     Ok(())
 }
 
@@ -411,21 +410,19 @@ pub fn portal_by_subdomain(
     subdomain: &str,
 ) -> Result<Option<PortalRow>, HubError> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {PORTAL_COLUMNS} FROM portals WHERE subdomain = ?1"),
-            [subdomain],
-            portal_row,
-        )
+        .prepare_cached(&format!(
+            "SELECT {PORTAL_COLUMNS} FROM portals WHERE subdomain = ?1"
+        ))?
+        .query_row([subdomain], portal_row)
         .optional()?)
 }
 
 pub fn portal(conn: &Connection, id: &str) -> Result<Option<PortalRow>, HubError> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {PORTAL_COLUMNS} FROM portals WHERE id = ?1"),
-            [id],
-            portal_row,
-        )
+        .prepare_cached(&format!(
+            "SELECT {PORTAL_COLUMNS} FROM portals WHERE id = ?1"
+        ))?
+        .query_row([id], portal_row)
         .optional()?)
 }
 
@@ -451,9 +448,9 @@ fn package_row(r: &Row<'_>) -> rusqlite::Result<PackageRow> {
 }
 
 pub fn insert_package(conn: &Connection, p: &PackageRow) -> Result<(), HubError> {
-    conn.execute(
-        &format!("INSERT INTO packages ({PACKAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
-        params![
+    conn.prepare_cached(
+        &format!("INSERT INTO packages ({PACKAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"))?
+.execute(params![
             p.id,
             p.team_id,
             p.portal_id,
@@ -474,11 +471,10 @@ pub fn insert_package(conn: &Connection, p: &PackageRow) -> Result<(), HubError>
 
 pub fn package(conn: &Connection, id: &str) -> Result<Option<PackageRow>, HubError> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {PACKAGE_COLUMNS} FROM packages WHERE id = ?1"),
-            [id],
-            package_row,
-        )
+        .prepare_cached(&format!(
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE id = ?1"
+        ))?
+        .query_row([id], package_row)
         .optional()?)
 }
 
@@ -487,10 +483,10 @@ pub fn set_package_finalized(
     id: &str,
     at: &DateTime<Utc>,
 ) -> Result<(), HubError> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE packages SET finalized_at = ?2 WHERE id = ?1 AND finalized_at IS NULL",
-        params![id, time_text(at)],
-    )?;
+    )?
+    .execute(params![id, time_text(at)])?;
     Ok(())
 }
 
@@ -505,12 +501,10 @@ pub fn inbox(
 ) -> Result<(u64, Vec<PackageRow>), HubError> {
     let since = since.map(time_text).unwrap_or_default();
     let filter = "team_id = ?1 AND finalized_at IS NOT NULL AND (?2 IS NULL OR portal_id = ?2) AND created_at >= ?3";
-    let total: u64 = conn.query_row(
-        &format!("SELECT COUNT(*) FROM packages WHERE {filter}"),
-        params![team_id, portal_id, since],
-        |r| r.get(0),
-    )?;
-    let mut stmt = conn.prepare(&format!(
+    let total: u64 = conn
+        .prepare_cached(&format!("SELECT COUNT(*) FROM packages WHERE {filter}"))?
+        .query_row(params![team_id, portal_id, since], |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {PACKAGE_COLUMNS} FROM packages WHERE {filter} ORDER BY created_at, id LIMIT ?4 OFFSET ?5"
     ))?;
     let rows = stmt
@@ -541,9 +535,9 @@ fn file_row(r: &Row<'_>) -> rusqlite::Result<FileRow> {
 }
 
 pub fn insert_file(conn: &Connection, f: &FileRow) -> Result<(), HubError> {
-    conn.execute(
-        &format!("INSERT INTO files ({FILE_COLUMNS}, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
-        params![
+    conn.prepare_cached(
+        &format!("INSERT INTO files ({FILE_COLUMNS}, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"))?
+.execute(params![
             f.id,
             f.package_id,
             f.kind,
@@ -563,16 +557,15 @@ pub fn insert_file(conn: &Connection, f: &FileRow) -> Result<(), HubError> {
 
 pub fn file(conn: &Connection, package_id: &str, id: &str) -> Result<Option<FileRow>, HubError> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {FILE_COLUMNS} FROM files WHERE id = ?1 AND package_id = ?2"),
-            [id, package_id],
-            file_row,
-        )
+        .prepare_cached(&format!(
+            "SELECT {FILE_COLUMNS} FROM files WHERE id = ?1 AND package_id = ?2"
+        ))?
+        .query_row([id, package_id], file_row)
         .optional()?)
 }
 
 pub fn files(conn: &Connection, package_id: &str) -> Result<Vec<FileRow>, HubError> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {FILE_COLUMNS} FROM files WHERE package_id = ?1 ORDER BY path, name, id"
     ))?;
     let rows = stmt
@@ -591,27 +584,22 @@ pub fn finalize_file(
     size: u64,
 ) -> Result<Vec<String>, HubError> {
     let tx = conn.transaction()?;
-    tx.execute(
-        "UPDATE files SET finalized = 1, blob_upload = ?2, size = ?3 WHERE id = ?1",
-        params![id, upload_id, size],
-    )?;
-    tx.execute(
-        "DELETE FROM parts WHERE upload_id = ?1 AND part_number > ?2",
-        params![upload_id, parts],
-    )?;
+    tx.prepare_cached("UPDATE files SET finalized = 1, blob_upload = ?2, size = ?3 WHERE id = ?1")?
+        .execute(params![id, upload_id, size])?;
+    tx.prepare_cached("DELETE FROM parts WHERE upload_id = ?1 AND part_number > ?2")?
+        .execute(params![upload_id, parts])?;
     let others = {
-        let mut stmt = tx.prepare(
+        let mut stmt = tx.prepare_cached(
             "SELECT upload_id FROM multipart_uploads WHERE file_id = ?1 AND upload_id != ?2",
         )?;
         stmt.query_map([id, upload_id], |r| r.get::<_, String>(0))?
             .collect::<Result<Vec<_>, _>>()?
     };
     for other in &others {
-        tx.execute("DELETE FROM parts WHERE upload_id = ?1", [other])?;
-        tx.execute(
-            "DELETE FROM multipart_uploads WHERE upload_id = ?1",
-            [other],
-        )?;
+        tx.prepare_cached("DELETE FROM parts WHERE upload_id = ?1")?
+            .execute([other])?;
+        tx.prepare_cached("DELETE FROM multipart_uploads WHERE upload_id = ?1")?
+            .execute([other])?;
     }
     tx.commit()?;
     Ok(others)
@@ -619,42 +607,39 @@ pub fn finalize_file(
 
 /// Flags or clears a file as virus-infected; false when there is no such file.
 pub fn set_virus_detected(conn: &Connection, id: &str, flagged: bool) -> Result<bool, HubError> {
-    Ok(conn.execute(
-        "UPDATE files SET virus_detected = ?2 WHERE id = ?1",
-        params![id, flagged],
-    )? == 1)
+    Ok(conn
+        .prepare_cached("UPDATE files SET virus_detected = ?2 WHERE id = ?1")?
+        .execute(params![id, flagged])?
+        == 1)
 }
 
 pub fn insert_multipart(conn: &Connection, upload_id: &str, file_id: &str) -> Result<(), HubError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO multipart_uploads (upload_id, file_id, created_at) VALUES (?1, ?2, ?3)",
-        params![upload_id, file_id, time_text(&Utc::now())],
-    )?;
+    )?
+    .execute(params![upload_id, file_id, time_text(&Utc::now())])?;
     Ok(())
 }
 
 /// The file a multipart upload belongs to.
 pub fn multipart_file(conn: &Connection, upload_id: &str) -> Result<Option<String>, HubError> {
     Ok(conn
-        .query_row(
-            "SELECT file_id FROM multipart_uploads WHERE upload_id = ?1",
-            [upload_id],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT file_id FROM multipart_uploads WHERE upload_id = ?1")?
+        .query_row([upload_id], |r| r.get(0))
         .optional()?)
 }
 
 pub fn put_part(conn: &Connection, upload_id: &str, part: &PartRow) -> Result<(), HubError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO parts (upload_id, part_number, etag, size) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT(upload_id, part_number) DO UPDATE SET etag = ?3, size = ?4",
-        params![upload_id, part.part_number, part.etag, part.size],
-    )?;
+    )?
+    .execute(params![upload_id, part.part_number, part.etag, part.size])?;
     Ok(())
 }
 
 pub fn parts(conn: &Connection, upload_id: &str) -> Result<Vec<PartRow>, HubError> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT part_number, etag, size FROM parts WHERE upload_id = ?1 ORDER BY part_number",
     )?;
     let rows = stmt
@@ -686,9 +671,9 @@ fn link_row(r: &Row<'_>) -> rusqlite::Result<LinkRow> {
 }
 
 pub fn insert_link(conn: &Connection, l: &LinkRow) -> Result<(), HubError> {
-    conn.execute(
-        &format!("INSERT INTO links ({LINK_COLUMNS}, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
-        params![
+    conn.prepare_cached(
+        &format!("INSERT INTO links ({LINK_COLUMNS}, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"))?
+.execute(params![
             l.id,
             l.package_id,
             l.secret_hash,
@@ -706,25 +691,20 @@ pub fn insert_link(conn: &Connection, l: &LinkRow) -> Result<(), HubError> {
 
 pub fn link(conn: &Connection, id: &str) -> Result<Option<LinkRow>, HubError> {
     Ok(conn
-        .query_row(
-            &format!("SELECT {LINK_COLUMNS} FROM links WHERE id = ?1"),
-            [id],
-            link_row,
-        )
+        .prepare_cached(&format!("SELECT {LINK_COLUMNS} FROM links WHERE id = ?1"))?
+        .query_row([id], link_row)
         .optional()?)
 }
 
 pub fn count_link_access(conn: &Connection, id: &str) -> Result<(), HubError> {
-    conn.execute(
-        "UPDATE links SET access_count = access_count + 1 WHERE id = ?1",
-        [id],
-    )?;
+    conn.prepare_cached("UPDATE links SET access_count = access_count + 1 WHERE id = ?1")?
+        .execute([id])?;
     Ok(())
 }
 
 pub fn disable_link(conn: &Connection, package_id: &str, id: &str) -> Result<bool, HubError> {
-    Ok(conn.execute(
-        "UPDATE links SET disabled = 1 WHERE id = ?1 AND package_id = ?2",
-        [id, package_id],
-    )? == 1)
+    Ok(conn
+        .prepare_cached("UPDATE links SET disabled = 1 WHERE id = ?1 AND package_id = ?2")?
+        .execute([id, package_id])?
+        == 1)
 }

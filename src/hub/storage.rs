@@ -666,11 +666,24 @@ impl Sink {
     /// On any failure the temporary file is removed. The MD5 is of exactly what reached the
     /// disk.
     fn finish(mut self, target: &Target, size: u64) -> Result<ReceivedPart, S3Error> {
-        let written = self.open(target).and_then(|(writer, file)| {
-            let md5 = &mut self.md5;
-            writer.finish(&mut |written| md5.update(written))?;
-            file.buffered.sync_data()
-        });
+        let written = match self.gathered.take() {
+            // The whole body, gathered (a small file's part): handed to the hasher first, so
+            // that it is hashed while it is written and synced, with the other parts arriving
+            // meanwhile (see `md5s`).
+            Some(buffer) => {
+                let whole = bytes::Bytes::from_owner(buffer);
+                self.md5.update_later(whole.clone());
+                open_part(&target.tmp, target.declared).and_then(|file| {
+                    file.write_all_at(&whole, 0)?;
+                    file.buffered.sync_data()
+                })
+            }
+            None => self.open(target).and_then(|(writer, file)| {
+                let md5 = &mut self.md5;
+                writer.finish(&mut |written| md5.update(written))?;
+                file.buffered.sync_data()
+            }),
+        };
         let md5 = self.md5.finalize();
         let checked = written.map_err(S3Error::from).and_then(|()| {
             if target.declared.is_some_and(|d| d != size) {

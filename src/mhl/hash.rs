@@ -109,7 +109,7 @@ impl Hasher {
     /// The digest as ASC MHL writes it.
     pub fn finish(self) -> String {
         match self.0 {
-            State::Md5(h) => hex::encode(h.finalize()),
+            State::Md5(mut h) => hex::encode(h.finalize()),
             State::Sha1(h) => hex::encode(h.finalize()),
             State::Xxh64(h) => format!("{:016x}", h.digest()),
             State::Xxh3(h) => format!("{:016x}", h.digest()),

@@ -130,10 +130,10 @@ impl Store {
         let (id, state) = (id.to_owned(), state.to_owned());
         self.call(move |conn| {
             let tx = conn.savepoint()?;
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE transfers SET state = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
-                params![id, state, error, format_time(&Utc::now())],
-            )?;
+            )?
+            .execute(params![id, state, error, format_time(&Utc::now())])?;
             if let Some(event) = &event {
                 put_event(&tx, event)?;
             }
@@ -177,18 +177,14 @@ impl Store {
             let now_ms = Utc::now().timestamp_millis();
             let now = format_time(&Utc::now());
             for (action, kind) in &actions {
-                tx.execute(
-                    &format!(
-                        "INSERT OR IGNORE INTO deliveries ({DELIVERY_COLUMNS}) \
+                tx.prepare_cached(&format!(
+                    "INSERT OR IGNORE INTO deliveries ({DELIVERY_COLUMNS}) \
                          VALUES (?1, ?2, ?3, 'pending', 0, NULL, NULL, ?4, ?4, ?5)"
-                    ),
-                    params![event_id, action, kind, now_ms, now],
-                )?;
+                ))?
+                .execute(params![event_id, action, kind, now_ms, now])?;
             }
-            tx.execute(
-                "UPDATE events SET dispatched = 1 WHERE id = ?1",
-                [&event_id],
-            )?;
+            tx.prepare_cached("UPDATE events SET dispatched = 1 WHERE id = ?1")?
+                .execute([&event_id])?;
             tx.commit()?;
             Ok(())
         })
@@ -222,11 +218,11 @@ impl Store {
     /// When the next pending delivery is due (Unix milliseconds).
     pub async fn next_delivery_ms(&self) -> Result<Option<i64>, StoreError> {
         self.call(|conn| {
-            Ok(conn.query_row(
-                "SELECT MIN(next_attempt_ms) FROM deliveries WHERE state = 'pending'",
-                [],
-                |r| r.get(0),
-            )?)
+            Ok(conn
+                .prepare_cached(
+                    "SELECT MIN(next_attempt_ms) FROM deliveries WHERE state = 'pending'",
+                )?
+                .query_row([], |r| r.get(0))?)
         })
         .await
     }
@@ -240,20 +236,20 @@ impl Store {
     ) -> Result<(), StoreError> {
         let (event_id, action) = (event_id.to_owned(), action.to_owned());
         self.call(move |conn| {
-            conn.execute(
+            conn.prepare_cached(
                 "UPDATE deliveries SET state = ?3, attempts = attempts + 1, last_error = ?4, \
                  output = ?5, next_attempt_ms = ?6, updated_at = ?7 \
                  WHERE event_id = ?1 AND action = ?2",
-                params![
-                    event_id,
-                    action,
-                    attempt.state,
-                    attempt.error,
-                    attempt.output,
-                    attempt.next_attempt_ms,
-                    format_time(&Utc::now())
-                ],
-            )?;
+            )?
+            .execute(params![
+                event_id,
+                action,
+                attempt.state,
+                attempt.error,
+                attempt.output,
+                attempt.next_attempt_ms,
+                format_time(&Utc::now())
+            ])?;
             Ok(())
         })
         .await
@@ -268,11 +264,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         let (event_id, action) = (event_id.to_owned(), action.to_owned());
         self.call(move |conn| {
-            conn.execute(
+            conn.prepare_cached(
                 "UPDATE deliveries SET state = 'failed', last_error = ?3, updated_at = ?4 \
                  WHERE event_id = ?1 AND action = ?2",
-                params![event_id, action, error, format_time(&Utc::now())],
-            )?;
+            )?
+            .execute(params![event_id, action, error, format_time(&Utc::now())])?;
             Ok(())
         })
         .await
@@ -288,7 +284,7 @@ impl Store {
             } else {
                 ""
             };
-            let mut stmt = conn.prepare(&format!(
+            let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {EVENT_COLUMNS} FROM events {filter} ORDER BY created_at DESC, id DESC LIMIT ?1"
             ))?;
             let mut events = stmt
@@ -307,11 +303,8 @@ impl Store {
         let id = id.to_owned();
         self.call(move |conn| {
             let event = conn
-                .query_row(
-                    &format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"),
-                    [&id],
-                    event_row,
-                )
+                .prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))?
+                .query_row([&id], event_row)
                 .optional()?;
             event
                 .map(|mut e| {
@@ -329,11 +322,12 @@ impl Store {
         let id = id.to_owned();
         self.call(move |conn| {
             let now_ms = Utc::now().timestamp_millis();
-            let n = conn.execute(
-                "UPDATE deliveries SET state = 'pending', next_attempt_ms = ?2, since_ms = ?2, \
+            let n = conn
+                .prepare_cached(
+                    "UPDATE deliveries SET state = 'pending', next_attempt_ms = ?2, since_ms = ?2, \
                  updated_at = ?3 WHERE event_id = ?1 AND state = 'failed'",
-                params![id, now_ms, format_time(&Utc::now())],
-            )?;
+                )?
+                .execute(params![id, now_ms, format_time(&Utc::now())])?;
             Ok(n as u64)
         })
         .await
@@ -343,7 +337,7 @@ impl Store {
     /// shows (kept in the database, so the counts outlive restarts).
     pub async fn delivery_counts(&self) -> Result<Vec<(String, String, u64, u64)>, StoreError> {
         self.call(|conn| {
-            let mut stmt = conn.prepare(
+            let mut stmt = conn.prepare_cached(
                 "SELECT kind, state, COUNT(*), COALESCE(SUM(attempts), 0) FROM deliveries \
                  GROUP BY kind, state ORDER BY kind, state",
             )?;

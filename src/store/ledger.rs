@@ -70,10 +70,9 @@ impl Store {
     ) -> Result<Option<LedgerEntry>, StoreError> {
         let (rule, key) = (rule.to_owned(), key.to_owned());
         self.call(move |conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT rule, key, size, mtime_ns, transfer_id, state FROM ledger WHERE rule = ?1 AND key = ?2",
-                    [&rule, &key],
+            Ok(conn.prepare_cached(
+                    "SELECT rule, key, size, mtime_ns, transfer_id, state FROM ledger WHERE rule = ?1 AND key = ?2")?
+.query_row([&rule, &key],
                     |r| {
                         Ok(LedgerEntry {
                             rule: r.get(0)?,
@@ -109,11 +108,11 @@ impl Store {
     ) -> Result<Vec<LedgerEntry>, StoreError> {
         let (id, state) = (transfer_id.to_owned(), state.to_owned());
         self.call(move |conn| {
-            conn.execute(
-                "UPDATE ledger SET state = ?2, updated_at = ?3 WHERE transfer_id = ?1",
-                params![id, state, format_time(&Utc::now())],
+            conn.prepare_cached(
+                "UPDATE ledger SET state = ?2, updated_at = ?3 WHERE transfer_id = ?1")?
+.execute(params![id, state, format_time(&Utc::now())],
             )?;
-            let mut stmt = conn.prepare("SELECT rule, key, size, mtime_ns, transfer_id, state FROM ledger WHERE transfer_id = ?1")?;
+            let mut stmt = conn.prepare_cached("SELECT rule, key, size, mtime_ns, transfer_id, state FROM ledger WHERE transfer_id = ?1")?;
             let rows = stmt
                 .query_map([&id], |r| {
                     Ok(LedgerEntry {
@@ -135,8 +134,9 @@ impl Store {
         let rule = rule.to_owned();
         self.call(move |conn| {
             let mut counts = LedgerCounts::default();
-            let mut stmt =
-                conn.prepare("SELECT state, COUNT(*) FROM ledger WHERE rule = ?1 GROUP BY state")?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT state, COUNT(*) FROM ledger WHERE rule = ?1 GROUP BY state",
+            )?;
             let rows = stmt.query_map([&rule], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))
             })?;
@@ -156,10 +156,9 @@ impl Store {
     pub async fn automation(&self, name: &str) -> Result<AutomationRecord, StoreError> {
         let name = name.to_owned();
         self.call(move |conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT name, enabled, first_run, last_run, last_error FROM automations WHERE name = ?1",
-                    [&name],
+            Ok(conn.prepare_cached(
+                    "SELECT name, enabled, first_run, last_run, last_error FROM automations WHERE name = ?1")?
+.query_row([&name],
                     |r| {
                         Ok(AutomationRecord {
                             name: r.get(0)?,
@@ -181,10 +180,10 @@ impl Store {
 
     pub async fn set_automation(&self, record: AutomationRecord) -> Result<(), StoreError> {
         self.call(move |conn| {
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT INTO automations (name, enabled, first_run, last_run, last_error) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(name) DO UPDATE SET enabled = ?2, first_run = ?3, last_run = ?4, last_error = ?5",
-                params![
+                 ON CONFLICT(name) DO UPDATE SET enabled = ?2, first_run = ?3, last_run = ?4, last_error = ?5")?
+.execute(params![
                     record.name,
                     record.enabled,
                     record.first_run.as_ref().map(format_time),

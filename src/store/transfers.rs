@@ -241,10 +241,8 @@ fn now() -> String {
 }
 
 fn touch(conn: &Connection, id: &str) -> Result<(), StoreError> {
-    conn.execute(
-        "UPDATE transfers SET updated_at = ?2 WHERE id = ?1",
-        params![id, now()],
-    )?;
+    conn.prepare_cached("UPDATE transfers SET updated_at = ?2 WHERE id = ?1")?
+        .execute(params![id, now()])?;
     Ok(())
 }
 
@@ -276,11 +274,10 @@ impl Store {
     pub async fn transfer(&self, id: &str) -> Result<Option<TransferRecord>, StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
-            conn.query_row(
-                &format!("SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ?1"),
-                [&id],
-                transfer_row,
-            )
+            conn.prepare_cached(&format!(
+                "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE id = ?1"
+            ))?
+            .query_row([&id], transfer_row)
             .optional()?
             .map(finish_transfer)
             .transpose()
@@ -291,7 +288,7 @@ impl Store {
     /// All transfers of a kind, oldest first.
     pub async fn transfers(&self, kind: TransferKind) -> Result<Vec<TransferRecord>, StoreError> {
         self.call(move |conn| {
-            let mut stmt = conn.prepare(&format!(
+            let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {TRANSFER_COLUMNS} FROM transfers WHERE kind = ?1 ORDER BY created_at, id"
             ))?;
             let rows = stmt
@@ -305,7 +302,7 @@ impl Store {
     /// How many transfers there are of each kind in each state.
     pub async fn count_by_state(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
         self.call(|conn| {
-            let mut stmt = conn.prepare(
+            let mut stmt = conn.prepare_cached(
                 "SELECT kind, state, COUNT(*) FROM transfers GROUP BY kind, state ORDER BY kind, state",
             )?;
             let rows = stmt
@@ -324,10 +321,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         let (id, state) = (id.to_owned(), state.to_owned());
         self.call(move |conn| {
-            conn.execute(
+            conn.prepare_cached(
                 "UPDATE transfers SET state = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
-                params![id, state, error, now()],
-            )?;
+            )?
+            .execute(params![id, state, error, now()])?;
             Ok(())
         })
         .await
@@ -337,10 +334,8 @@ impl Store {
     pub async fn set_error(&self, id: &str, error: Option<String>) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
-            conn.execute(
-                "UPDATE transfers SET error = ?2, updated_at = ?3 WHERE id = ?1",
-                params![id, error, now()],
-            )?;
+            conn.prepare_cached("UPDATE transfers SET error = ?2, updated_at = ?3 WHERE id = ?1")?
+                .execute(params![id, error, now()])?;
             Ok(())
         })
         .await
@@ -349,10 +344,8 @@ impl Store {
     pub async fn set_remote(&self, id: &str, remote: Value) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
-            conn.execute(
-                "UPDATE transfers SET remote = ?2 WHERE id = ?1",
-                params![id, json_text(&remote)],
-            )?;
+            conn.prepare_cached("UPDATE transfers SET remote = ?2 WHERE id = ?1")?
+                .execute(params![id, json_text(&remote)])?;
             touch(conn, &id)
         })
         .await
@@ -368,10 +361,12 @@ impl Store {
     ) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
-            conn.execute(
-                "UPDATE transfers SET spec = ?2, remote = ?3 WHERE id = ?1",
-                params![id, json_text(&spec), remote.as_ref().map(json_text)],
-            )?;
+            conn.prepare_cached("UPDATE transfers SET spec = ?2, remote = ?3 WHERE id = ?1")?
+                .execute(params![
+                    id,
+                    json_text(&spec),
+                    remote.as_ref().map(json_text)
+                ])?;
             Ok(())
         })
         .await
@@ -381,9 +376,12 @@ impl Store {
         let id = id.to_owned();
         self.call(move |conn| {
             let tx = conn.savepoint()?;
-            tx.execute("DELETE FROM chunks WHERE transfer_id = ?1", [&id])?;
-            tx.execute("DELETE FROM transfer_files WHERE transfer_id = ?1", [&id])?;
-            tx.execute("DELETE FROM transfers WHERE id = ?1", [&id])?;
+            tx.prepare_cached("DELETE FROM chunks WHERE transfer_id = ?1")?
+                .execute([&id])?;
+            tx.prepare_cached("DELETE FROM transfer_files WHERE transfer_id = ?1")?
+                .execute([&id])?;
+            tx.prepare_cached("DELETE FROM transfers WHERE id = ?1")?
+                .execute([&id])?;
             tx.commit()?;
             Ok(())
         })
@@ -405,7 +403,7 @@ impl Store {
     pub async fn files(&self, id: &str) -> Result<Vec<FileRecord>, StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
-            let mut stmt = conn.prepare(&format!(
+            let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {FILE_COLUMNS} FROM transfer_files WHERE transfer_id = ?1 ORDER BY idx"
             ))?;
             let rows = stmt
@@ -421,13 +419,10 @@ impl Store {
         let id = id.to_owned();
         self.call(move |conn| {
             Ok(conn
-                .query_row(
-                    &format!(
-                        "SELECT {FILE_COLUMNS} FROM transfer_files WHERE transfer_id = ?1 AND idx = ?2"
-                    ),
-                    params![id, idx],
-                    file_row,
-                )
+                .prepare_cached(&format!(
+                    "SELECT {FILE_COLUMNS} FROM transfer_files WHERE transfer_id = ?1 AND idx = ?2"
+                ))?
+                .query_row(params![id, idx], file_row)
                 .optional()?)
         })
         .await
@@ -437,7 +432,7 @@ impl Store {
     pub async fn file_outlines(&self, id: &str) -> Result<Vec<FileOutline>, StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
-            let mut stmt = conn.prepare(
+            let mut stmt = conn.prepare_cached(
                 "SELECT idx, kind, size, chunk_size, state FROM transfer_files \
                  WHERE transfer_id = ?1 ORDER BY idx",
             )?;
@@ -469,13 +464,13 @@ impl Store {
     ) -> Result<FileFailures, StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
-            let (total, failed, transient, refused) = conn.query_row(
+            let (total, failed, transient, refused) = conn.prepare_cached(
                 // Skipped files (quarantined, bypassed) are not part of the count, as in listings.
                 "SELECT COALESCE(SUM(state != 'skipped'), 0), COALESCE(SUM(state = 'error'), 0), \
                  COALESCE(SUM(state = 'error' AND error LIKE ?2 || '%'), 0), \
                  COALESCE(SUM(state = 'error' AND error LIKE ?3 || '%'), 0) \
-                 FROM transfer_files WHERE transfer_id = ?1",
-                rusqlite::params![&id, transient_prefix, refused_prefix],
+                 FROM transfer_files WHERE transfer_id = ?1")?
+.query_row(rusqlite::params![&id, transient_prefix, refused_prefix],
                 |r| {
                     Ok((
                         r.get::<_, i64>(0)? as u64,
@@ -486,12 +481,11 @@ impl Store {
                 },
             )?;
             let first = conn
-                .query_row(
+                .prepare_cached(
                     "SELECT local_path, error FROM transfer_files \
                      WHERE transfer_id = ?1 AND state = 'error' ORDER BY idx LIMIT 1",
-                    [&id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
+                )?
+                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
             Ok(FileFailures {
                 total,
@@ -509,10 +503,10 @@ impl Store {
     pub async fn retry_failed_files(&self, id: &str, permanent: &str) -> Result<u64, StoreError> {
         let (id, pattern) = (id.to_owned(), format!("{permanent}%"));
         self.call(move |conn| {
-            let n = conn.execute(
+            let n = conn.prepare_cached(
                 "UPDATE transfer_files SET state = 'pending', error = NULL \
-                 WHERE transfer_id = ?1 AND state = 'error' AND (error IS NULL OR error NOT LIKE ?2)",
-                params![id, pattern],
+                 WHERE transfer_id = ?1 AND state = 'error' AND (error IS NULL OR error NOT LIKE ?2)")?
+.execute(params![id, pattern],
             )?;
             Ok(n as u64)
         })
@@ -528,9 +522,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         let (id, state) = (id.to_owned(), state.to_owned());
         self.call(move |conn| {
-            conn.execute(
-                "UPDATE transfer_files SET state = ?3, error = ?4 WHERE transfer_id = ?1 AND idx = ?2",
-                params![id, idx, state, error],
+            conn.prepare_cached(
+                "UPDATE transfer_files SET state = ?3, error = ?4 WHERE transfer_id = ?1 AND idx = ?2")?
+.execute(params![id, idx, state, error],
             )?;
             touch(conn, &id)
         })
@@ -571,11 +565,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
-            conn.execute(
+            conn.prepare_cached(
                 "UPDATE transfer_files SET size = ?3, chunk_size = ?4, extra = ?5 \
                  WHERE transfer_id = ?1 AND idx = ?2",
-                params![id, idx, size, chunk_size, extra],
-            )?;
+            )?
+            .execute(params![id, idx, size, chunk_size, extra])?;
             Ok(())
         })
         .await
@@ -589,10 +583,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
-            conn.execute(
+            conn.prepare_cached(
                 "UPDATE transfer_files SET extra = ?3 WHERE transfer_id = ?1 AND idx = ?2",
-                params![id, idx, extra],
-            )?;
+            )?
+            .execute(params![id, idx, extra])?;
             Ok(())
         })
         .await
@@ -602,10 +596,10 @@ impl Store {
     pub async fn add_chunk(&self, id: &str, chunk: ChunkRecord) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
-            conn.execute(
+            conn.prepare_cached(
                 "INSERT INTO chunks (transfer_id, file_idx, chunk_idx, size, etag) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(transfer_id, file_idx, chunk_idx) DO UPDATE SET size = ?4, etag = ?5",
-                params![id, chunk.file_idx, chunk.chunk_idx, chunk.size, chunk.etag],
+                 ON CONFLICT(transfer_id, file_idx, chunk_idx) DO UPDATE SET size = ?4, etag = ?5")?
+.execute(params![id, chunk.file_idx, chunk.chunk_idx, chunk.size, chunk.etag],
             )?;
             Ok(())
         })
@@ -616,10 +610,8 @@ impl Store {
     pub async fn clear_chunks(&self, id: &str, file_idx: u32) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
-            conn.execute(
-                "DELETE FROM chunks WHERE transfer_id = ?1 AND file_idx = ?2",
-                params![id, file_idx],
-            )?;
+            conn.prepare_cached("DELETE FROM chunks WHERE transfer_id = ?1 AND file_idx = ?2")?
+                .execute(params![id, file_idx])?;
             Ok(())
         })
         .await
@@ -630,7 +622,7 @@ impl Store {
     pub async fn file_progress(&self, id: &str) -> Result<Vec<FileProgress>, StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
-            let mut stmt = conn.prepare(
+            let mut stmt = conn.prepare_cached(
                 "SELECT f.state, f.size, COALESCE(SUM(c.size), 0) FROM transfer_files f \
                  LEFT JOIN chunks c ON c.transfer_id = f.transfer_id AND c.file_idx = f.idx \
                  WHERE f.transfer_id = ?1 GROUP BY f.idx ORDER BY f.idx",
@@ -653,7 +645,7 @@ impl Store {
     pub async fn file_chunks(&self, id: &str, idx: u32) -> Result<Vec<ChunkRecord>, StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
-            let mut stmt = conn.prepare(
+            let mut stmt = conn.prepare_cached(
                 "SELECT file_idx, chunk_idx, size, etag FROM chunks WHERE transfer_id = ?1 AND file_idx = ?2 ORDER BY chunk_idx",
             )?;
             let rows = stmt
@@ -668,7 +660,7 @@ impl Store {
     pub async fn committed_chunks(&self, id: &str) -> Result<Vec<(u32, u32)>, StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
-            let mut stmt = conn.prepare(
+            let mut stmt = conn.prepare_cached(
                 "SELECT file_idx, chunk_idx FROM chunks WHERE transfer_id = ?1 ORDER BY file_idx, chunk_idx",
             )?;
             let rows = stmt
@@ -682,7 +674,7 @@ impl Store {
     pub async fn chunks(&self, id: &str) -> Result<Vec<ChunkRecord>, StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
-            let mut stmt = conn.prepare(
+            let mut stmt = conn.prepare_cached(
                 "SELECT file_idx, chunk_idx, size, etag FROM chunks WHERE transfer_id = ?1 ORDER BY file_idx, chunk_idx",
             )?;
             let rows = stmt

@@ -1321,30 +1321,39 @@ async fn send_part(job: &Job, file: &Active, part: &Part) -> Result<String, Part
             r = job.inner.client.put_part(&url, body, part.len, known) => r,
         };
         // Whether the storage got what was read: S3 and the hub answer a part's MD5 as its
-        // ETag (not with SSE-KMS, whose ETags are opaque: those are taken as they come).
-        let sent = sent.and_then(|etag| {
-            let md5 = md5.lock().expect("md5 lock is never poisoned").finalize();
-            match etag_md5(&etag) {
-                Some(stored) if stored != md5 => {
-                    file.md5s
-                        .lock()
-                        .expect("md5s lock is never poisoned")
-                        .insert(part.index, md5);
-                    Err(CloudError::Transient {
-                        status: None,
-                        message: format!(
-                            "part {} of {}: the storage received other bytes than were sent \
-                             (ETag {}, sent MD5 {}); sending it again with Content-MD5",
-                            part.index + 1,
-                            file.record.local_path,
-                            hex::encode(stored),
-                            hex::encode(md5)
-                        ),
-                        retry_after: None,
-                    })
-                }
-                _ => Ok(etag),
+        // ETag (not with SSE-KMS, whose ETags are opaque: those are taken as they come). The
+        // reads were handed to the hasher as they went: waiting for it may block.
+        let sent = match sent {
+            Ok(etag) => {
+                let digest = tokio::task::spawn_blocking(move || {
+                    md5.lock().expect("md5 lock is never poisoned").finalize()
+                })
+                .await
+                .map_err(|e| PartError::File(format!("hashing part {}: {e}", part.index + 1)))?;
+                Ok((etag, digest))
             }
+            Err(e) => Err(e),
+        };
+        let sent = sent.and_then(|(etag, md5)| match etag_md5(&etag) {
+            Some(stored) if stored != md5 => {
+                file.md5s
+                    .lock()
+                    .expect("md5s lock is never poisoned")
+                    .insert(part.index, md5);
+                Err(CloudError::Transient {
+                    status: None,
+                    message: format!(
+                        "part {} of {}: the storage received other bytes than were sent \
+                             (ETag {}, sent MD5 {}); sending it again with Content-MD5",
+                        part.index + 1,
+                        file.record.local_path,
+                        hex::encode(stored),
+                        hex::encode(md5)
+                    ),
+                    retry_after: None,
+                })
+            }
+            _ => Ok(etag),
         });
         drop(permit);
         if let Err(e) = &sent {
@@ -1444,9 +1453,11 @@ fn read_hashed(
                         ),
                     ));
                 }
+                // Hashed later, with the other parts' reads (see `md5s`): wanted only once the
+                // storage has answered.
                 md5.lock()
                     .expect("md5 lock is never poisoned")
-                    .update(&read);
+                    .update_later(read.clone());
                 Ok(read)
             })
             .await
