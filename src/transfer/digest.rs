@@ -132,18 +132,6 @@ pub(super) enum Source {
     },
 }
 
-/// Hashes the `size` bytes of `source` in `format`, reading no further than `ahead` bytes past
-/// `moved()`, the bytes of the file the transfer has moved so far.
-pub(super) fn spawn(
-    source: Source,
-    size: u64,
-    format: HashFormat,
-    ahead: u64,
-    moved: impl Fn() -> u64 + Send + Sync + 'static,
-) -> Digest {
-    read_behind(Feed::new(format, size), source, ahead, moved)
-}
-
 /// Feeds `feed` by reading `source` from the hash's position, no further than `ahead` bytes
 /// past `moved()`, until every byte is hashed; the answer is the feed's.
 pub(super) fn read_behind(

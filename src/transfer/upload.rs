@@ -466,7 +466,10 @@ struct Active {
     /// MD5s of parts that reached the storage altered (their ETag was not the MD5 of what was
     /// read): sent again with `Content-MD5`, so that the storage refuses altered bytes itself.
     md5s: Mutex<BTreeMap<u32, [u8; 16]>>,
-    /// The whole file's hash, computed alongside its parts; taken when the file is finished.
+    /// The whole file's hash, fed by the parts' reads where they continue its hashed start,
+    /// the rest read behind the transfer.
+    feed: Option<Arc<super::digest::Feed>>,
+    /// That hash being computed; taken when the file is finished.
     digest: Mutex<Option<super::digest::Digest>>,
 }
 
@@ -999,25 +1002,29 @@ async fn start_file(job: &Job, i: usize) -> Result<Arc<Active>, PartError> {
         remote.create_blueprint = None;
         save(&remote).await.map_err(database)?;
     }
-    let digest = match inner.config.hash {
-        Some(format) if !directory => {
-            let progress = job.progress.clone();
-            Some(super::digest::spawn(
-                super::digest::Source::Path(record.local_path.clone()),
-                record.size,
-                format,
-                record.chunk_size,
-                move || progress.file_done(i).unwrap_or(0),
-            ))
-        }
-        _ => None,
-    };
+    // Read behind what is sent, never ahead of it: a small file's one part feeds the whole
+    // hash as it is read (no second read), a large file's first part its start.
+    let feed = inner
+        .config
+        .hash
+        .filter(|_| !directory)
+        .map(|format| super::digest::Feed::new(format, record.size));
+    let digest = feed.as_ref().map(|feed| {
+        let progress = job.progress.clone();
+        super::digest::read_behind(
+            feed.clone(),
+            super::digest::Source::Path(record.local_path.clone()),
+            0,
+            move || progress.file_done(i).unwrap_or(0),
+        )
+    });
     Ok(Arc::new(Active {
         record,
         remote,
         urls: tokio::sync::Mutex::new(BTreeMap::new()),
         etags: Mutex::new(etags),
         md5s: Mutex::default(),
+        feed,
         digest: Mutex::new(digest),
     }))
 }
@@ -1398,7 +1405,14 @@ async fn part_body(job: &Job, file: &Active, part: &Part) -> Result<PartBody, Pa
         .map_err(|e| disk(format!("{path} cannot be read: {e}")))?
         .map_err(|e| disk(format!("{path} cannot be read: {e}")))?;
     let md5 = Arc::new(Mutex::new(crate::md5s::Md5::new()));
-    let reads = read_hashed(Arc::new(source), path, part.start, part.len, md5.clone());
+    let reads = read_hashed(
+        Arc::new(source),
+        path,
+        part.start,
+        part.len,
+        md5.clone(),
+        file.feed.clone(),
+    );
     let stream = super::rate::throttle_upload(&job.inner, reads, &job.cancel);
     let streamed = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (count, progress, inner, index) = (
@@ -1426,16 +1440,18 @@ fn read_buffers() -> &'static crate::direct::BufferPool {
 }
 
 /// `len` bytes of `file` from `start`, in reads of [`READ_BUFFER`] bytes one after the other
-/// on the blocking pool, each added to `md5` there; a file that ends early is an error.
+/// on the blocking pool, each added to `md5` and offered to the whole file's hash `feed` there;
+/// a file that ends early is an error.
 fn read_hashed(
     file: Arc<std::fs::File>,
     path: String,
     start: u64,
     len: u64,
     md5: Arc<Mutex<crate::md5s::Md5>>,
+    feed: Option<Arc<super::digest::Feed>>,
 ) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
     futures_util::stream::try_unfold(0u64, move |done| {
-        let (file, path, md5) = (file.clone(), path.clone(), md5.clone());
+        let (file, path, md5, feed) = (file.clone(), path.clone(), md5.clone(), feed.clone());
         async move {
             if done >= len {
                 return Ok(None);
@@ -1458,6 +1474,10 @@ fn read_hashed(
                 md5.lock()
                     .expect("md5 lock is never poisoned")
                     .update_later(read.clone());
+                if let Some(feed) = feed {
+                    feed.offer(at, &read);
+                    feed.wake();
+                }
                 Ok(read)
             })
             .await
