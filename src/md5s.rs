@@ -32,7 +32,8 @@ pub struct Md5 {
     buffer: [u8; 64],
     buffered: usize,
     len: u64,
-    /// The ticket of the job handed over and not waited for yet.
+    /// The ticket of the last job handed over and not waited for yet (a stream's jobs are
+    /// hashed in order: once it is done, all are).
     pending: Option<u64>,
 }
 
@@ -105,7 +106,8 @@ impl Md5 {
             self.settle();
             let lanes = lanes();
             // SAFETY: waited for right after: `bytes` outlives the job.
-            if let Some(ticket) = unsafe { lanes.submit(&self.state, &bytes[..whole], None) } {
+            if let Some(ticket) = unsafe { lanes.submit(&self.state, &bytes[..whole], None, None) }
+            {
                 lanes.wait(ticket);
             }
         } else if whole > 0 {
@@ -115,20 +117,48 @@ impl Md5 {
     }
 
     /// Adds `bytes` to the stream without waiting for them to be hashed (see the module's
-    /// documentation); the stream's next update or its digest waits for them. May block, for
-    /// the bytes handed over before.
+    /// documentation): never blocks. They are queued behind the stream's bytes handed over
+    /// before; the stream's next [`Md5::update`], [`Md5::wait`] or [`Md5::finalize`] waits for
+    /// them all. Bytes handed over and not waited for stay in memory: a caller with many bytes
+    /// to hash waits now and then.
     pub fn update_later(&mut self, bytes: bytes::Bytes) {
-        let rest = self.fill(&bytes);
-        let (from, whole) = (bytes.len() - rest.len(), rest.len() / 64 * 64);
-        if whole >= ALONE {
-            self.settle();
-            let owned = bytes.slice(from..from + whole);
-            // SAFETY: the job owns its bytes.
-            self.pending = unsafe { lanes().submit(&self.state, &owned, Some(owned.clone())) };
-        } else if whole > 0 {
-            compress(self.settle(), &bytes[from..from + whole]);
+        self.len += bytes.len() as u64;
+        let mut from = 0;
+        if self.buffered > 0 {
+            from = bytes.len().min(64 - self.buffered);
+            self.buffer[self.buffered..self.buffered + from].copy_from_slice(&bytes[..from]);
+            self.buffered += from;
+            if self.buffered < 64 {
+                return;
+            }
+            self.buffered = 0;
+            self.blocks_later(bytes::Bytes::copy_from_slice(&self.buffer));
         }
+        let whole = (bytes.len() - from) / 64 * 64;
+        self.blocks_later(bytes.slice(from..from + whole));
         self.keep(&bytes[from + whole..]);
+    }
+
+    /// Whole blocks of the stream, hashed at once when they are few and nothing of the stream
+    /// is queued, queued otherwise.
+    fn blocks_later(&mut self, blocks: bytes::Bytes) {
+        if blocks.is_empty() {
+            return;
+        }
+        if self.pending.is_none() && blocks.len() < ALONE {
+            // SAFETY: no job of this stream is pending (see `State`).
+            return compress(unsafe { &mut *self.state.0.get() }, &blocks);
+        }
+        // SAFETY: the job owns its bytes; the state is left to the hasher until waited for.
+        // The stream's job before it is nobody's to wait for any more.
+        let ticket =
+            unsafe { lanes().submit(&self.state, &blocks, Some(blocks.clone()), self.pending) };
+        self.pending = ticket.or(self.pending);
+    }
+
+    /// Returns once every byte handed over is hashed.
+    pub fn wait(&mut self) {
+        self.settle();
     }
 
     /// The digest of the bytes added so far (more may be added after).
@@ -200,7 +230,7 @@ struct Queue {
     /// Someone is hashing.
     busy: bool,
     /// The tickets of jobs whose streams are gone, not hashed yet.
-    abandoned: Vec<u64>,
+    abandoned: std::collections::HashSet<u64>,
     /// A hashing panicked: the waiters' states are lost.
     poisoned: bool,
 }
@@ -229,7 +259,8 @@ impl Lanes {
     }
 
     /// Queues `bytes` (whole blocks) of the stream `state`; its ticket, for [`Lanes::wait`],
-    /// or none when they were hashed at once (no AVX-512).
+    /// or none when they were hashed at once (no AVX-512). `replaces`: the stream's job queued
+    /// before, which nobody will wait for (this one's end is its end too).
     ///
     /// # Safety
     /// Without an `owner` holding them, `bytes` must outlive the wait for the ticket; the
@@ -239,6 +270,7 @@ impl Lanes {
         state: &Arc<State>,
         bytes: &[u8],
         owner: Option<bytes::Bytes>,
+        replaces: Option<u64>,
     ) -> Option<u64> {
         if !self.wide {
             // SAFETY: the caller leaves the state to us.
@@ -246,6 +278,9 @@ impl Lanes {
             return None;
         }
         let mut queue = self.lock();
+        if let Some(before) = replaces {
+            queue.forget(before);
+        }
         let ticket = queue.next;
         queue.next += 1;
         queue.jobs.push(Job {
@@ -287,9 +322,8 @@ impl Lanes {
                     own_done |= finished.contains(&ticket);
                     for t in finished {
                         // Nobody waits for an abandoned job's ticket.
-                        match queue.abandoned.iter().position(|a| a == t) {
-                            Some(at) => drop(queue.abandoned.swap_remove(at)),
-                            None => queue.finished.push(*t),
+                        if !queue.abandoned.remove(t) {
+                            queue.finished.push(*t);
                         }
                     }
                     self.hashed.notify_all();
@@ -309,10 +343,16 @@ impl Lanes {
 
     /// The stream of the job `ticket` is gone: nobody will wait for it.
     fn abandon(&self, ticket: u64) {
-        let mut queue = self.lock();
-        match queue.finished.iter().position(|t| *t == ticket) {
-            Some(at) => drop(queue.finished.swap_remove(at)),
-            None => queue.abandoned.push(ticket),
+        self.lock().forget(ticket);
+    }
+}
+
+impl Queue {
+    /// Nobody will wait for the job `ticket`: its end is not to be kept.
+    fn forget(&mut self, ticket: u64) {
+        match self.finished.iter().position(|t| *t == ticket) {
+            Some(at) => drop(self.finished.swap_remove(at)),
+            None => drop(self.abandoned.insert(ticket)),
         }
     }
 }
@@ -356,13 +396,23 @@ fn run(mut more: impl FnMut(&[u64]) -> Vec<Job>) {
                 continue;
             }
         }
-        for (slot, state) in slots.iter_mut().zip(&mut states) {
-            if slot.is_none()
-                && let Some(job) = pending.pop_front()
-            {
-                *state = unsafe { *job.state() };
-                *slot = Some((job, 0));
+        // Each free lane takes the first job queued whose stream is in no lane: a stream's
+        // jobs run one after the other, in the order they were queued.
+        for lane in 0..x16::LANES {
+            if slots[lane].is_some() {
+                continue;
             }
+            let free = pending.iter().position(|job: &Job| {
+                !slots
+                    .iter()
+                    .flatten()
+                    .any(|(busy, _)| Arc::ptr_eq(&busy.state, &job.state))
+            });
+            let Some(job) = free.and_then(|at| pending.remove(at)) else {
+                break;
+            };
+            states[lane] = unsafe { *job.state() };
+            slots[lane] = Some((job, 0));
         }
         let busy = slots.iter().filter(|slot| slot.is_some()).count();
         if busy == 0 {

@@ -614,7 +614,7 @@ struct Target {
 }
 
 /// A part being received: the bytes gathered and not written yet, the file once its first
-/// batch is written, and the MD5 of the bytes written so far.
+/// batch is written, and the MD5 of the bytes received so far.
 struct Sink {
     gathered: Option<direct::PooledBuffer>,
     writer: Option<(Writer, DirectFile)>,
@@ -622,13 +622,15 @@ struct Sink {
 }
 
 impl Sink {
-    /// Writes the whole blocks gathered (creating the file first), hashing them as written.
-    /// Runs on the blocking pool.
+    /// Writes the whole blocks gathered (creating the file first), then waits for the bytes
+    /// received so far to be hashed. Runs on the blocking pool.
     fn flush(mut self, target: &Target) -> io::Result<Sink> {
         let (mut writer, file) = self.open(target)?;
-        let md5 = &mut self.md5;
-        writer.flush(&mut |written| md5.update(written))?;
+        writer.flush(&mut |_| {})?;
         self.writer = Some((writer, file));
+        // What was received so far is hashed before more is taken: a part's bytes do not pile
+        // up waiting for the hasher.
+        self.md5.wait();
         Ok(self)
     }
 
@@ -663,27 +665,13 @@ impl Sink {
 
     /// Writes the rest, syncs the file's data, checks it against `target` and renames it into
     /// place: all in one blocking task, so a small part costs one trip to the blocking pool.
-    /// On any failure the temporary file is removed. The MD5 is of exactly what reached the
-    /// disk.
+    /// On any failure the temporary file is removed. The MD5 is of the bytes received, which
+    /// are what was written.
     fn finish(mut self, target: &Target, size: u64) -> Result<ReceivedPart, S3Error> {
-        let written = match self.gathered.take() {
-            // The whole body, gathered (a small file's part): handed to the hasher first, so
-            // that it is hashed while it is written and synced, with the other parts arriving
-            // meanwhile (see `md5s`).
-            Some(buffer) => {
-                let whole = bytes::Bytes::from_owner(buffer);
-                self.md5.update_later(whole.clone());
-                open_part(&target.tmp, target.declared).and_then(|file| {
-                    file.write_all_at(&whole, 0)?;
-                    file.buffered.sync_data()
-                })
-            }
-            None => self.open(target).and_then(|(writer, file)| {
-                let md5 = &mut self.md5;
-                writer.finish(&mut |written| md5.update(written))?;
-                file.buffered.sync_data()
-            }),
-        };
+        let written = self.open(target).and_then(|(writer, file)| {
+            writer.finish(&mut |_| {})?;
+            file.buffered.sync_data()
+        });
         let md5 = self.md5.finalize();
         let checked = written.map_err(S3Error::from).and_then(|()| {
             if target.declared.is_some_and(|d| d != size) {
@@ -712,12 +700,12 @@ impl Sink {
     }
 }
 
-/// Streams a request body into the part `target`, hashing the bytes as they are written:
-/// gathered into a pooled aligned buffer, written a batch at a time with direct I/O (no
-/// page-cache copies for a part nobody reads back soon), each batch hashed from that same
-/// buffer right after it is written, off the runtime; then one `fdatasync`, the checks of the
-/// size and the sender's `Content-MD5` against what reached the disk, and the rename into
-/// place. The file is created with its first write, so a part that fits one batch (a small
+/// Streams a request body into the part `target`, hashing the bytes as they arrive: each
+/// piece handed to the MD5 lanes as it comes off the socket (hashed with the other parts'
+/// pieces by whoever waits next, see `md5s`), gathered into a pooled aligned buffer, written a
+/// batch at a time with direct I/O (no page-cache copies for a part nobody reads back soon),
+/// off the runtime; then one `fdatasync`, the checks of the size and the sender's
+/// `Content-MD5` against what was received, and the rename into place. The file is created with its first write, so a part that fits one batch (a small
 /// file's only part) costs a single task on the blocking pool: creating, writing, hashing,
 /// syncing and renaming it each in a task of its own made the thread hand-offs a large share
 /// of the hub's CPU for many small files.
@@ -758,6 +746,8 @@ async fn receive(
             ));
         }
         sink.push(&chunk);
+        // Hashed by whoever waits next, with the other parts' bytes queued by then.
+        sink.md5.update_later(chunk.clone());
         // Once the whole body is gathered, the last task writes it all.
         if sink.is_full() && target.declared != Some(size) {
             let at = target.clone();

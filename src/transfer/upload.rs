@@ -1470,10 +1470,11 @@ fn read_hashed(
                     ));
                 }
                 // Hashed later, with the other parts' reads (see `md5s`): wanted only once the
-                // storage has answered.
-                md5.lock()
-                    .expect("md5 lock is never poisoned")
-                    .update_later(read.clone());
+                // storage has answered. One read waits at most (no part's bytes pile up).
+                let mut md5 = md5.lock().expect("md5 lock is never poisoned");
+                md5.wait();
+                md5.update_later(read.clone());
+                drop(md5);
                 if let Some(feed) = feed {
                     feed.offer(at, &read);
                     feed.wake();
