@@ -1002,8 +1002,9 @@ async fn start_file(job: &Job, i: usize) -> Result<Arc<Active>, PartError> {
         remote.create_blueprint = None;
         save(&remote).await.map_err(database)?;
     }
-    // Read behind what is sent, never ahead of it: a small file's one part feeds the whole
-    // hash as it is read (no second read), a large file's first part its start.
+    // A file of one part feeds the whole hash as its part is read (no second read): its read
+    // stays behind what is sent. A larger file's first part feeds its start; the read may run
+    // a part ahead of what is sent (at the end it has less left to catch up).
     let feed = inner
         .config
         .hash
@@ -1014,7 +1015,11 @@ async fn start_file(job: &Job, i: usize) -> Result<Arc<Active>, PartError> {
         super::digest::read_behind(
             feed.clone(),
             super::digest::Source::Path(record.local_path.clone()),
-            0,
+            if record.size > record.chunk_size {
+                record.chunk_size
+            } else {
+                0
+            },
             move || progress.file_done(i).unwrap_or(0),
         )
     });
