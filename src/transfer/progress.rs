@@ -69,6 +69,25 @@ impl Progress {
             return 0;
         }
         let span = t1.duration_since(*t0).as_secs_f64().max(0.5);
-        ((b1 - b0) as f64 / span) as u64
+        // A later sample may hold less: bytes taken back (`undo`), or two adds that sampled
+        // their totals in the other order.
+        (b1.saturating_sub(*b0) as f64 / span) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A part that failed midway takes its bytes back: the rate is never negative (it
+    /// overflowed, panicking the API's thread while it held the lock, and every later call).
+    #[test]
+    fn bytes_taken_back_leave_a_rate_of_at_least_zero() {
+        let progress = Progress::new(&[0]);
+        progress.add(0, 1000);
+        progress.undo(0, 1000);
+        progress.add(0, 10);
+        assert_eq!(progress.speed(), 0);
+        assert_eq!(progress.file_done(0), Some(10));
     }
 }
