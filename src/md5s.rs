@@ -70,21 +70,21 @@ impl Md5 {
         unsafe { &mut *self.state.0.get() }
     }
 
-    /// Completes the partial block with the first bytes of `bytes`; the bytes left.
-    fn fill<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
+    /// Completes the partial block with the first bytes of `bytes` (handing it to
+    /// [`Md5::blocks_later`] once whole); how many bytes it took.
+    fn fill(&mut self, bytes: &[u8]) -> usize {
         self.len += bytes.len() as u64;
         if self.buffered == 0 {
-            return bytes;
+            return 0;
         }
         let take = bytes.len().min(64 - self.buffered);
         self.buffer[self.buffered..self.buffered + take].copy_from_slice(&bytes[..take]);
         self.buffered += take;
         if self.buffered == 64 {
-            let block = self.buffer;
-            compress(self.settle(), &block);
             self.buffered = 0;
+            self.blocks_later(bytes::Bytes::copy_from_slice(&self.buffer));
         }
-        &bytes[take..]
+        take
     }
 
     /// Keeps the bytes after the whole blocks for the next update.
@@ -100,7 +100,7 @@ impl Md5 {
     /// Adds `bytes` to the stream, hashed together with the other streams' bytes queued at the
     /// same time. Blocks until they are hashed.
     pub fn update(&mut self, bytes: &[u8]) {
-        let bytes = self.fill(bytes);
+        let bytes = &bytes[self.fill(bytes)..];
         let whole = bytes.len() / 64 * 64;
         if whole >= ALONE {
             self.settle();
@@ -122,18 +122,7 @@ impl Md5 {
     /// them all. Bytes handed over and not waited for stay in memory: a caller with many bytes
     /// to hash waits now and then.
     pub fn update_later(&mut self, bytes: bytes::Bytes) {
-        self.len += bytes.len() as u64;
-        let mut from = 0;
-        if self.buffered > 0 {
-            from = bytes.len().min(64 - self.buffered);
-            self.buffer[self.buffered..self.buffered + from].copy_from_slice(&bytes[..from]);
-            self.buffered += from;
-            if self.buffered < 64 {
-                return;
-            }
-            self.buffered = 0;
-            self.blocks_later(bytes::Bytes::copy_from_slice(&self.buffer));
-        }
+        let from = self.fill(&bytes);
         let whole = (bytes.len() - from) / 64 * 64;
         self.blocks_later(bytes.slice(from..from + whole));
         self.keep(&bytes[from + whole..]);
@@ -416,11 +405,7 @@ fn run(mut more: impl FnMut(&[u64]) -> Vec<Job>) {
         }
         let busy = slots.iter().filter(|slot| slot.is_some()).count();
         if busy == 0 {
-            if taking {
-                taking = false;
-                continue;
-            }
-            return;
+            return; // (taking stops once nothing new comes and no lane is busy)
         }
         let step = slots
             .iter()
