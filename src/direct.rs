@@ -212,6 +212,8 @@ pub struct Writer {
     offset: u64,
     batch: usize,
     buffer: PooledBuffer,
+    /// Write through the page cache, even where direct I/O could go ([`Writer::keep_cached`]).
+    cached: bool,
 }
 
 impl Writer {
@@ -223,7 +225,19 @@ impl Writer {
             offset,
             batch,
             buffer,
+            cached: false,
         }
+    }
+
+    /// Whether what is written next goes through the page cache, where it stays a while,
+    /// rather than straight to the disk: for bytes about to be read again.
+    pub fn keep_cached(&mut self, cached: bool) {
+        self.cached = cached;
+    }
+
+    /// Where the next byte goes.
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
 
     /// Adds bytes to write.
@@ -255,7 +269,11 @@ impl Writer {
             return Ok(());
         }
         let bytes = &self.buffer.bytes()[..len];
-        self.file.write_all_at(bytes, self.offset)?;
+        if self.cached {
+            self.file.buffered.write_all_at(bytes, self.offset)?;
+        } else {
+            self.file.write_all_at(bytes, self.offset)?;
+        }
         written(bytes);
         self.offset += len as u64;
         self.buffer.consume(len);
@@ -325,6 +343,43 @@ mod tests {
         let before = pool.kept();
         drop(grown);
         assert_eq!(pool.kept(), before);
+    }
+
+    /// Switching between the page cache and direct I/O batch by batch, with batches of every
+    /// alignment, lays the stream down byte for byte (and shows each batch once, in order).
+    #[test]
+    fn a_writer_switching_between_cache_and_disk_writes_every_byte_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("file");
+        let data: Vec<u8> = (0..3 * ALIGN as u32 * 7 + 123)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let buffered = Arc::new(File::create(&path).unwrap());
+        let direct = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+                .open(&path)
+                .ok()
+                .map(Arc::new)
+        };
+        let file = DirectFile { buffered, direct };
+        let pool = BufferPool::new(4 * ALIGN, 2);
+        let mut writer = Writer::new(file, 0, 2 * ALIGN, pool.take());
+        let mut shown = Vec::new();
+        for (n, piece) in data.chunks(ALIGN + 777).enumerate() {
+            writer.keep_cached(n % 2 == 0);
+            writer.push(piece);
+            if writer.is_full() {
+                writer.flush(&mut |b| shown.extend_from_slice(b)).unwrap();
+                assert_eq!(writer.offset(), shown.len() as u64);
+            }
+        }
+        let end = writer.finish(&mut |b| shown.extend_from_slice(b)).unwrap();
+        assert_eq!(end, data.len() as u64);
+        assert_eq!(shown, data);
+        assert_eq!(std::fs::read(&path).unwrap(), data);
     }
 
     #[test]

@@ -423,10 +423,10 @@ pub struct PartFile {
 }
 
 impl PartFile {
-    /// The file, open for reading what was written (it stays open across the rename): through
-    /// the page cache, and with direct I/O when the file has it.
-    pub fn readers(&self) -> (Arc<std::fs::File>, Option<Arc<std::fs::File>>) {
-        (self.file.buffered.clone(), self.file.direct.clone())
+    /// The file, open for reading what was written (it stays open across the rename), through
+    /// the page cache.
+    pub fn reader(&self) -> Arc<std::fs::File> {
+        self.file.buffered.clone()
     }
 
     pub fn write_all_at(&self, offset: u64, buf: &[u8]) -> io::Result<()> {
@@ -453,8 +453,9 @@ impl PartFile {
     /// Starts writing a finished range out to disk without waiting for it, so the sync in
     /// [`PartFile::finish`] finds little left to do and dirty pages do not pile up.
     pub fn start_writeback(&self, offset: u64, len: u64) {
-        // DONTNEED starts writeback of the range's dirty pages (and drops its clean ones, which
-        // the agent never reads back). Only advice: a failure changes nothing but timing.
+        // DONTNEED starts writeback of the range's dirty pages (and drops its clean ones; those
+        // written for the file's hash to read are dirty still, and stay until it has read
+        // them). Only advice: a failure changes nothing but timing.
         let _ = rustix::fs::fadvise(
             &*self.file.buffered,
             offset,

@@ -7,7 +7,10 @@
 //! - one sequential read of the file for the rest, kept just behind the bytes the transfer has
 //!   moved: an upload's hash reads what its parts just read (from the page cache) and never
 //!   races ahead on a slow link; a download's reads what its ranges wrote, up to the first
-//!   range not written yet, reading the next block while it hashes the last.
+//!   range not written yet, reading the next block while it hashes the last. The ranges write
+//!   what the hash has not reached through the page cache (the rest goes to the disk
+//!   directly), so this read finds it in memory instead of taking the disk from the writes;
+//!   it drops each block from the cache once hashed.
 //!
 //! Reads and hashing run on the blocking pool, off the runtime.
 
@@ -19,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::direct::{ALIGN, BufferPool, PooledBuffer};
+use crate::direct::{BufferPool, PooledBuffer};
 use crate::mhl::{HashFormat, Hasher};
 
 /// The reads of the file, in blocks of this size, one read ahead of the hash.
@@ -111,6 +114,14 @@ pub(super) struct Tap {
 }
 
 impl Tap {
+    /// Whether the next bytes go past the file's hashed start: the read behind will read them
+    /// again, so they are best written through the page cache.
+    pub(super) fn ahead(&self) -> bool {
+        self.feed
+            .as_ref()
+            .is_some_and(|feed| feed.position() < self.at)
+    }
+
     pub(super) fn written(&mut self, bytes: &[u8]) {
         if let Some(feed) = &self.feed {
             feed.offer(self.at, bytes);
@@ -119,17 +130,12 @@ impl Tap {
     }
 }
 
-/// What to read: a file to open, or one open already (a download's part file, renamed or not,
-/// with its direct-I/O descriptor when it has one: what its ranges wrote with direct I/O is read
-/// back the same way, not through the page cache, whose read-ahead would cache, then have
-/// invalidated, pages the next ranges are about to write).
+/// What to read: a file to open, or one open already (a download's part file, renamed or not:
+/// its ranges wrote what the hash had not reached through the page cache, where this read finds
+/// it, then drops it once hashed).
 pub(super) enum Source {
     Path(String),
-    Open {
-        file: Arc<File>,
-        direct: Option<Arc<File>>,
-        name: String,
-    },
+    Open { file: Arc<File>, name: String },
 }
 
 /// Feeds `feed` by reading `source` from the hash's position, no further than `ahead` bytes
@@ -141,15 +147,15 @@ pub(super) fn read_behind(
     moved: impl Fn() -> u64 + Send + Sync + 'static,
 ) -> Digest {
     AbortOnDropHandle::new(tokio::spawn(async move {
-        let (file, direct, name) = match source {
-            Source::Open { file, direct, name } => (file, direct, name),
+        let (file, name, drop_hashed) = match source {
+            Source::Open { file, name } => (file, name, true),
             Source::Path(path) => {
                 let opened = path.clone();
                 let file = tokio::task::spawn_blocking(move || File::open(opened))
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| format!("{path} cannot be read to hash it: {e}"))?;
-                (Arc::new(file), None, path)
+                (Arc::new(file), path, false)
             }
         };
         let size = feed.size;
@@ -167,15 +173,7 @@ pub(super) fn read_behind(
             let allowed = moved().saturating_add(ahead).min(size);
             let read = (from < allowed).then(|| {
                 let want = (allowed - from).min(READ as u64) as usize;
-                // Whole aligned blocks from an aligned offset go direct; a last partial
-                // block through the page cache.
-                let blocks = want / ALIGN * ALIGN;
-                let (f, want) = match &direct {
-                    Some(d) if blocks > 0 && from.is_multiple_of(ALIGN as u64) => {
-                        (d.clone(), blocks)
-                    }
-                    _ => (file.clone(), want),
-                };
+                let f = file.clone();
                 tokio::task::spawn_blocking(move || {
                     let mut block = BLOCKS.take();
                     let n = f.read_at(&mut block.space_mut()[..want], from)?;
@@ -185,7 +183,15 @@ pub(super) fn read_behind(
             });
             let hash = pending.take().map(|(at, block)| {
                 let feed = feed.clone();
-                tokio::task::spawn_blocking(move || feed.offer(at, block.bytes()))
+                let f = file.clone();
+                tokio::task::spawn_blocking(move || {
+                    feed.offer(at, block.bytes());
+                    if drop_hashed {
+                        // Only advice: a failure changes nothing but the cache's use.
+                        let len = std::num::NonZeroU64::new(block.len() as u64);
+                        let _ = rustix::fs::fadvise(&*f, at, len, rustix::fs::Advice::DontNeed);
+                    }
+                })
             });
             if read.is_none() && hash.is_none() {
                 let _ = tokio::time::timeout(PACE, feed.more.notified()).await;
@@ -213,6 +219,7 @@ pub(super) fn read_behind(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::direct::ALIGN;
     use crate::mhl::hash_data;
 
     fn bytes(len: usize) -> Vec<u8> {

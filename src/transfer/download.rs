@@ -949,12 +949,10 @@ fn spawn_digest(
     part: &PartFile,
 ) -> super::digest::Digest {
     let prefix = file.prefix.clone();
-    let (buffered, direct) = part.readers();
     super::digest::read_behind(
         feed.clone(),
         super::digest::Source::Open {
-            file: buffered,
-            direct,
+            file: part.reader(),
             name: file.record.name.clone(),
         },
         0,
@@ -1296,6 +1294,7 @@ async fn fetch_range(
     let written = part.clone();
     let range = (chunk.start, chunk.len);
     tokio::task::spawn_blocking(move || {
+        writer.keep_cached(tap.ahead());
         writer.finish(&mut |bytes| tap.written(bytes))?;
         written.start_writeback(range.0, range.1);
         Ok::<_, std::io::Error>(())
@@ -1314,6 +1313,7 @@ async fn flush(
     part: &PartFile,
 ) -> Result<(Writer, Tap), FetchError> {
     tokio::task::spawn_blocking(move || {
+        writer.keep_cached(tap.ahead());
         writer
             .flush(&mut |bytes| tap.written(bytes))
             .map(|()| (writer, tap))
