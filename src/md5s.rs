@@ -225,7 +225,7 @@ struct Queue {
 }
 
 struct Lanes {
-    /// AVX-512 is there: batches go through [`x16::compress`].
+    /// AVX-512 or AVX2 is there: batches go through [`x16::compress`].
     wide: bool,
     queue: Mutex<Queue>,
     hashed: Condvar,
@@ -427,8 +427,8 @@ fn run(mut more: impl FnMut(&[u64]) -> Vec<Job>) {
                     .as_ref()
                     .map(|(job, from)| bytes(job, *from).as_ptr())
             });
-            // SAFETY: AVX-512 is there (`Lanes::wide`); each busy lane has `step` blocks from
-            // its start.
+            // SAFETY: the lanes are there (`Lanes::wide`); each busy lane has `step` blocks
+            // from its start.
             unsafe { x16::compress(&mut states, &starts, step) };
         }
         for (slot, state) in slots.iter_mut().zip(&states) {
@@ -457,7 +457,9 @@ impl Drop for Unwinding<'_> {
     }
 }
 
-/// MD5 (RFC 1321) of 16 streams at once, one per 32-bit lane of AVX-512 registers.
+/// MD5 (RFC 1321) of 16 streams at once, one per 32-bit lane of AVX-512 registers; or, where
+/// the processor has AVX2 only (AMD before Zen 4, say), of two groups of 8 lanes in AVX2
+/// registers, a group skipped when none of its lanes is busy.
 #[cfg(target_arch = "x86_64")]
 mod x16 {
     use std::arch::x86_64::*;
@@ -466,18 +468,212 @@ mod x16 {
 
     pub fn available() -> bool {
         std::arch::is_x86_feature_detected!("avx512f")
+            || std::arch::is_x86_feature_detected!("avx2")
+    }
+
+    /// Runs `blocks` blocks of each busy lane (`starts[lane]` is where its blocks are) into
+    /// `states`, with AVX-512 where it is there, AVX2 otherwise.
+    ///
+    /// # Safety
+    /// [`available`], and each busy lane's start must have `blocks * 64` bytes.
+    pub unsafe fn compress(
+        states: &mut [[u32; 4]; LANES],
+        starts: &[Option<*const u8>; LANES],
+        blocks: usize,
+    ) {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F is there; the lanes are the caller's promise.
+            return unsafe { compress_512(states, starts, blocks) };
+        }
+        for group in 0..2 {
+            let lanes = group * 8..group * 8 + 8;
+            if starts[lanes.clone()].iter().all(Option::is_none) {
+                continue;
+            }
+            let states: &mut [[u32; 4]; 8] = (&mut states[lanes.clone()]).try_into().unwrap();
+            let starts: &[Option<*const u8>; 8] = starts[lanes].try_into().unwrap();
+            // SAFETY: AVX2 is there (`available`, without AVX-512F); the lanes are the
+            // caller's promise.
+            unsafe { compress_256(states, starts, blocks) };
+        }
+    }
+
+    /// What [`compress`] does for 8 lanes, in AVX2 registers: each block's words gathered by
+    /// transposing the 8 lanes' blocks (two 8 x 8 transposes of 32-bit words), no gathers.
+    ///
+    /// # Safety
+    /// AVX2 must be there, and each busy lane's start must have `blocks * 64` bytes.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn compress_256(
+        states: &mut [[u32; 4]; 8],
+        starts: &[Option<*const u8>; 8],
+        blocks: usize,
+    ) {
+        let mut at: [*const u8; 8] = starts.map(|start| start.unwrap_or(IDLE.as_ptr()));
+        let stride: [usize; 8] = starts.map(|start| if start.is_some() { 64 } else { 0 });
+        let word = |i: usize| {
+            let lane: [u32; 8] = std::array::from_fn(|lane| states[lane][i]);
+            unsafe { _mm256_loadu_si256(lane.as_ptr().cast()) }
+        };
+        let (mut a, mut b, mut c, mut d) = (word(0), word(1), word(2), word(3));
+        let ones = _mm256_set1_epi32(-1);
+        macro_rules! f {
+            ($b:ident, $c:ident, $d:ident) => {
+                _mm256_xor_si256($d, _mm256_and_si256($b, _mm256_xor_si256($c, $d)))
+            };
+        }
+        macro_rules! g {
+            ($b:ident, $c:ident, $d:ident) => {
+                _mm256_xor_si256($c, _mm256_and_si256($d, _mm256_xor_si256($b, $c)))
+            };
+        }
+        macro_rules! h {
+            ($b:ident, $c:ident, $d:ident) => {
+                _mm256_xor_si256(_mm256_xor_si256($b, $c), $d)
+            };
+        }
+        macro_rules! i {
+            ($b:ident, $c:ident, $d:ident) => {
+                _mm256_xor_si256($c, _mm256_or_si256($b, _mm256_xor_si256($d, ones)))
+            };
+        }
+        macro_rules! step {
+            ($f:ident, $a:ident, $b:ident, $c:ident, $d:ident, $m:expr, $k:expr, $s:literal) => {
+                let t = _mm256_add_epi32(
+                    _mm256_add_epi32($a, $f!($b, $c, $d)),
+                    _mm256_add_epi32($m, _mm256_set1_epi32($k as i32)),
+                );
+                $a = _mm256_add_epi32(
+                    $b,
+                    _mm256_or_si256(
+                        _mm256_slli_epi32::<$s>(t),
+                        _mm256_srli_epi32::<{ 32 - $s }>(t),
+                    ),
+                );
+            };
+        }
+        for _ in 0..blocks {
+            let mut m = [_mm256_setzero_si256(); 16];
+            for half in 0..2 {
+                // SAFETY: a busy lane reads its own block (the caller's promise), an idle one
+                // `IDLE`, 32 bytes at 0 or 32 of 64.
+                let r: [__m256i; 8] = std::array::from_fn(|lane| unsafe {
+                    _mm256_loadu_si256(at[lane].add(32 * half).cast())
+                });
+                let t: [__m256i; 8] = std::array::from_fn(|j| {
+                    let (x, y) = (r[j / 2 * 2], r[j / 2 * 2 + 1]);
+                    if j % 2 == 0 {
+                        _mm256_unpacklo_epi32(x, y)
+                    } else {
+                        _mm256_unpackhi_epi32(x, y)
+                    }
+                });
+                let u: [__m256i; 8] = std::array::from_fn(|j| {
+                    let quad = j / 4 * 4;
+                    let (x, y) = (t[quad + j % 4 / 2], t[quad + 2 + j % 4 / 2]);
+                    if j % 2 == 0 {
+                        _mm256_unpacklo_epi64(x, y)
+                    } else {
+                        _mm256_unpackhi_epi64(x, y)
+                    }
+                });
+                for w in 0..4 {
+                    m[8 * half + w] = _mm256_permute2x128_si256::<0x20>(u[w], u[w + 4]);
+                    m[8 * half + w + 4] = _mm256_permute2x128_si256::<0x31>(u[w], u[w + 4]);
+                }
+            }
+            let (a0, b0, c0, d0) = (a, b, c, d);
+            step!(f, a, b, c, d, m[0], 0xd76aa478_u32, 7);
+            step!(f, d, a, b, c, m[1], 0xe8c7b756_u32, 12);
+            step!(f, c, d, a, b, m[2], 0x242070db_u32, 17);
+            step!(f, b, c, d, a, m[3], 0xc1bdceee_u32, 22);
+            step!(f, a, b, c, d, m[4], 0xf57c0faf_u32, 7);
+            step!(f, d, a, b, c, m[5], 0x4787c62a_u32, 12);
+            step!(f, c, d, a, b, m[6], 0xa8304613_u32, 17);
+            step!(f, b, c, d, a, m[7], 0xfd469501_u32, 22);
+            step!(f, a, b, c, d, m[8], 0x698098d8_u32, 7);
+            step!(f, d, a, b, c, m[9], 0x8b44f7af_u32, 12);
+            step!(f, c, d, a, b, m[10], 0xffff5bb1_u32, 17);
+            step!(f, b, c, d, a, m[11], 0x895cd7be_u32, 22);
+            step!(f, a, b, c, d, m[12], 0x6b901122_u32, 7);
+            step!(f, d, a, b, c, m[13], 0xfd987193_u32, 12);
+            step!(f, c, d, a, b, m[14], 0xa679438e_u32, 17);
+            step!(f, b, c, d, a, m[15], 0x49b40821_u32, 22);
+            step!(g, a, b, c, d, m[1], 0xf61e2562_u32, 5);
+            step!(g, d, a, b, c, m[6], 0xc040b340_u32, 9);
+            step!(g, c, d, a, b, m[11], 0x265e5a51_u32, 14);
+            step!(g, b, c, d, a, m[0], 0xe9b6c7aa_u32, 20);
+            step!(g, a, b, c, d, m[5], 0xd62f105d_u32, 5);
+            step!(g, d, a, b, c, m[10], 0x02441453_u32, 9);
+            step!(g, c, d, a, b, m[15], 0xd8a1e681_u32, 14);
+            step!(g, b, c, d, a, m[4], 0xe7d3fbc8_u32, 20);
+            step!(g, a, b, c, d, m[9], 0x21e1cde6_u32, 5);
+            step!(g, d, a, b, c, m[14], 0xc33707d6_u32, 9);
+            step!(g, c, d, a, b, m[3], 0xf4d50d87_u32, 14);
+            step!(g, b, c, d, a, m[8], 0x455a14ed_u32, 20);
+            step!(g, a, b, c, d, m[13], 0xa9e3e905_u32, 5);
+            step!(g, d, a, b, c, m[2], 0xfcefa3f8_u32, 9);
+            step!(g, c, d, a, b, m[7], 0x676f02d9_u32, 14);
+            step!(g, b, c, d, a, m[12], 0x8d2a4c8a_u32, 20);
+            step!(h, a, b, c, d, m[5], 0xfffa3942_u32, 4);
+            step!(h, d, a, b, c, m[8], 0x8771f681_u32, 11);
+            step!(h, c, d, a, b, m[11], 0x6d9d6122_u32, 16);
+            step!(h, b, c, d, a, m[14], 0xfde5380c_u32, 23);
+            step!(h, a, b, c, d, m[1], 0xa4beea44_u32, 4);
+            step!(h, d, a, b, c, m[4], 0x4bdecfa9_u32, 11);
+            step!(h, c, d, a, b, m[7], 0xf6bb4b60_u32, 16);
+            step!(h, b, c, d, a, m[10], 0xbebfbc70_u32, 23);
+            step!(h, a, b, c, d, m[13], 0x289b7ec6_u32, 4);
+            step!(h, d, a, b, c, m[0], 0xeaa127fa_u32, 11);
+            step!(h, c, d, a, b, m[3], 0xd4ef3085_u32, 16);
+            step!(h, b, c, d, a, m[6], 0x04881d05_u32, 23);
+            step!(h, a, b, c, d, m[9], 0xd9d4d039_u32, 4);
+            step!(h, d, a, b, c, m[12], 0xe6db99e5_u32, 11);
+            step!(h, c, d, a, b, m[15], 0x1fa27cf8_u32, 16);
+            step!(h, b, c, d, a, m[2], 0xc4ac5665_u32, 23);
+            step!(i, a, b, c, d, m[0], 0xf4292244_u32, 6);
+            step!(i, d, a, b, c, m[7], 0x432aff97_u32, 10);
+            step!(i, c, d, a, b, m[14], 0xab9423a7_u32, 15);
+            step!(i, b, c, d, a, m[5], 0xfc93a039_u32, 21);
+            step!(i, a, b, c, d, m[12], 0x655b59c3_u32, 6);
+            step!(i, d, a, b, c, m[3], 0x8f0ccc92_u32, 10);
+            step!(i, c, d, a, b, m[10], 0xffeff47d_u32, 15);
+            step!(i, b, c, d, a, m[1], 0x85845dd1_u32, 21);
+            step!(i, a, b, c, d, m[8], 0x6fa87e4f_u32, 6);
+            step!(i, d, a, b, c, m[15], 0xfe2ce6e0_u32, 10);
+            step!(i, c, d, a, b, m[6], 0xa3014314_u32, 15);
+            step!(i, b, c, d, a, m[13], 0x4e0811a1_u32, 21);
+            step!(i, a, b, c, d, m[4], 0xf7537e82_u32, 6);
+            step!(i, d, a, b, c, m[11], 0xbd3af235_u32, 10);
+            step!(i, c, d, a, b, m[2], 0x2ad7d2bb_u32, 15);
+            step!(i, b, c, d, a, m[9], 0xeb86d391_u32, 21);
+            a = _mm256_add_epi32(a, a0);
+            b = _mm256_add_epi32(b, b0);
+            c = _mm256_add_epi32(c, c0);
+            d = _mm256_add_epi32(d, d0);
+            for lane in 0..8 {
+                at[lane] = at[lane].wrapping_add(stride[lane]);
+            }
+        }
+        let mut out = [[0u32; 8]; 4];
+        for (words, v) in out.iter_mut().zip([a, b, c, d]) {
+            unsafe { _mm256_storeu_si256(words.as_mut_ptr().cast(), v) };
+        }
+        for (lane, state) in states.iter_mut().enumerate() {
+            *state = [out[0][lane], out[1][lane], out[2][lane], out[3][lane]];
+        }
     }
 
     /// What an idle lane reads: a block of its own, so that it never reads past anything.
     static IDLE: [u8; 64] = [0; 64];
 
-    /// Runs `blocks` blocks of each busy lane (`starts[lane]` is where its blocks are) into
-    /// `states`; idle lanes (`None`) compute nothing anyone keeps.
+    /// What [`compress`] does, in AVX-512 registers; idle lanes (`None`) compute nothing
+    /// anyone keeps.
     ///
     /// # Safety
     /// AVX-512F must be there, and each busy lane's start must have `blocks * 64` bytes.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn compress(
+    unsafe fn compress_512(
         states: &mut [[u32; 4]; LANES],
         starts: &[Option<*const u8>; LANES],
         blocks: usize,
@@ -699,6 +895,32 @@ mod tests {
         assert_eq!(Md5::new().finalize(), reference(b""));
     }
 
+    /// The AVX2 kernel alone (the batch test above runs the AVX-512 one where the processor
+    /// has it): 8 lanes, some idle, over several blocks, each busy lane's state the scalar
+    /// kernel's; idle lanes read nothing of anyone's.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx2_lanes_give_each_stream_the_state_of_the_scalar_kernel() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let blocks = 5;
+        let data: Vec<Vec<u8>> = (0..8u64).map(|t| bytes(t + 7, blocks * 64)).collect();
+        for idle in [vec![], vec![3], vec![0, 1, 2, 4, 5, 6, 7], vec![1, 6]] {
+            let mut states: [[u32; 4]; 8] =
+                std::array::from_fn(|lane| [lane as u32, 0x1234, 0xfeed, 0xbeef ^ lane as u32]);
+            let before = states;
+            let starts: [Option<*const u8>; 8] =
+                std::array::from_fn(|lane| (!idle.contains(&lane)).then(|| data[lane].as_ptr()));
+            unsafe { x16::compress_256(&mut states, &starts, blocks) };
+            for lane in (0..8).filter(|lane| !idle.contains(lane)) {
+                let mut alone = before[lane];
+                compress(&mut alone, &data[lane]);
+                assert_eq!(states[lane], alone, "lane {lane}, idle {idle:?}");
+            }
+        }
+    }
+
     /// A batch as the lanes take it: more streams than lanes, of lengths from none to many
     /// blocks, so lanes run together, refill as their streams end, and finish a last stream
     /// alone. Each state must be the one the scalar kernel gives.
@@ -706,7 +928,7 @@ mod tests {
     fn a_batch_through_the_lanes_gives_each_stream_its_own_state() {
         assert!(
             lanes().wide || !cfg!(target_arch = "x86_64") || !x16::available(),
-            "AVX-512 is there but the lanes do not use it"
+            "AVX-512 or AVX2 is there but the lanes do not use it"
         );
         if !x16::available() {
             return;
