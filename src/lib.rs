@@ -32,7 +32,7 @@ pub mod dashboard;
 pub mod direct;
 pub mod files;
 pub mod hub;
-pub mod md5s;
+pub use masv_md5s as md5s;
 pub mod metrics;
 pub mod mhl;
 pub mod rules;

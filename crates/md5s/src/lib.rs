@@ -1,12 +1,16 @@
 //! MD5 of many streams at once. The agent hashes every part it sends and the hub every part it
 //! receives, 16 parts at a time by default, and MD5 was the largest CPU cost of both: one stream
 //! is a chain of dependent steps (~700 MB/s a core whatever the code). Independent streams can
-//! share the 16 lanes of an AVX-512 register instead, so the threads that have bytes to hash
+//! share the 16 lanes of an AVX-512 register (or two groups of 8 in AVX2 registers) instead, so the threads that have bytes to hash
 //! queue them, and whoever finds nobody hashing hashes everything queued in one batch (flat
 //! combining; no thread of its own). While the hashing keeps up, a stream is hashed alone, by the
 //! `md5-asm` kernel; once it falls behind, the queue grows and the next batch fills more lanes:
-//! the cost per byte falls as the load rises. Without AVX-512 (or off x86-64) every stream is
+//! the cost per byte falls as the load rises. Without AVX2 (or off x86-64) every stream is
 //! hashed alone.
+//!
+//! A crate of its own so that debug builds (the test suite's) optimise it like the other
+//! dependencies: SIMD intrinsics unoptimised are function calls, and the kernels ran slower
+//! than the scalar one.
 //!
 //! [`Md5::update`] blocks until its bytes are hashed: call it where blocking is allowed (the
 //! blocking pool), as the reads and writes it follows are. [`Md5::update_later`] hands owned
