@@ -232,7 +232,16 @@ struct Job {
     renamed: Mutex<Vec<(usize, PartFile, Option<String>)>>,
     /// Taken by whoever records a batch of renamed files.
     recording: tokio::sync::Mutex<()>,
+    /// Files whose ranges are all written, being finished ([`finish_file`]) while the
+    /// connections fetch the next ones: a file's syncs and its record wait on the disk, not on
+    /// a connection.
+    finishing: tokio::sync::Mutex<tokio::task::JoinSet<Result<(), JobError>>>,
+    /// Bounds the files being finished at once (their syncs wait in the blocking pool).
+    finish_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Files finished at once at most ([`Job::finishing`]).
+const FINISHING: usize = 64;
 
 pub(super) async fn run(
     inner: Arc<Inner>,
@@ -407,6 +416,8 @@ async fn run_pass(
         buffers: BufferPool::new(2 * WRITE_BUFFER, 64),
         renamed: Mutex::new(Vec::new()),
         recording: tokio::sync::Mutex::new(()),
+        finishing: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
+        finish_slots: Arc::new(tokio::sync::Semaphore::new(FINISHING)),
     });
 
     // Folders first (empty ones included), then files whose chunks were all committed before a
@@ -782,7 +793,54 @@ fn plan_file(
     }
 }
 
+/// A connection: fetches ranges until none is left, then waits for the files it handed over
+/// to be finished (on every way out: a paused download's files are finished before it can be
+/// resumed, never twice at once).
 async fn worker(job: Arc<Job>) -> Result<(), JobError> {
+    let fetched = fetch_ranges(&job).await;
+    let finished = finished(&job).await;
+    fetched.and(finished)
+}
+
+/// Waits for every file being finished; the first error of theirs.
+async fn finished(job: &Job) -> Result<(), JobError> {
+    let mut finishing = job.finishing.lock().await;
+    let mut first = Ok(());
+    while let Some(ended) = finishing.join_next().await {
+        let ended = ended.map_err(|e| JobError::Failed(format!("finishing a file: {e}")));
+        if first.is_ok() {
+            first = ended.and_then(|r| r);
+        }
+    }
+    first
+}
+
+/// Hands a file whose ranges are all written over to be finished, and goes on; an error of a
+/// file finished by then comes back here.
+async fn finish_later(job: &Arc<Job>, i: usize) -> Result<(), JobError> {
+    let slot = job
+        .finish_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the finish slots are never closed");
+    let owner = job.clone();
+    let mut finishing = job.finishing.lock().await;
+    let mut first = Ok(());
+    while let Some(ended) = finishing.try_join_next() {
+        let ended = ended.map_err(|e| JobError::Failed(format!("finishing a file: {e}")));
+        if first.is_ok() {
+            first = ended.and_then(|r| r);
+        }
+    }
+    finishing.spawn(async move {
+        let _slot = slot;
+        finish_file(&owner, i).await
+    });
+    first
+}
+
+async fn fetch_ranges(job: &Arc<Job>) -> Result<(), JobError> {
     loop {
         if job.cancel.is_cancelled() || job.inner.draining.is_cancelled() {
             return Err(JobError::Stopped);
@@ -797,15 +855,15 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
             continue;
         }
         let fetched = if chunk.index == 0 {
-            tokio::join!(fetch_chunk(&job, &chunk), prefetch_url(&job, chunk.file)).0
+            tokio::join!(fetch_chunk(job, &chunk), prefetch_url(job, chunk.file)).0
         } else {
-            fetch_chunk(&job, &chunk).await
+            fetch_chunk(job, &chunk).await
         };
         match fetched {
             Ok(()) => {
                 job.inner.moving();
                 file.written(chunk.index);
-                start_digest(&job, chunk.file).await;
+                start_digest(job, chunk.file).await;
                 crate::crash_point!("download.chunk.written");
                 job.inner
                     .store
@@ -821,7 +879,7 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
                     .await?;
                 crate::crash_point!("download.chunk.committed");
                 if file.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    finish_file(&job, chunk.file).await?;
+                    finish_later(job, chunk.file).await?;
                 }
             }
             Err(ChunkError::Retry(e)) => {
@@ -836,7 +894,7 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
                         super::GAVE_UP,
                         since.elapsed().as_secs()
                     );
-                    fail_file(&job, chunk.file, reason).await?;
+                    fail_file(job, chunk.file, reason).await?;
                     continue;
                 }
                 chunk.attempt += 1;
@@ -848,7 +906,7 @@ async fn worker(job: Arc<Job>) -> Result<(), JobError> {
                 job.queue.retry_at(chunk, std::time::Instant::now() + delay);
             }
             Err(ChunkError::Stopped) => return Err(JobError::Stopped),
-            Err(ChunkError::File(reason)) => fail_file(&job, chunk.file, reason).await?,
+            Err(ChunkError::File(reason)) => fail_file(job, chunk.file, reason).await?,
         }
     }
 }
