@@ -33,6 +33,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::digest::Tap;
 use super::progress::Progress;
@@ -807,12 +808,19 @@ async fn finished(job: &Job) -> Result<(), JobError> {
     let mut finishing = job.finishing.lock().await;
     let mut first = Ok(());
     while let Some(ended) = finishing.join_next().await {
-        let ended = ended.map_err(|e| JobError::Failed(format!("finishing a file: {e}")));
-        if first.is_ok() {
-            first = ended.and_then(|r| r);
-        }
+        keep_first_error(&mut first, ended);
     }
     first
+}
+
+type Finished = Result<Result<(), JobError>, tokio::task::JoinError>;
+
+fn keep_first_error(first: &mut Result<(), JobError>, ended: Finished) {
+    if first.is_ok() {
+        *first = ended
+            .map_err(|e| JobError::Failed(format!("finishing a file: {e}")))
+            .and_then(|r| r);
+    }
 }
 
 /// Hands a file whose ranges are all written over to be finished, and goes on; an error of a
@@ -828,15 +836,17 @@ async fn finish_later(job: &Arc<Job>, i: usize) -> Result<(), JobError> {
     let mut finishing = job.finishing.lock().await;
     let mut first = Ok(());
     while let Some(ended) = finishing.try_join_next() {
-        let ended = ended.map_err(|e| JobError::Failed(format!("finishing a file: {e}")));
-        if first.is_ok() {
-            first = ended.and_then(|r| r);
-        }
+        keep_first_error(&mut first, ended);
     }
-    finishing.spawn(async move {
+    let finish = async move {
         let _slot = slot;
         finish_file(&owner, i).await
-    });
+    };
+    finishing.spawn(
+        super::TRANSFER
+            .scope(job.id.clone(), finish)
+            .in_current_span(),
+    );
     first
 }
 
