@@ -11,7 +11,9 @@
 //!    share one, and it fits 255 bytes whatever NAME) and preallocated → bytes written
 //!    (`download.chunk.written`) → [chunk] (`download.chunk.committed`). A crash before the
 //!    commit fetches the chunk again; the write is positional, so repeating it is harmless.
-//! 3. Per file, once every chunk is committed: mode, time and owner set, data synced
+//! 3. Per file, once every chunk is committed (apart from the connection that committed the
+//!    last one, which goes on fetching; a pass ends only once every such file is finished,
+//!    [`worker`]): mode, time and owner set, data synced
 //!    (`download.file.synced`) → renamed to NAME (`download.file.renamed`). Then, for every
 //!    file renamed by then at once (group commit): their folders synced, each once
 //!    (`download.files.synced`) → [files `complete`] (`download.file.complete`).
