@@ -70,11 +70,6 @@ pub struct Destination {
 }
 
 const DIR_MODE: u32 = 0o755;
-/// Files smaller than this are written through the page cache, not opened for direct I/O: a
-/// second open costs more than copying a few blocks. Not more: on the project's machine
-/// (`scripts/bench.py`, 1,000 × 1 MiB) copying 1 MiB files into the page cache was 70 % of the
-/// agent's CPU and made the download twice as slow as direct writes.
-pub const SMALL_FILE: u64 = 64 * 1024;
 const FILE_MODE: u32 = 0o644;
 
 fn open_dir_at(dir: impl AsFd, name: &OsStr) -> Result<OwnedFd, Errno> {
@@ -199,14 +194,16 @@ impl Destination {
     }
 
     /// Opens (never truncating) the part file of `rel` for the writer `tag`, preallocated to
-    /// `size` bytes; `create` makes it when missing (only a file with work left does). The
-    /// folders of `rel` must exist.
+    /// `size` bytes; `create` makes it when missing (only a file with work left does); `direct`
+    /// also opens it for direct I/O, where the file system has it. The folders of `rel` must
+    /// exist.
     pub fn part_file(
         &self,
         rel: &Path,
         tag: &str,
         size: u64,
         create: bool,
+        direct: bool,
     ) -> Result<PartFile, FilesError> {
         let final_name = file_name(rel)?;
         let parent = rel.parent().unwrap_or(Path::new(""));
@@ -238,10 +235,9 @@ impl Destination {
         if len < size {
             preallocate(&file, size).map_err(|e| FilesError::io(&part_path, e))?;
         }
-        let small = size < SMALL_FILE;
         // A second descriptor for direct I/O, where the file system has it (not tmpfs, say):
         // ranges are written through it, and the file's hash reads them back through it.
-        let direct = if small {
+        let direct = if !direct {
             None
         } else {
             rustix::fs::openat(
@@ -414,7 +410,7 @@ fn preallocate(file: &File, size: u64) -> Result<(), Errno> {
 /// A preallocated `.part` file: positional writes from any number of tasks, then `finish`.
 #[derive(Clone)]
 pub struct PartFile {
-    /// Also opened with `O_DIRECT`, if the file system allows it and the file is not small.
+    /// Also opened with `O_DIRECT`, if asked and the file system allows it.
     file: DirectFile,
     dir: Arc<OwnedFd>,
     part_name: OsString,

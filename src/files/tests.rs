@@ -95,16 +95,18 @@ fn a_symlink_inside_the_destination_is_never_followed() {
         Err(FilesError::Symlink { .. })
     ));
     assert!(matches!(
-        dest.part_file(Path::new("evil/x"), "t1", 3, true),
+        dest.part_file(Path::new("evil/x"), "t1", 3, true, false),
         Err(FilesError::Symlink { .. })
     ));
     // A symlink where the part file or the final file goes.
     std::os::unix::fs::symlink(outside.path().join("t"), root.path().join("f.t1.part")).unwrap();
     assert!(matches!(
-        dest.part_file(Path::new("f"), "t1", 3, true),
+        dest.part_file(Path::new("f"), "t1", 3, true, false),
         Err(FilesError::Symlink { .. })
     ));
-    let part = dest.part_file(Path::new("g"), "t1", 3, true).unwrap();
+    let part = dest
+        .part_file(Path::new("g"), "t1", 3, true, false)
+        .unwrap();
     std::os::unix::fs::symlink(outside.path().join("u"), root.path().join("g")).unwrap();
     assert!(matches!(
         part.seal(None, None, None).and_then(|()| part.rename()),
@@ -124,7 +126,7 @@ fn part_files_take_parallel_writes_resume_without_truncating_and_finish() {
     dest.create_dirs(Path::new("a/b")).unwrap();
     assert!(root.path().join("new/a/b").is_dir());
     let part = dest
-        .part_file(Path::new("a/b/f.bin"), "t1", 4 * 1024, true)
+        .part_file(Path::new("a/b/f.bin"), "t1", 4 * 1024, true, false)
         .unwrap();
     assert_eq!(
         std::fs::metadata(root.path().join("new/a/b/f.bin.t1.part"))
@@ -140,7 +142,7 @@ fn part_files_take_parallel_writes_resume_without_truncating_and_finish() {
     });
     drop(part);
     let again = dest
-        .part_file(Path::new("a/b/f.bin"), "t1", 4 * 1024, false)
+        .part_file(Path::new("a/b/f.bin"), "t1", 4 * 1024, false, false)
         .unwrap();
     let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(1_500_000_000);
     again.seal(Some(mtime), None, None).unwrap();
@@ -160,7 +162,7 @@ fn part_files_take_parallel_writes_resume_without_truncating_and_finish() {
         "a file of another size is not this one"
     );
     assert!(matches!(
-        dest.part_file(Path::new("a/b/f.bin"), "t1", 4096, false),
+        dest.part_file(Path::new("a/b/f.bin"), "t1", 4096, false, false),
         Err(FilesError::Io { .. })
     ));
     let bytes = std::fs::read(&done).unwrap();
@@ -217,10 +219,9 @@ fn range_writers_land_every_byte_in_place_aligned_or_not() {
     // One range at an aligned offset (direct I/O where the disk has it), one at an odd one.
     let (aligned, odd) = (8192u64, 8192 + len + 123);
     let pool = crate::direct::BufferPool::new(128 * 1024, 2);
-    // Large enough for direct I/O (a small file goes through the page cache only).
-    let size = (odd + len + 10).max(SMALL_FILE);
+    let size = odd + len + 10;
     let part = dest
-        .part_file(Path::new("r.bin"), "t1", size, true)
+        .part_file(Path::new("r.bin"), "t1", size, true, true)
         .unwrap();
     for offset in [aligned, odd] {
         let mut writer = part.range_writer(offset, 64 * 1024, pool.take());

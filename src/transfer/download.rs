@@ -1127,9 +1127,14 @@ async fn part_file(job: &Job, i: usize, create: bool) -> Result<PartFile, String
         job.dest.create_dirs(&parent).map_err(counted)?;
     }
     let tag = part_tag(&job.id, file.record.idx);
+    // Direct I/O for a file of many ranges (written in parallel, large: no page-cache churn);
+    // the page cache for a file of one range, which its sync follows at once: a direct write
+    // waits for the disk, and on the project's machine 1,000 x 1 MiB downloaded in 2.50 s
+    // direct and 1.72 s cached, 128 x 8 MiB in 2.03 s and 1.54 s (`scripts/bench.py`).
+    let direct = file.record.size > file.record.chunk_size;
     let part = job
         .dest
-        .part_file(&file.rel, &tag, file.record.size, create)
+        .part_file(&file.rel, &tag, file.record.size, create, direct)
         .map_err(counted)?;
     if file.record.state == file_state::PENDING {
         let _ = job
