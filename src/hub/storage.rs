@@ -732,9 +732,9 @@ impl Sink {
 /// Through the page cache, with each window's writeback started as soon as it is written and
 /// the pages dropped once written out, not with direct I/O: a direct write waits for the disk,
 /// one batch at a time per part, where the kernel's writeback merges the parts' writes. On the
-/// project's machine (`scripts/bench.py`, same runs): 2 GiB uploaded in 4.99 and 4.81 s against
-/// 5.85 and 4.99 s direct, the hub's CPU 1.3-1.4 s per GiB against 0.95; 1,000 x 1 MiB in 2.89 s
-/// against 3.86 s.
+/// project's machine (`scripts/bench.py`, the same hour): 2 GiB uploaded in 3.40 s (two runs)
+/// against 4.99 to 5.85 s direct, the hub's CPU 1.3 s per GiB against 0.95; 1,000 x 1 MiB in
+/// 2.50 to 2.66 s against 3.86 s.
 async fn receive(
     state: &HubState,
     body: Body,
