@@ -12,6 +12,7 @@ pub const POINTS: &[&str] = &[
     // Downloads.
     "download.planned",
     "download.chunk.written",
+    "download.chunks.synced",
     "download.chunk.committed",
     "download.file.synced",
     "download.file.renamed",

@@ -594,13 +594,20 @@ impl Store {
 
     /// Commits one finished chunk (a download range written, or an uploaded part's ETag).
     pub async fn add_chunk(&self, id: &str, chunk: ChunkRecord) -> Result<(), StoreError> {
+        self.add_chunks(id, vec![chunk]).await
+    }
+
+    /// Commits finished chunks, all in one transaction.
+    pub async fn add_chunks(&self, id: &str, chunks: Vec<ChunkRecord>) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.call(move |conn| {
-            conn.prepare_cached(
+            let mut insert = conn.prepare_cached(
                 "INSERT INTO chunks (transfer_id, file_idx, chunk_idx, size, etag) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(transfer_id, file_idx, chunk_idx) DO UPDATE SET size = ?4, etag = ?5")?
-.execute(params![id, chunk.file_idx, chunk.chunk_idx, chunk.size, chunk.etag],
+                 ON CONFLICT(transfer_id, file_idx, chunk_idx) DO UPDATE SET size = ?4, etag = ?5",
             )?;
+            for chunk in chunks {
+                insert.execute(params![id, chunk.file_idx, chunk.chunk_idx, chunk.size, chunk.etag])?;
+            }
             Ok(())
         })
         .await

@@ -1,6 +1,7 @@
 //! Downloading a package from a link: look the link up, plan the files, then fetch every file
 //! as parallel ranged chunks written in place into a preallocated part file, each chunk
-//! committed to the store when written, so a restart fetches only what was in flight.
+//! committed to the store once written and synced, so a restart fetches only what was in
+//! flight.
 //!
 //! # State machine, and what a crash at any instruction leaves
 //! Durable facts (store) are in brackets; side effects on disk are plain. Each named crash
@@ -9,12 +10,16 @@
 //!    made unique (`name (2).ext`). A crash before the files are recorded plans again.
 //! 2. Per chunk: part file `NAME.TAG.part` created (TAG = transfer and file: no two writers ever
 //!    share one, and it fits 255 bytes whatever NAME) and preallocated → bytes written
-//!    (`download.chunk.written`) → [chunk] (`download.chunk.committed`). A crash before the
-//!    commit fetches the chunk again; the write is positional, so repeating it is harmless.
-//! 3. Per file, once every chunk is committed (apart from the connection that committed the
-//!    last one, which goes on fetching; a pass ends only once every such file is finished,
-//!    [`worker`]): mode, time and owner set, data synced
-//!    (`download.file.synced`) → renamed to NAME (`download.file.renamed`). Then, for every
+//!    (`download.chunk.written`) → the file's data synced, once for every chunk written by
+//!    then (`download.chunks.synced`) → [those chunks] (`download.chunk.committed`): a chunk
+//!    is never recorded before its bytes are durable, so a power cut loses no recorded chunk.
+//!    The file's last chunk is synced and recorded by step 3. A crash before the commit
+//!    fetches the chunk again; the write is positional, so repeating it is harmless.
+//! 3. Per file, once every chunk is written (apart from the connection that wrote the last
+//!    one, which goes on fetching; a pass ends only once every such file is finished,
+//!    [`worker`]): mode, time and owner set, data synced (`download.chunks.synced`) → [its
+//!    chunks not recorded yet] (`download.chunk.committed`, `download.file.synced`) → renamed
+//!    to NAME (`download.file.renamed`). Then, for every
 //!    file renamed by then at once (group commit): their folders synced, each once
 //!    (`download.files.synced`) → [files `complete`] (`download.file.complete`).
 //! 4. A restart looks at each open file that has committed chunks ([`run`]): its part file
@@ -175,6 +180,12 @@ struct FileJob {
     /// files holds descriptors for the few in flight only.
     part: tokio::sync::Mutex<Option<PartFile>>,
     remaining: AtomicU32,
+    /// Chunks written and not recorded yet: a chunk is recorded only once the file's data is
+    /// synced ([`commit_chunks`]), so that no crash, a power cut included, leaves a chunk
+    /// recorded whose bytes are not on the disk.
+    unsynced: Mutex<Vec<ChunkRecord>>,
+    /// Taken by whoever syncs the file and records the chunks written by then.
+    syncing: tokio::sync::Mutex<()>,
     failed: AtomicBool,
     /// Recorded complete in the store (by this run).
     recorded: AtomicBool,
@@ -390,6 +401,8 @@ async fn run_pass(
             url: tokio::sync::Mutex::new(None),
             part: tokio::sync::Mutex::new(None),
             remaining: AtomicU32::new(remaining),
+            unsynced: Mutex::new(Vec::new()),
+            syncing: tokio::sync::Mutex::new(()),
             failed: AtomicBool::new(false),
             recorded: AtomicBool::new(false),
             written: Mutex::new((BTreeSet::new(), 0)),
@@ -877,21 +890,32 @@ async fn fetch_ranges(job: &Arc<Job>) -> Result<(), JobError> {
                 file.written(chunk.index);
                 start_digest(job, chunk.file).await;
                 crate::crash_point!("download.chunk.written");
-                job.inner
-                    .store
-                    .add_chunk(
-                        &job.id,
-                        ChunkRecord {
-                            file_idx: chunk.file as u32,
-                            chunk_idx: chunk.index,
-                            size: chunk.len,
-                            etag: None,
-                        },
-                    )
-                    .await?;
-                crate::crash_point!("download.chunk.committed");
+                // Taken while this chunk still counts: the file is not finished (its part
+                // closed, renamed) before the count below.
+                let part = match part_file(job, chunk.file, false).await {
+                    Ok(part) => part,
+                    Err(reason) => {
+                        fail_file(job, chunk.file, reason).await?;
+                        continue;
+                    }
+                };
+                file.unsynced
+                    .lock()
+                    .expect("the unsynced list's lock is never poisoned")
+                    .push(ChunkRecord {
+                        file_idx: chunk.file as u32,
+                        chunk_idx: chunk.index,
+                        size: chunk.len,
+                        etag: None,
+                    });
                 if file.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    // The file's last chunk: recorded by the file's finish, after its sync (a
+                    // file of one chunk is synced once).
+                    drop(part);
                     finish_later(job, chunk.file).await?;
+                } else {
+                    let sync = move || part.sync().map_err(|e| part.write_error(e));
+                    commit_chunks(job, chunk.file, sync, false).await?;
                 }
             }
             Err(ChunkError::Retry(e)) => {
@@ -983,18 +1007,24 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
     };
     let mtime = file.record.last_modified.map(std::time::SystemTime::from);
     let (uid, gid, mode) = (job.spec.user_id, job.spec.group_id, job.spec.file_mode);
-    let renamed = part.clone();
-    let finished = tokio::task::spawn_blocking(move || {
+    let sealed = part.clone();
+    let seal = move || {
         // Mode and time while the agent still owns the file, then the owner.
         if let Some(mode) = mode {
-            renamed.set_mode(mode)?;
+            sealed.set_mode(mode)?;
         }
-        renamed.seal(mtime, uid, gid)?;
-        crate::crash_point!("download.file.synced");
-        renamed.rename()
-    })
-    .await
-    .map_err(|e| JobError::Failed(e.to_string()))?;
+        sealed.seal(mtime, uid, gid)
+    };
+    // The seal's sync makes the last chunks durable: they are recorded before the rename, so a
+    // file found renamed at a restart has every chunk recorded.
+    if !commit_chunks(job, i, seal, true).await? {
+        return Ok(());
+    }
+    crate::crash_point!("download.file.synced");
+    let renamed = part.clone();
+    let finished = tokio::task::spawn_blocking(move || renamed.rename())
+        .await
+        .map_err(|e| JobError::Failed(e.to_string()))?;
     match finished {
         Ok(_) => {
             crate::crash_point!("download.file.renamed");
@@ -1009,6 +1039,45 @@ async fn finish_file(job: &Job, i: usize) -> Result<(), JobError> {
             fail_file(job, i, e.to_string()).await
         }
     }
+}
+
+/// Makes the file's chunks written by now durable with `sync` and records them (group commit:
+/// whoever takes the turn first syncs once for every chunk written by then and records them
+/// in one store call; the others find theirs recorded). `always`: sync even with no chunk to
+/// record (a file's finish, whose sync seals it). Returns whether the file is still good: a
+/// sync that fails fails the file, its chunks unrecorded.
+async fn commit_chunks(
+    job: &Job,
+    i: usize,
+    sync: impl FnOnce() -> Result<(), files::FilesError> + Send + 'static,
+    always: bool,
+) -> Result<bool, JobError> {
+    let file = &job.files[i];
+    let _turn = file.syncing.lock().await;
+    // Taken before the sync: a chunk is listed once written, so the sync covers every one.
+    let batch = std::mem::take(
+        &mut *file
+            .unsynced
+            .lock()
+            .expect("the unsynced list's lock is never poisoned"),
+    );
+    if batch.is_empty() && !always {
+        return Ok(true);
+    }
+    let synced = tokio::task::spawn_blocking(sync)
+        .await
+        .map_err(|e| JobError::Failed(e.to_string()))?;
+    if let Err(e) = synced {
+        job.inner.metrics.files_error(&e);
+        fail_file(job, i, e.to_string()).await?;
+        return Ok(false);
+    }
+    crate::crash_point!("download.chunks.synced");
+    if !batch.is_empty() {
+        job.inner.store.add_chunks(&job.id, batch).await?;
+        crate::crash_point!("download.chunk.committed");
+    }
+    Ok(true)
 }
 
 /// The read of the file's bytes that its ranges wrote but could not hash themselves (they
