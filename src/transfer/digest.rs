@@ -7,22 +7,23 @@
 //! - one sequential read of the file for the rest, kept just behind the bytes the transfer has
 //!   moved: an upload's hash reads what its parts just read (from the page cache) and never
 //!   races ahead on a slow link; a download's reads what its ranges wrote, up to the first
-//!   range not written yet, reading the next block while it hashes the last. The ranges write
-//!   what the hash has not reached through the page cache (the rest goes to the disk
-//!   directly), so this read finds it in memory instead of taking the disk from the writes;
-//!   it drops each block from the cache once hashed.
+//!   range not written yet. The ranges write what the hash has not reached through the page
+//!   cache (the rest goes to the disk directly), so this read finds it in memory instead of
+//!   taking the disk from the writes; it drops each block from the cache once hashed.
 //!
-//! Reads and hashing run on the blocking pool, off the runtime.
+//! Reads and hashing run on the blocking pool, off the runtime: the read behind is one task
+//! there, reading and hashing block after block.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::direct::{BufferPool, PooledBuffer};
+use crate::direct::BufferPool;
 use crate::mhl::{HashFormat, Hasher};
 
 /// The reads of the file, in blocks of this size, one read ahead of the hash.
@@ -140,6 +141,10 @@ pub(super) enum Source {
 
 /// Feeds `feed` by reading `source` from the hash's position, no further than `ahead` bytes
 /// past `moved()`, until every byte is hashed; the answer is the feed's.
+///
+/// One task on the blocking pool reads and hashes block after block: a hand-off to the pool
+/// per block (a read and a hash each in a task of their own) made the hash fall behind when the
+/// CPU was busy, and an upload's last file waited for it before it could be finalized.
 pub(super) fn read_behind(
     feed: Arc<Feed>,
     source: Source,
@@ -147,72 +152,63 @@ pub(super) fn read_behind(
     moved: impl Fn() -> u64 + Send + Sync + 'static,
 ) -> Digest {
     AbortOnDropHandle::new(tokio::spawn(async move {
-        let (file, name, drop_hashed) = match source {
-            Source::Open { file, name } => (file, name, true),
-            Source::Path(path) => {
-                let opened = path.clone();
-                let file = tokio::task::spawn_blocking(move || File::open(opened))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("{path} cannot be read to hash it: {e}"))?;
-                (Arc::new(file), path, false)
-            }
-        };
-        let size = feed.size;
-        // A block read and not yet hashed: (offset, bytes).
-        let mut pending: Option<(u64, PooledBuffer)> = None;
-        loop {
-            let pos = feed.position();
-            if pos >= size && pending.is_none() {
-                break;
-            }
-            let from = pending
-                .as_ref()
-                .map_or(pos, |(at, block)| at + block.len() as u64)
-                .max(pos);
-            let allowed = moved().saturating_add(ahead).min(size);
-            let read = (from < allowed).then(|| {
-                let want = (allowed - from).min(READ as u64) as usize;
-                let f = file.clone();
-                tokio::task::spawn_blocking(move || {
-                    let mut block = BLOCKS.take();
-                    let n = f.read_at(&mut block.space_mut()[..want], from)?;
-                    block.set_len(n);
-                    Ok::<_, std::io::Error>((from, block))
-                })
-            });
-            let hash = pending.take().map(|(at, block)| {
-                let feed = feed.clone();
-                let f = file.clone();
-                tokio::task::spawn_blocking(move || {
-                    feed.offer(at, block.bytes());
-                    if drop_hashed {
-                        // Only advice: a failure changes nothing but the cache's use.
-                        let len = std::num::NonZeroU64::new(block.len() as u64);
-                        let _ = rustix::fs::fadvise(&*f, at, len, rustix::fs::Advice::DontNeed);
-                    }
-                })
-            });
-            if read.is_none() && hash.is_none() {
-                let _ = tokio::time::timeout(PACE, feed.more.notified()).await;
-                continue;
-            }
-            if let Some(hash) = hash {
-                hash.await.map_err(|e| e.to_string())?;
-            }
-            if let Some(read) = read {
-                let (at, block) = read
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("{name} cannot be read to hash it: {e}"))?;
-                if block.is_empty() {
-                    return Err(format!("{name} is shorter than its {size} bytes"));
-                }
-                pending = Some((at, block));
+        // Set when this task is aborted (its handle dropped): the blocking loop stops.
+        struct StopOnDrop(Arc<AtomicBool>);
+        impl Drop for StopOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Release);
             }
         }
-        feed.answer()
-            .ok_or_else(|| format!("{name} was hashed twice"))
+        let stop = Arc::new(AtomicBool::new(false));
+        let _stop = StopOnDrop(stop.clone());
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let (file, name, drop_hashed) = match source {
+                Source::Open { file, name } => (file, name, true),
+                Source::Path(path) => {
+                    let file = File::open(&path)
+                        .map_err(|e| format!("{path} cannot be read to hash it: {e}"))?;
+                    (Arc::new(file), path, false)
+                }
+            };
+            let size = feed.size;
+            let mut block = BLOCKS.take();
+            loop {
+                if stop.load(Ordering::Acquire) {
+                    return Err(format!("hashing {name} was stopped"));
+                }
+                let pos = feed.position();
+                if pos >= size {
+                    break;
+                }
+                let allowed = moved().saturating_add(ahead).min(size);
+                if pos >= allowed {
+                    runtime.block_on(async {
+                        let _ = tokio::time::timeout(PACE, feed.more.notified()).await;
+                    });
+                    continue;
+                }
+                let want = (allowed - pos).min(READ as u64) as usize;
+                let n = file
+                    .read_at(&mut block.space_mut()[..want], pos)
+                    .map_err(|e| format!("{name} cannot be read to hash it: {e}"))?;
+                if n == 0 {
+                    return Err(format!("{name} is shorter than its {size} bytes"));
+                }
+                block.set_len(n);
+                feed.offer(pos, block.bytes());
+                if drop_hashed {
+                    // Only advice: a failure changes nothing but the cache's use.
+                    let len = std::num::NonZeroU64::new(n as u64);
+                    let _ = rustix::fs::fadvise(&*file, pos, len, rustix::fs::Advice::DontNeed);
+                }
+                block.set_len(0);
+            }
+            feed.answer()
+                .ok_or_else(|| format!("{name} was hashed twice"))
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }))
 }
 
