@@ -254,9 +254,6 @@ struct Job {
     finish_slots: Arc<tokio::sync::Semaphore>,
 }
 
-/// Files finished at once at most ([`Job::finishing`]).
-const FINISHING: usize = 64;
-
 pub(super) async fn run(
     inner: Arc<Inner>,
     id: &str,
@@ -415,6 +412,7 @@ async fn run_pass(
             file.written(c.1);
         }
     }
+    let finishing = inner.config.max_connections.max(1);
     let job = Arc::new(Job {
         priority: record.priority,
         inner,
@@ -433,7 +431,10 @@ async fn run_pass(
         renamed: Mutex::new(Vec::new()),
         recording: tokio::sync::Mutex::new(()),
         finishing: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
-        finish_slots: Arc::new(tokio::sync::Semaphore::new(FINISHING)),
+        // As many files finished at once as connections: a file's last chunks are recorded by
+        // its finish, so a crash fetches again at most a chunk per connection being fetched and
+        // a file's last chunk per file being finished.
+        finish_slots: Arc::new(tokio::sync::Semaphore::new(finishing)),
     });
 
     // Folders first (empty ones included), then files whose chunks were all committed before a
