@@ -26,7 +26,7 @@ use tokio_util::task::AbortOnDropHandle;
 use crate::direct::BufferPool;
 use crate::mhl::{HashFormat, Hasher};
 
-/// The reads of the file, in blocks of this size, one read ahead of the hash.
+/// The reads of the file, in blocks of this size.
 const READ: usize = 2 << 20;
 /// How often a hash that caught up with the transfer looks again, unless woken before.
 const PACE: Duration = Duration::from_millis(5);
@@ -142,9 +142,11 @@ pub(super) enum Source {
 /// Feeds `feed` by reading `source` from the hash's position, no further than `ahead` bytes
 /// past `moved()`, until every byte is hashed; the answer is the feed's.
 ///
-/// One task on the blocking pool reads and hashes block after block: a hand-off to the pool
-/// per block (a read and a hash each in a task of their own) made the hash fall behind when the
-/// CPU was busy, and an upload's last file waited for it before it could be finalized.
+/// One task on the blocking pool reads and hashes block after block (it holds a thread of the
+/// pool while it waits for the transfer). A hand-off to the pool per block, a read and a hash
+/// each in a task of their own, made a 2 GiB upload 1.16 to 1.35 times as long hashed on 2 busy
+/// cores (`scripts/bench-hash.py`); likely the hash fell behind and the file's finalize waited
+/// for it.
 pub(super) fn read_behind(
     feed: Arc<Feed>,
     source: Source,

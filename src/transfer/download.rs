@@ -886,20 +886,11 @@ async fn fetch_ranges(job: &Arc<Job>) -> Result<(), JobError> {
             fetch_chunk(job, &chunk).await
         };
         match fetched {
-            Ok(()) => {
+            Ok(part) => {
                 job.inner.moving();
                 file.written(chunk.index);
                 start_digest(job, chunk.file).await;
                 crate::crash_point!("download.chunk.written");
-                // Taken while this chunk still counts: the file is not finished (its part
-                // closed, renamed) before the count below.
-                let part = match part_file(job, chunk.file, false).await {
-                    Ok(part) => part,
-                    Err(reason) => {
-                        fail_file(job, chunk.file, reason).await?;
-                        continue;
-                    }
-                };
                 file.unsynced
                     .lock()
                     .expect("the unsynced list's lock is never poisoned")
@@ -1321,12 +1312,13 @@ async fn refresh_token(job: &Job) -> Result<(), ChunkError> {
 }
 
 /// Fetches one range into place, retrying transient failures.
-async fn fetch_chunk(job: &Job, chunk: &Chunk) -> Result<(), ChunkError> {
+/// Fetches a chunk into the file's part file; the part file, once the chunk is written.
+async fn fetch_chunk(job: &Job, chunk: &Chunk) -> Result<PartFile, ChunkError> {
     let part = part_file(job, chunk.file, true)
         .await
         .map_err(ChunkError::File)?;
     if chunk.len == 0 {
-        return Ok(());
+        return Ok(part);
     }
     let mut refreshes = 0u32;
     let mut refresh = false;
@@ -1340,7 +1332,7 @@ async fn fetch_chunk(job: &Job, chunk: &Chunk) -> Result<(), ChunkError> {
         drop(permit);
         count_error(&job.inner.metrics, &result);
         let error = match result {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(part),
             Err(FetchError::Stopped) => return Err(ChunkError::Stopped),
             Err(FetchError::Disk(e)) => return Err(ChunkError::File(e)),
             Err(FetchError::Cloud(e)) => e,
